@@ -1,0 +1,167 @@
+//! The narrow interface a pass uses to read and write the cluster, so that the
+//! pass can run against the API server, a dry run, or nothing at all (`render`).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use crate::crd::ScalingGroupMirrorStatus;
+use crate::desired::DesiredEntry;
+use crate::plan::ActualEntry;
+use crate::workloadentry::GroupTemplate;
+
+/// The mirror a pass works for, as its entries' ownerReference names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// A failed cluster call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ClusterError {
+    /// Whether another writer holds the object (409), which a retry resolves.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, ClusterError::Kube(kube::Error::Api(s)) if s.code == 409)
+    }
+}
+
+/// Reads and writes a pass needs. Implementations: [`crate::kube_cluster`]
+/// (the API server), [`DryRun`] (logs writes), and [`Offline`] (`render`).
+#[async_trait]
+pub trait Cluster: Send + Sync {
+    /// The WorkloadEntries `owner` owns (its labels and ownerReference).
+    async fn owned_entries(&self, owner: &Owner) -> Result<Vec<ActualEntry>, ClusterError>;
+    /// A WorkloadGroup's defaults, or None when it does not exist.
+    async fn workload_group(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<GroupTemplate>, ClusterError>;
+    /// Creates or updates an entry (server-side apply, one field manager).
+    async fn apply_entry(&self, owner: &Owner, entry: &DesiredEntry) -> Result<(), ClusterError>;
+    /// Writes the entry's `Healthy` condition through the status subresource.
+    async fn set_entry_health(
+        &self,
+        owner: &Owner,
+        name: &str,
+        healthy: bool,
+    ) -> Result<(), ClusterError>;
+    /// Deletes an entry; one already gone is not an error.
+    async fn delete_entry(&self, owner: &Owner, name: &str) -> Result<(), ClusterError>;
+    /// Writes the mirror's status.
+    async fn write_status(
+        &self,
+        owner: &Owner,
+        status: &ScalingGroupMirrorStatus,
+    ) -> Result<(), ClusterError>;
+    /// Records a Kubernetes Event on the mirror.
+    async fn event(&self, owner: &Owner, kind: EventType, reason: &str, note: &str);
+}
+
+/// Logs every write instead of making it (`--dry-run`); reads go through.
+pub struct DryRun<C>(pub C);
+
+#[async_trait]
+impl<C: Cluster> Cluster for DryRun<C> {
+    async fn owned_entries(&self, owner: &Owner) -> Result<Vec<ActualEntry>, ClusterError> {
+        self.0.owned_entries(owner).await
+    }
+    async fn workload_group(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<GroupTemplate>, ClusterError> {
+        self.0.workload_group(namespace, name).await
+    }
+    async fn apply_entry(&self, owner: &Owner, entry: &DesiredEntry) -> Result<(), ClusterError> {
+        tracing::info!(namespace = %owner.namespace, mirror = %owner.name, entry = %entry.name,
+            address = %entry.spec.address, "dry run: would apply WorkloadEntry");
+        Ok(())
+    }
+    async fn set_entry_health(
+        &self,
+        owner: &Owner,
+        name: &str,
+        healthy: bool,
+    ) -> Result<(), ClusterError> {
+        tracing::info!(namespace = %owner.namespace, mirror = %owner.name, entry = %name, healthy,
+            "dry run: would write Healthy condition");
+        Ok(())
+    }
+    async fn delete_entry(&self, owner: &Owner, name: &str) -> Result<(), ClusterError> {
+        tracing::info!(namespace = %owner.namespace, mirror = %owner.name, entry = %name,
+            "dry run: would delete WorkloadEntry");
+        Ok(())
+    }
+    async fn write_status(
+        &self,
+        owner: &Owner,
+        status: &ScalingGroupMirrorStatus,
+    ) -> Result<(), ClusterError> {
+        tracing::info!(namespace = %owner.namespace, mirror = %owner.name,
+            entries = status.entries, members = status.members, "dry run: would write status");
+        Ok(())
+    }
+    async fn event(&self, owner: &Owner, kind: EventType, reason: &str, note: &str) {
+        tracing::info!(namespace = %owner.namespace, mirror = %owner.name, ?kind, reason, note,
+            "dry run: would record Event");
+    }
+}
+
+/// No cluster at all: no entries exist, WorkloadGroups come from a map, writes
+/// are collected. `meshmirror render` uses it.
+#[derive(Default)]
+pub struct Offline {
+    pub groups: BTreeMap<String, GroupTemplate>,
+    pub applied: std::sync::Mutex<Vec<DesiredEntry>>,
+}
+
+#[async_trait]
+impl Cluster for Offline {
+    async fn owned_entries(&self, _owner: &Owner) -> Result<Vec<ActualEntry>, ClusterError> {
+        Ok(Vec::new())
+    }
+    async fn workload_group(
+        &self,
+        _namespace: &str,
+        name: &str,
+    ) -> Result<Option<GroupTemplate>, ClusterError> {
+        Ok(self.groups.get(name).cloned())
+    }
+    async fn apply_entry(&self, _owner: &Owner, entry: &DesiredEntry) -> Result<(), ClusterError> {
+        self.applied
+            .lock()
+            .map_err(|_| ClusterError::Other("poisoned".into()))?
+            .push(entry.clone());
+        Ok(())
+    }
+    async fn set_entry_health(&self, _: &Owner, _: &str, _: bool) -> Result<(), ClusterError> {
+        Ok(())
+    }
+    async fn delete_entry(&self, _: &Owner, _: &str) -> Result<(), ClusterError> {
+        Ok(())
+    }
+    async fn write_status(
+        &self,
+        _: &Owner,
+        _: &ScalingGroupMirrorStatus,
+    ) -> Result<(), ClusterError> {
+        Ok(())
+    }
+    async fn event(&self, _: &Owner, _: EventType, _: &str, _: &str) {}
+}

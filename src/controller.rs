@@ -1,0 +1,259 @@
+//! Wires the reconciler to the API server: watches mirrors and the entries it
+//! owns, reconciles each mirror on change, on its interval, and at once when a
+//! provider's event feed names its group.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{StreamExt, stream};
+use kube::api::{Api, DynamicObject};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use meshmirror_provider::{Ack, GroupEvent, GroupEventKind};
+
+use crate::config;
+use crate::crd::ScalingGroupMirror;
+use crate::kube_cluster::managed_selector;
+use crate::metrics::{EventLabels, Metrics};
+use crate::reconcile::Reconciler;
+use crate::workloadentry::EntryVersion;
+
+/// Where the controller looks.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    /// One namespace, or all when None.
+    pub namespace: Option<String>,
+    pub version: EntryVersion,
+}
+
+impl Scope {
+    pub fn mirrors(&self, client: &Client) -> Api<ScalingGroupMirror> {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+
+    pub fn entries(&self, client: &Client) -> Api<DynamicObject> {
+        let ar = self.version.workload_entries();
+        match &self.namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        }
+    }
+}
+
+/// A watch cache of every entry meshmirror manages, and the stream that keeps
+/// it filled (poll it, or nothing is cached).
+pub fn entry_cache(
+    client: &Client,
+    scope: &Scope,
+) -> (
+    Store<DynamicObject>,
+    impl futures::Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static,
+) {
+    let writer = reflector::store::Writer::new(scope.version.workload_entries());
+    let store = writer.as_reader();
+    let stream = watcher(
+        scope.entries(client),
+        watcher::Config::default().labels(&managed_selector()),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .touched_objects();
+    (store, stream)
+}
+
+/// An event's acknowledgement, shared by every mirror the event names: it is
+/// acknowledged once each of them has had a successful pass.
+struct SharedAck {
+    remaining: AtomicUsize,
+    ack: Mutex<Option<Ack>>,
+}
+
+impl SharedAck {
+    fn handled(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Ok(mut ack) = self.ack.lock()
+            && let Some(ack) = ack.take()
+        {
+            ack.ack();
+        }
+    }
+}
+
+type PendingAcks = Arc<Mutex<HashMap<ObjectRef<ScalingGroupMirror>, Vec<Arc<SharedAck>>>>>;
+
+struct Ctx {
+    reconciler: Arc<Reconciler>,
+    pending: PendingAcks,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+pub struct Never;
+
+async fn reconcile(mirror: Arc<ScalingGroupMirror>, ctx: Arc<Ctx>) -> Result<Action, Never> {
+    if mirror.metadata.deletion_timestamp.is_some() {
+        // Kubernetes garbage-collects the entries through their ownerReferences.
+        ctx.reconciler.forget(&mirror.uid().unwrap_or_default());
+        return Ok(Action::await_change());
+    }
+    let key = ObjectRef::from_obj(mirror.as_ref());
+    // Acks taken before the pass cover the events that caused it.
+    let acks = ctx
+        .pending
+        .lock()
+        .map(|mut p| p.remove(&key).unwrap_or_default())
+        .unwrap_or_default();
+    let report = ctx.reconciler.pass(&mirror).await;
+    if report.ok() {
+        for ack in acks {
+            ack.handled();
+        }
+    } else if !acks.is_empty()
+        && let Ok(mut pending) = ctx.pending.lock()
+    {
+        // Not handled: keep them for the next pass (or the source redelivers).
+        pending.entry(key).or_default().extend(acks);
+    }
+    Ok(Action::requeue(report.requeue))
+}
+
+fn error_policy(_: Arc<ScalingGroupMirror>, _: &Never, _: Arc<Ctx>) -> Action {
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Maps provider events to the mirrors that name their group.
+fn event_triggers(
+    events: impl futures::Stream<Item = GroupEvent> + Send + 'static,
+    mirrors: Store<ScalingGroupMirror>,
+    pending: PendingAcks,
+    metrics: Arc<Metrics>,
+) -> impl futures::Stream<Item = ObjectRef<ScalingGroupMirror>> + Send + 'static {
+    events
+        .then(move |event| {
+            let mirrors = mirrors.clone();
+            let pending = pending.clone();
+            let metrics = metrics.clone();
+            async move {
+                // Mapping before the cache is filled would drop events for
+                // mirrors not seen yet.
+                let _ = mirrors.wait_until_ready().await;
+                let provider = event.group.provider().to_string();
+                metrics
+                    .events
+                    .get_or_create(&EventLabels {
+                        provider: provider.clone(),
+                        outcome: "received".into(),
+                    })
+                    .inc();
+                let targets: Vec<ObjectRef<ScalingGroupMirror>> = mirrors
+                    .state()
+                    .iter()
+                    .filter(|m| {
+                        config::validate(&m.spec)
+                            .map(|c| c.group == event.group)
+                            .unwrap_or(false)
+                    })
+                    .map(|m| ObjectRef::from_obj(m.as_ref()))
+                    .collect();
+                let outcome = if targets.is_empty() { "ignored" } else { "handled" };
+                metrics
+                    .events
+                    .get_or_create(&EventLabels {
+                        provider,
+                        outcome: outcome.into(),
+                    })
+                    .inc();
+                if let GroupEventKind::Advisory { instance_id, what } = &event.kind {
+                    tracing::info!(group = %event.group, instance = %instance_id, what = %what,
+                        "advisory cloud event recorded; it changes nothing");
+                }
+                if targets.is_empty() {
+                    tracing::debug!(group = %event.group, "event for a group no mirror names; dropped");
+                    event.ack.ack();
+                    return stream::iter(Vec::new());
+                }
+                tracing::debug!(group = %event.group, kind = ?event.kind, mirrors = targets.len(),
+                    "event triggers reconcile");
+                let shared = Arc::new(SharedAck {
+                    remaining: AtomicUsize::new(targets.len()),
+                    ack: Mutex::new(Some(event.ack)),
+                });
+                if let Ok(mut p) = pending.lock() {
+                    for t in &targets {
+                        p.entry(t.clone()).or_default().push(shared.clone());
+                    }
+                }
+                stream::iter(targets)
+            }
+        })
+        .flatten()
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    scope: Scope,
+    reconciler: Arc<Reconciler>,
+    entries_stream: impl futures::Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let controller = Controller::new(scope.mirrors(&client), watcher::Config::default())
+        .owns_stream_with(entries_stream, scope.version.workload_entries());
+    let pending: PendingAcks = Arc::default();
+    let feeds: Vec<_> = reconciler
+        .providers
+        .iter()
+        .filter_map(|p| p.events())
+        .collect();
+    let controller = if feeds.is_empty() {
+        controller
+    } else {
+        let triggers = event_triggers(
+            stream::select_all(feeds),
+            controller.store(),
+            pending.clone(),
+            reconciler.metrics.clone(),
+        );
+        controller.reconcile_on(triggers)
+    };
+    let ctx = Arc::new(Ctx {
+        reconciler,
+        pending,
+    });
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(%err, "controller");
+            }
+        })
+        .await;
+}
+
+/// One pass of every mirror in scope (`run --once`); true when all succeeded.
+pub async fn run_once(
+    client: &Client,
+    scope: &Scope,
+    reconciler: &Reconciler,
+) -> Result<bool, kube::Error> {
+    let mirrors = scope.mirrors(client).list(&Default::default()).await?;
+    let mut all_ok = true;
+    for mirror in &mirrors.items {
+        let report = reconciler.pass(mirror).await;
+        if let Some(err) = &report.error {
+            tracing::error!(namespace = %mirror.namespace().unwrap_or_default(),
+                mirror = %mirror.name_any(), error = %err, "pass failed");
+        }
+        all_ok &= report.ok();
+    }
+    Ok(all_ok)
+}

@@ -1,0 +1,277 @@
+//! `meshmirror demo`: the whole loop with no cloud and no cluster. Starts the
+//! test kit's API server and the simulated cloud in-process, runs the
+//! controller against them, and walks a mirror through scale-out, scale-in
+//! (through the pre-termination hook) and a label change, printing the entries
+//! after each step with how long the change took to reach the API server.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use meshmirror_sim::{SimCloud, SimInstance};
+use meshmirror_testkit::apiserver::ApiServer;
+
+use crate::app::{self, AppError, RunOptions};
+use crate::crd::ScalingGroupMirror;
+use crate::workloadentry::{EntryVersion, keys};
+
+const NAMESPACE: &str = "demo";
+const GROUP: &str = "web";
+/// How long a step may take before the demo gives up.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+const MIRROR: &str = r#"
+apiVersion: meshmirror.io/v1alpha1
+kind: ScalingGroupMirror
+metadata:
+  name: web
+  namespace: demo
+spec:
+  provider:
+    sim:
+      group: web
+  workloads:
+    - name: api
+      labels: {app: web-api, version: v1}
+      ports: {http: 8080}
+      serviceAccount: web-api
+    - name: exporter
+      labels: {app: node-exporter}
+      ports: {metrics: 9100}
+      serviceAccount: node-exporter
+  network: vm-network
+  sync:
+    interval: 30s
+  lifecycle:
+    drainSeconds: 2
+    terminateHook: sim-termination
+"#;
+
+/// Output for a person, not logs.
+fn say(out: &mut impl Write, line: impl AsRef<str>) {
+    let _ = writeln!(out, "{}", line.as_ref());
+}
+
+/// Runs the demo; with `follow`, keeps serving afterwards until Ctrl-C.
+pub async fn run(follow: bool) -> Result<(), AppError> {
+    let mut out = std::io::stdout();
+    let server = ApiServer::builder()
+        .crd_yaml(&app::crd_yaml())
+        .start()
+        .await
+        .map_err(|e| AppError::Invalid(format!("starting the in-process API server: {e}")))?;
+    let client = server.client();
+    say(
+        &mut out,
+        format!("API server (test kit) on {}", server.url()),
+    );
+
+    let sim = SimCloud::new();
+    sim.ensure_group(GROUP, "us-east-1");
+    sim.set_termination_hook(GROUP, true)?;
+    for i in 1..=3u8 {
+        sim.add_instance(
+            GROUP,
+            SimInstance::running(format!("i-0{i}"), std::net::Ipv4Addr::new(10, 0, 1, i))
+                .with_zone(format!(
+                    "us-east-1{}",
+                    ['a', 'b', 'c'][usize::from(i - 1) % 3]
+                )),
+        )?;
+    }
+    say(
+        &mut out,
+        "simulated cloud: group web, 3 instances, pre-termination hook on",
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(app::run(
+        client.clone(),
+        RunOptions {
+            sim_cloud: Some(sim.clone()),
+            ..RunOptions::default()
+        },
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    let mirrors: Api<ScalingGroupMirror> = Api::namespaced(client.clone(), NAMESPACE);
+    let entries: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        NAMESPACE,
+        &EntryVersion::V1.workload_entries(),
+    );
+    let mirror: ScalingGroupMirror =
+        serde_yaml::from_str(MIRROR).map_err(|e| AppError::Invalid(format!("demo mirror: {e}")))?;
+
+    let started = Instant::now();
+    mirrors.create(&PostParams::default(), &mirror).await?;
+    let took = wait_for(&entries, |e| e.len() == 6).await?;
+    show(
+        &mut out,
+        "1. mirror created: 3 VMs x 2 workloads",
+        started,
+        took,
+        &entries,
+    )
+    .await?;
+
+    let started = Instant::now();
+    sim.scale_out(GROUP, 2)?;
+    let took = wait_for(&entries, |e| e.len() == 10).await?;
+    show(&mut out, "2. scale out by 2 VMs", started, took, &entries).await?;
+
+    let started = Instant::now();
+    let leaving = sim.scale_in(GROUP, 2)?;
+    let took = wait_for(&entries, |e| e.len() == 6).await?;
+    show(
+        &mut out,
+        &format!(
+            "3. scale in by 2 ({}): entries leave first",
+            leaving.join(", ")
+        ),
+        started,
+        took,
+        &entries,
+    )
+    .await?;
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while sim.completed_actions().len() < leaving.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    say(
+        &mut out,
+        format!(
+            "   pre-termination hooks answered CONTINUE after the 2s drain: {} of {} ({} ms after scale-in)",
+            sim.completed_actions().len(),
+            leaving.len(),
+            started.elapsed().as_millis()
+        ),
+    );
+
+    let started = Instant::now();
+    let patch = serde_json::json!({"spec": {"workloads": [
+        {"name": "api", "labels": {"app": "web-api", "version": "v2"}, "ports": {"http": 8080}, "serviceAccount": "web-api"},
+        {"name": "exporter", "labels": {"app": "node-exporter"}, "ports": {"metrics": 9100}, "serviceAccount": "node-exporter"}
+    ]}});
+    mirrors
+        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    let took = wait_for(&entries, |e| {
+        e.iter()
+            .filter(|o| label(o, keys::WORKLOAD) == "api")
+            .all(|o| label(o, "version") == "v2")
+    })
+    .await?;
+    show(
+        &mut out,
+        "4. label version=v2 on workload api (updated in place)",
+        started,
+        took,
+        &entries,
+    )
+    .await?;
+
+    if follow {
+        let path =
+            std::env::temp_dir().join(format!("meshmirror-demo-{}.kubeconfig", std::process::id()));
+        server
+            .write_kubeconfig(&path)
+            .map_err(|error| AppError::Read {
+                path: PathBuf::from(&path),
+                error,
+            })?;
+        say(
+            &mut out,
+            format!(
+                "\nstill running; try:\n  kubectl --kubeconfig {} get sgm,workloadentries -n demo\nCtrl-C stops.",
+                path.display()
+            ),
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
+    say(&mut out, "demo done");
+    Ok(())
+}
+
+fn label(obj: &DynamicObject, key: &str) -> String {
+    obj.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Polls the API server until `done` holds for the entries; returns how long.
+async fn wait_for(
+    entries: &Api<DynamicObject>,
+    done: impl Fn(&[DynamicObject]) -> bool,
+) -> Result<Duration, AppError> {
+    let started = Instant::now();
+    loop {
+        let list = entries.list(&ListParams::default()).await?;
+        if done(&list.items) {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > STEP_TIMEOUT {
+            return Err(AppError::Invalid(format!(
+                "the demo step did not converge within {}s ({} entries seen)",
+                STEP_TIMEOUT.as_secs(),
+                list.items.len()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn show(
+    out: &mut impl Write,
+    title: &str,
+    started: Instant,
+    took: Duration,
+    entries: &Api<DynamicObject>,
+) -> Result<(), AppError> {
+    let _ = started;
+    say(
+        out,
+        format!(
+            "\n{title}: reached the API server in {} ms",
+            took.as_millis()
+        ),
+    );
+    let mut list = entries.list(&ListParams::default()).await?.items;
+    list.sort_by_key(|o| {
+        (
+            label(o, keys::WORKLOAD),
+            o.metadata.name.clone().unwrap_or_default(),
+        )
+    });
+    say(
+        out,
+        format!(
+            "  {:<36} {:<9} {:<11} {:<16} {:<8} {}",
+            "NAME", "WORKLOAD", "ADDRESS", "SERVICE ACCOUNT", "VERSION", "LOCALITY"
+        ),
+    );
+    for o in &list {
+        let spec = &o.data["spec"];
+        say(
+            out,
+            format!(
+                "  {:<36} {:<9} {:<11} {:<16} {:<8} {}",
+                o.metadata.name.clone().unwrap_or_default(),
+                label(o, keys::WORKLOAD),
+                spec["address"].as_str().unwrap_or(""),
+                spec["serviceAccount"].as_str().unwrap_or(""),
+                label(o, "version"),
+                spec["locality"].as_str().unwrap_or(""),
+            ),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! [`Cluster`] on the Kubernetes API server.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource};
+use serde_json::{Value, json};
+
+use crate::cluster::{Cluster, ClusterError, EventType, Owner};
+use crate::crd::{ScalingGroupMirror, ScalingGroupMirrorStatus};
+use crate::desired::DesiredEntry;
+use crate::plan::ActualEntry;
+use crate::ratelimit::RateLimiter;
+use crate::workloadentry::{EntryVersion, FIELD_MANAGER, GroupTemplate, WorkloadEntrySpec, keys};
+
+/// The API server, with owned entries read from a watch cache when one is given.
+pub struct KubeCluster {
+    client: Client,
+    version: EntryVersion,
+    entries: Option<Store<DynamicObject>>,
+    recorder: Recorder,
+    writes: RateLimiter,
+}
+
+impl KubeCluster {
+    pub fn new(
+        client: Client,
+        version: EntryVersion,
+        entries: Option<Store<DynamicObject>>,
+        writes: RateLimiter,
+        reporter_instance: Option<String>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "meshmirror".into(),
+                instance: reporter_instance,
+            },
+        );
+        KubeCluster {
+            client,
+            version,
+            entries,
+            recorder,
+            writes,
+        }
+    }
+
+    fn entries_api(&self, namespace: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.client.clone(),
+            namespace,
+            &self.version.workload_entries(),
+        )
+    }
+}
+
+/// The label selector of every entry meshmirror manages.
+pub fn managed_selector() -> String {
+    format!("{}={}", keys::MANAGED_BY, keys::MANAGER)
+}
+
+/// Reads an entry if `owner` owns it: our labels and an ownerReference to the
+/// mirror's uid. Anything else (Istio's auto-registered entries included) is
+/// not ours and is never touched.
+pub fn owned_entry(obj: &DynamicObject, owner: &Owner) -> Option<ActualEntry> {
+    let meta = &obj.metadata;
+    let labels = meta.labels.clone().unwrap_or_default();
+    if labels.get(keys::MANAGED_BY).map(String::as_str) != Some(keys::MANAGER)
+        || labels.get(keys::MIRROR) != Some(&owner.name)
+        || meta.namespace.as_deref() != Some(owner.namespace.as_str())
+        || !meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.uid == owner.uid)
+    {
+        return None;
+    }
+    let spec: WorkloadEntrySpec = obj
+        .data
+        .get("spec")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .unwrap_or_default();
+    let healthy = obj.data["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Healthy")
+        .and_then(|c| c["status"].as_str())
+        .map(|s| s == "True");
+    Some(ActualEntry {
+        name: meta.name.clone().unwrap_or_default(),
+        labels: labels.into_iter().collect(),
+        annotations: meta
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        spec,
+        healthy,
+    })
+}
+
+/// The server-side-apply body of an entry: everything meshmirror owns, nothing else.
+pub fn entry_manifest(version: EntryVersion, owner: &Owner, entry: &DesiredEntry) -> Value {
+    let mut annotations: BTreeMap<&str, &str> = entry
+        .annotations
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    annotations.insert(keys::APPLIED_HASH, &entry.hash);
+    let mut manifest = json!({
+        "apiVersion": format!("networking.istio.io/{}", version.as_str()),
+        "kind": "WorkloadEntry",
+        "metadata": {
+            "name": entry.name,
+            "namespace": owner.namespace,
+            "labels": entry.labels,
+            "annotations": annotations,
+            "ownerReferences": [{
+                "apiVersion": ScalingGroupMirror::api_version(&()),
+                "kind": ScalingGroupMirror::kind(&()),
+                "name": owner.name,
+                "uid": owner.uid,
+                "controller": true,
+                "blockOwnerDeletion": true,
+            }],
+        },
+        "spec": entry.spec,
+    });
+    // `render` without a cluster has no uid to point at.
+    if owner.uid.is_empty()
+        && let Some(meta) = manifest["metadata"].as_object_mut()
+    {
+        meta.remove("ownerReferences");
+    }
+    manifest
+}
+
+#[async_trait]
+impl Cluster for KubeCluster {
+    async fn owned_entries(&self, owner: &Owner) -> Result<Vec<ActualEntry>, ClusterError> {
+        if let Some(store) = &self.entries {
+            return Ok(store
+                .state()
+                .iter()
+                .filter_map(|obj| owned_entry(obj, owner))
+                .collect());
+        }
+        let selector = format!("{},{}={}", managed_selector(), keys::MIRROR, owner.name);
+        let list = self
+            .entries_api(&owner.namespace)
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await?;
+        Ok(list
+            .items
+            .iter()
+            .filter_map(|obj| owned_entry(obj, owner))
+            .collect())
+    }
+
+    async fn workload_group(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<GroupTemplate>, ClusterError> {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            namespace,
+            &self.version.workload_groups(),
+        );
+        match api.get_opt(name).await? {
+            None => Ok(None),
+            Some(group) => GroupTemplate::from_spec(group.data.get("spec").unwrap_or(&Value::Null))
+                .map(Some)
+                .map_err(|e| ClusterError::Other(format!("WorkloadGroup {namespace}/{name}: {e}"))),
+        }
+    }
+
+    async fn apply_entry(&self, owner: &Owner, entry: &DesiredEntry) -> Result<(), ClusterError> {
+        self.writes.acquire().await;
+        let body = entry_manifest(self.version, owner, entry);
+        self.entries_api(&owner.namespace)
+            .patch(
+                &entry.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn set_entry_health(
+        &self,
+        owner: &Owner,
+        name: &str,
+        healthy: bool,
+    ) -> Result<(), ClusterError> {
+        self.writes.acquire().await;
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let body = json!({
+            "apiVersion": format!("networking.istio.io/{}", self.version.as_str()),
+            "kind": "WorkloadEntry",
+            "metadata": {"name": name, "namespace": owner.namespace},
+            "status": {"conditions": [{
+                "type": "Healthy",
+                "status": if healthy { "True" } else { "False" },
+                "reason": if healthy { "CloudHealthy" } else { "CloudUnhealthy" },
+                "message": "health as reported by the cloud provider",
+                "lastProbeTime": now,
+                "lastTransitionTime": now,
+            }]},
+        });
+        self.entries_api(&owner.namespace)
+            .patch_status(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_entry(&self, owner: &Owner, name: &str) -> Result<(), ClusterError> {
+        self.writes.acquire().await;
+        match self
+            .entries_api(&owner.namespace)
+            .delete(name, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn write_status(
+        &self,
+        owner: &Owner,
+        status: &ScalingGroupMirrorStatus,
+    ) -> Result<(), ClusterError> {
+        self.writes.acquire().await;
+        let api: Api<ScalingGroupMirror> = Api::namespaced(self.client.clone(), &owner.namespace);
+        let body = json!({
+            "apiVersion": ScalingGroupMirror::api_version(&()),
+            "kind": ScalingGroupMirror::kind(&()),
+            "metadata": {"name": owner.name, "namespace": owner.namespace},
+            "status": status,
+        });
+        api.patch_status(
+            &owner.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn event(&self, owner: &Owner, kind: EventType, reason: &str, note: &str) {
+        let reference = ObjectReference {
+            api_version: Some(ScalingGroupMirror::api_version(&()).into()),
+            kind: Some(ScalingGroupMirror::kind(&()).into()),
+            name: Some(owner.name.clone()),
+            namespace: Some(owner.namespace.clone()),
+            uid: Some(owner.uid.clone()),
+            ..Default::default()
+        };
+        let event = Event {
+            type_: match kind {
+                EventType::Normal => KubeEventType::Normal,
+                EventType::Warning => KubeEventType::Warning,
+            },
+            reason: reason.into(),
+            // The Events API caps notes at 1 kB.
+            note: Some(note.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, &reference).await {
+            tracing::warn!(namespace = %owner.namespace, mirror = %owner.name, reason, %err,
+                "could not record Event");
+        }
+    }
+}

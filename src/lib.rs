@@ -1,0 +1,22 @@
+//! meshmirror: mirrors the members of cloud autoscaling groups into Istio
+//! WorkloadEntries.
+
+pub mod app;
+pub mod cluster;
+pub mod config;
+pub mod controller;
+pub mod crd;
+#[cfg(feature = "demo")]
+pub mod demo;
+pub mod desired;
+pub mod http;
+pub mod kube_cluster;
+pub mod lifecycle;
+pub mod metrics;
+pub mod names;
+pub mod plan;
+pub mod policy;
+pub mod providers;
+pub mod ratelimit;
+pub mod reconcile;
+pub mod workloadentry;

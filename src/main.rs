@@ -1,0 +1,192 @@
+//! The `meshmirror` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use meshmirror::app::{self, RunOptions};
+use meshmirror::workloadentry::EntryVersion;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "meshmirror",
+    version,
+    about = "Mirrors cloud autoscaling groups into Istio WorkloadEntries"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "MESHMIRROR_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the controller (in the cluster, or against a kubeconfig).
+    Run(RunArgs),
+    /// One pass without a cluster: read the cloud, print the WorkloadEntries as YAML.
+    Render {
+        /// The ScalingGroupMirror manifest.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// Serve the `sim` provider from this file.
+        #[arg(long)]
+        sim_file: Option<PathBuf>,
+        /// WorkloadGroup manifests the mirror's workloads refer to.
+        #[arg(long = "workload-group")]
+        workload_groups: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = EntryVersion::V1)]
+        workloadentry_version: EntryVersion,
+    },
+    /// Print the ScalingGroupMirror CRD.
+    Crd,
+    /// Run everything in-process on a simulated cloud and a fake API server.
+    Demo {
+        /// Keep running after the walk-through, for kubectl to look at.
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Watch one namespace only (default: all).
+    #[arg(long, env = "MESHMIRROR_NAMESPACE")]
+    namespace: Option<String>,
+    /// Log each plan; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// One pass of every mirror, then exit (non-zero if any failed).
+    #[arg(long)]
+    once: bool,
+    /// Serve the `sim` provider from this YAML file, re-read when it changes.
+    #[arg(long)]
+    sim_file: Option<PathBuf>,
+    /// Serve /metrics, /healthz and /readyz here.
+    #[arg(long, env = "MESHMIRROR_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// The WorkloadEntry API version to write (v1beta1 for Istio before 1.22).
+    #[arg(long, value_enum, default_value_t = EntryVersion::V1)]
+    workloadentry_version: EntryVersion,
+    /// Average writes per second to the API server (0: unlimited).
+    #[arg(long, default_value_t = 50.0)]
+    kube_qps: f64,
+    /// Write bursts allowed above --kube-qps.
+    #[arg(long, default_value_t = 100)]
+    kube_burst: u32,
+    /// NAMESPACE=PATTERN: groups a namespace may mirror (`*` wildcards; group
+    /// ids as in status.group). When any is given, everything else is denied.
+    #[arg(long = "allowed-groups", value_delimiter = ';')]
+    allowed_groups: Vec<String>,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down");
+}
+
+async fn main_inner(cli: Cli) -> anyhow::Result<bool> {
+    match cli.command {
+        Command::Crd => {
+            use std::io::Write;
+            std::io::stdout().write_all(app::crd_yaml().as_bytes())?;
+            Ok(true)
+        }
+        Command::Render {
+            file,
+            sim_file,
+            workload_groups,
+            workloadentry_version,
+        } => {
+            use std::io::Write;
+            let yaml = app::render(
+                &file,
+                sim_file.as_deref(),
+                &workload_groups,
+                workloadentry_version,
+            )
+            .await?;
+            std::io::stdout().write_all(yaml.as_bytes())?;
+            Ok(true)
+        }
+        Command::Demo { follow } => {
+            #[cfg(feature = "demo")]
+            {
+                meshmirror::demo::run(follow).await?;
+                Ok(true)
+            }
+            #[cfg(not(feature = "demo"))]
+            {
+                let _ = follow;
+                anyhow::bail!("this build has no demo: build with the `demo` feature")
+            }
+        }
+        Command::Run(args) => {
+            let client = kube::Client::try_default()
+                .await
+                .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+            let opts = RunOptions {
+                namespace: args.namespace,
+                dry_run: args.dry_run,
+                once: args.once,
+                sim_file: args.sim_file,
+                metrics_addr: args.metrics_addr,
+                version: args.workloadentry_version,
+                kube_qps: args.kube_qps,
+                kube_burst: args.kube_burst,
+                allowed_groups: args.allowed_groups,
+                sim_cloud: None,
+            };
+            Ok(app::run(client, opts, shutdown_signal()).await?)
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match main_inner(cli).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            // One line a person can act on, never a panic.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

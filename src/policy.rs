@@ -1,0 +1,120 @@
+//! The cluster's allow-list of groups per namespace (`--allowed-groups`), so
+//! that one team cannot pull another team's VMs into its namespace.
+
+use meshmirror_provider::GroupRef;
+
+/// `NAMESPACE=PATTERN` rules; `*` in a pattern matches any run of characters,
+/// and a namespace of `*` matches every namespace. With no rules at all,
+/// every group is allowed; with any rule, a group no rule matches is denied.
+#[derive(Clone, Debug, Default)]
+pub struct AllowedGroups {
+    rules: Vec<(String, String)>,
+}
+
+impl AllowedGroups {
+    /// Parses rules like `team-a=aws:us-east-1:team-a-*`.
+    pub fn parse(rules: &[String]) -> Result<Self, String> {
+        let rules = rules
+            .iter()
+            .map(|rule| {
+                rule.split_once('=')
+                    .filter(|(ns, pattern)| !ns.is_empty() && !pattern.is_empty())
+                    .map(|(ns, pattern)| (ns.to_string(), pattern.to_string()))
+                    .ok_or_else(|| {
+                        format!(
+                            "--allowed-groups {rule:?}: write NAMESPACE=PATTERN, e.g. team-a=aws:us-east-1:team-a-*"
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(AllowedGroups { rules })
+    }
+
+    /// Ok when `namespace` may mirror `group`, else a message for the status.
+    pub fn check(&self, namespace: &str, group: &GroupRef) -> Result<(), String> {
+        if self.rules.is_empty() {
+            return Ok(());
+        }
+        let id = group.to_string();
+        let allowed = self
+            .rules
+            .iter()
+            .any(|(ns, pattern)| (ns == "*" || ns == namespace) && glob(pattern, &id));
+        if allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "group {id} is not allowed in namespace {namespace} by the cluster's --allowed-groups; ask the platform team to allow it"
+            ))
+        }
+    }
+}
+
+/// `*`-only glob match.
+fn glob(pattern: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == s;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !s.starts_with(first) || !s[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aws(name: &str) -> GroupRef {
+        GroupRef::Aws {
+            region: "us-east-1".into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn globs() {
+        for (p, s, ok) in [
+            ("a*", "abc", true),
+            ("*c", "abc", true),
+            ("a*c", "ac", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxc", false),
+            ("abc", "abc", true),
+            ("abc", "abcd", false),
+            ("*", "", true),
+        ] {
+            assert_eq!(glob(p, s), ok, "{p} ~ {s}");
+        }
+    }
+
+    #[test]
+    fn no_rules_allow_all_and_any_rule_denies_the_rest() {
+        assert!(AllowedGroups::default().check("x", &aws("web")).is_ok());
+        let allowed =
+            AllowedGroups::parse(&["team-a=aws:us-east-1:team-a-*".into(), "*=sim:*".into()])
+                .unwrap();
+        assert!(allowed.check("team-a", &aws("team-a-web")).is_ok());
+        let denied = allowed.check("team-b", &aws("team-a-web")).unwrap_err();
+        assert!(
+            denied.contains("not allowed in namespace team-b"),
+            "{denied}"
+        );
+        assert!(allowed.check("team-a", &aws("team-b-web")).is_err());
+        assert!(
+            allowed
+                .check("anyone", &GroupRef::Sim { group: "g".into() })
+                .is_ok()
+        );
+        assert!(AllowedGroups::parse(&["nonamespace".into()]).is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! The providers compiled into this build, each wrapped once with retry and
+//! metrics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use meshmirror_provider::{
+    BoxEventStream, GroupRef, Instance, LifecycleAction, Outcome, Provider, ProviderError,
+    RetryPolicy, Retrying,
+};
+
+use crate::metrics::{Metrics, ProviderErrorLabels, ProviderOpLabels};
+
+/// Providers by name ("aws", "azure", "gcp", "sim").
+#[derive(Clone, Default)]
+pub struct Providers(BTreeMap<&'static str, Arc<dyn Provider>>);
+
+impl Providers {
+    /// Adds a provider wrapped with retry (jitter, backoff) and metrics.
+    pub fn add<P: Provider>(&mut self, provider: P, metrics: Arc<Metrics>, retry: RetryPolicy) {
+        let name = provider.name();
+        let wrapped = Retrying::new(
+            Instrumented {
+                inner: provider,
+                metrics,
+            },
+            retry,
+        );
+        self.0.insert(name, Arc::new(wrapped));
+    }
+
+    /// Adds a provider as it is (tests that count raw calls).
+    pub fn add_raw(&mut self, provider: Arc<dyn Provider>) {
+        self.0.insert(provider.name(), provider);
+    }
+
+    pub fn get(&self, group: &GroupRef) -> Result<&Arc<dyn Provider>, ProviderError> {
+        self.0
+            .get(group.provider())
+            .ok_or_else(|| ProviderError::NotConfigured(group.provider().into()))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Provider>> {
+        self.0.values()
+    }
+}
+
+/// Counts and times every provider call.
+struct Instrumented<P> {
+    inner: P,
+    metrics: Arc<Metrics>,
+}
+
+impl<P: Provider> Instrumented<P> {
+    fn record<T>(&self, operation: &str, started: Instant, result: &Result<T, ProviderError>) {
+        let labels = ProviderOpLabels {
+            provider: self.inner.name().into(),
+            operation: operation.into(),
+        };
+        self.metrics.provider_requests.get_or_create(&labels).inc();
+        self.metrics
+            .provider_latency
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(err) = result {
+            if matches!(err, ProviderError::Throttled { .. }) {
+                self.metrics.provider_throttles.get_or_create(&labels).inc();
+            }
+            self.metrics
+                .provider_errors
+                .get_or_create(&ProviderErrorLabels {
+                    provider: labels.provider,
+                    operation: labels.operation,
+                    reason: err.reason().into(),
+                })
+                .inc();
+        }
+    }
+}
+
+#[async_trait]
+impl<P: Provider> Provider for Instrumented<P> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    async fn members(&self, group: &GroupRef) -> Result<Vec<Instance>, ProviderError> {
+        let started = Instant::now();
+        let result = self.inner.members(group).await;
+        self.record("members", started, &result);
+        result
+    }
+
+    fn events(&self) -> Option<BoxEventStream> {
+        self.inner.events()
+    }
+
+    async fn complete_lifecycle(
+        &self,
+        action: &LifecycleAction,
+        outcome: Outcome,
+    ) -> Result<(), ProviderError> {
+        let started = Instant::now();
+        let result = self.inner.complete_lifecycle(action, outcome).await;
+        self.record("complete_lifecycle", started, &result);
+        result
+    }
+}

@@ -1,0 +1,766 @@
+//! One reconcile pass of one mirror: members from the provider, desired entries
+//! (pure), plan against owned entries (pure), apply only the plan, answer
+//! lifecycle hooks, write status only when it changed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use meshmirror_provider::{LifecycleKind, Outcome, ProviderError};
+
+use crate::cluster::{Cluster, EventType, Owner};
+use crate::config::{self, MirrorConfig};
+use crate::crd::{Condition, ScalingGroupMirror, ScalingGroupMirrorStatus};
+use crate::desired::{self, Desired, DesiredEntry, Mirror};
+use crate::lifecycle::{InstanceEntries, LifecycleTracker};
+use crate::metrics::{EntryOpLabels, LifecycleLabels, Metrics, PassLabels, mirror_labels};
+use crate::plan::{self, ActualEntry, DeletePolicy, Plan};
+use crate::policy::AllowedGroups;
+use crate::providers::Providers;
+
+/// How many entry writes one pass keeps in flight.
+const WRITE_CONCURRENCY: usize = 16;
+/// How long an invalid spec waits before it is looked at again (edits
+/// trigger a pass at once anyway).
+const INVALID_SPEC_RECHECK: Duration = Duration::from_secs(300);
+
+/// What a pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub created: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    pub health_written: usize,
+    pub deferred_deletes: usize,
+    pub failed_writes: usize,
+    pub hooks_answered: usize,
+    pub status_written: bool,
+    /// Why the pass failed (provider error, invalid spec, ...), if it did.
+    pub error: Option<String>,
+    /// Writes that failed, as (operation, entry name).
+    pub failed_names: Vec<(&'static str, String)>,
+    /// When to run again.
+    pub requeue: Duration,
+}
+
+impl PassReport {
+    pub fn ok(&self) -> bool {
+        self.error.is_none() && self.failed_writes == 0
+    }
+}
+
+/// Everything a pass needs; shared by every mirror.
+pub struct Reconciler {
+    pub providers: Providers,
+    pub cluster: Arc<dyn Cluster>,
+    pub metrics: Arc<Metrics>,
+    pub allowed: AllowedGroups,
+    lifecycle: Mutex<HashMap<String, LifecycleTracker>>,
+    /// Warnings last reported per mirror, so an unchanged problem does not
+    /// write an Event every pass.
+    reported: Mutex<HashMap<String, BTreeSet<String>>>,
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A failure that stops a pass before it writes entries.
+struct Failure {
+    reason: &'static str,
+    message: String,
+    requeue: Duration,
+}
+
+impl Reconciler {
+    pub fn new(
+        providers: Providers,
+        cluster: Arc<dyn Cluster>,
+        metrics: Arc<Metrics>,
+        allowed: AllowedGroups,
+    ) -> Self {
+        Reconciler {
+            providers,
+            cluster,
+            metrics,
+            allowed,
+            lifecycle: Mutex::default(),
+            reported: Mutex::default(),
+        }
+    }
+
+    /// Runs one pass of `mirror`.
+    pub async fn pass(&self, mirror: &ScalingGroupMirror) -> PassReport {
+        let started = Instant::now();
+        let owner = Owner {
+            namespace: mirror.metadata.namespace.clone().unwrap_or_default(),
+            name: mirror.metadata.name.clone().unwrap_or_default(),
+            uid: mirror.metadata.uid.clone().unwrap_or_default(),
+        };
+        let labels = mirror_labels(&owner.namespace, &owner.name);
+        let report = self.pass_inner(mirror, &owner).await;
+        self.metrics
+            .pass_duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .passes
+            .get_or_create(&PassLabels {
+                namespace: owner.namespace.clone(),
+                mirror: owner.name.clone(),
+                result: if report.ok() { "success" } else { "failure" }.into(),
+            })
+            .inc();
+        if report.ok() {
+            self.metrics
+                .last_success
+                .get_or_create(&labels)
+                .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+        }
+        tracing::debug!(namespace = %owner.namespace, mirror = %owner.name,
+            created = report.created, updated = report.updated, deleted = report.deleted,
+            failed = report.failed_writes, error = report.error.as_deref().unwrap_or(""),
+            elapsed_ms = started.elapsed().as_millis() as u64, "pass done");
+        report
+    }
+
+    async fn pass_inner(&self, mirror: &ScalingGroupMirror, owner: &Owner) -> PassReport {
+        let spec = &mirror.spec;
+        let generation = mirror.metadata.generation;
+        let old = mirror.status.clone().unwrap_or_default();
+        let mut status = ScalingGroupMirrorStatus {
+            observed_generation: generation,
+            ..old.clone()
+        };
+
+        let config = match config::validate(spec) {
+            Ok(config) => config,
+            Err(err) => {
+                let failure = Failure {
+                    reason: "InvalidSpec",
+                    message: format!("{err}"),
+                    requeue: INVALID_SPEC_RECHECK,
+                };
+                return self.fail(owner, &old, status, failure).await;
+            }
+        };
+        status.provider = Some(config.group.provider().into());
+        status.group = Some(config.group.to_string());
+
+        if let Err(message) = self.allowed.check(&owner.namespace, &config.group) {
+            let failure = Failure {
+                reason: "GroupNotAllowed",
+                message,
+                requeue: INVALID_SPEC_RECHECK,
+            };
+            return self.fail(owner, &old, status, failure).await;
+        }
+
+        if spec.paused {
+            set_conditions(
+                &mut status,
+                &old,
+                (
+                    false,
+                    "Paused",
+                    "spec.paused is true: nothing is written until it is false",
+                ),
+                (false, "Paused", "paused"),
+            );
+            let status_written = self.write_status_if_changed(owner, &old, status).await;
+            return PassReport {
+                status_written,
+                requeue: config.interval,
+                ..PassReport::default()
+            };
+        }
+
+        let members = match self.members(&config).await {
+            Ok(members) => members,
+            Err(err) => {
+                // Fail static: nothing is deleted on a provider error.
+                let requeue = match &err {
+                    ProviderError::Throttled {
+                        retry_after: Some(after),
+                    } => (*after).max(Duration::from_secs(1)),
+                    _ => Duration::from_secs(5).min(config.interval),
+                };
+                let failure = Failure {
+                    reason: err.reason(),
+                    message: format!("{err}; existing entries are kept until the cloud answers"),
+                    requeue,
+                };
+                return self.fail(owner, &old, status, failure).await;
+            }
+        };
+
+        let mut groups = BTreeMap::new();
+        for (i, workload) in spec.workloads.iter().enumerate() {
+            let Some(group_name) = &workload.workload_group else {
+                continue;
+            };
+            match self
+                .cluster
+                .workload_group(&owner.namespace, group_name)
+                .await
+            {
+                Ok(Some(group)) => {
+                    groups.insert(group_name.clone(), group);
+                }
+                Ok(None) => {
+                    let failure = Failure {
+                        reason: "WorkloadGroupNotFound",
+                        message: format!(
+                            "spec.workloads[{i}].workloadGroup: WorkloadGroup {group_name:?} does not exist in namespace {}; create it or remove the reference",
+                            owner.namespace
+                        ),
+                        requeue: config.interval,
+                    };
+                    return self.fail(owner, &old, status, failure).await;
+                }
+                Err(err) => {
+                    let failure = Failure {
+                        reason: "KubernetesError",
+                        message: format!("reading WorkloadGroup {group_name:?}: {err}"),
+                        requeue: Duration::from_secs(5),
+                    };
+                    return self.fail(owner, &old, status, failure).await;
+                }
+            }
+        }
+
+        let desired = desired::desired(
+            Mirror {
+                name: &owner.name,
+                spec,
+                config: &config,
+            },
+            &groups,
+            &members,
+        );
+        let actual = match self.cluster.owned_entries(owner).await {
+            Ok(actual) => actual,
+            Err(err) => {
+                let failure = Failure {
+                    reason: "KubernetesError",
+                    message: format!("listing owned WorkloadEntries: {err}"),
+                    requeue: Duration::from_secs(5),
+                };
+                return self.fail(owner, &old, status, failure).await;
+            }
+        };
+        let plan = plan::plan(
+            &desired.entries,
+            &actual,
+            &desired.leaving,
+            DeletePolicy {
+                policy: spec.sync.policy,
+                max_per_pass: spec.sync.max_deletes_per_pass,
+            },
+        );
+        let mut report = self.apply(owner, &plan).await;
+        report.deferred_deletes = plan.deferred_deletes;
+
+        let after = entries_after(&actual, &plan, &report);
+        let mut requeue = config.interval;
+        if let Some(next) = self
+            .answer_hooks(owner, mirror, &desired, &members, &after)
+            .await
+            .map(|(answered, next)| {
+                report.hooks_answered = answered;
+                next
+            })
+            .unwrap_or(None)
+        {
+            requeue = requeue.min(next);
+        }
+
+        self.report_changes(owner, &plan, &report, &desired).await;
+
+        let entry_count = after.values().map(|e| e.present).sum::<usize>();
+        status.members = desired.members as u32;
+        status.entries = entry_count as u32;
+        status.skipped = desired.skipped.len() as u32;
+        let labels = mirror_labels(&owner.namespace, &owner.name);
+        self.metrics
+            .members
+            .get_or_create(&labels)
+            .set(desired.members as i64);
+        self.metrics
+            .entries
+            .get_or_create(&labels)
+            .set(entry_count as i64);
+        self.metrics
+            .skipped
+            .get_or_create(&labels)
+            .set(desired.skipped.len() as i64);
+        self.metrics
+            .deferred_deletes
+            .get_or_create(&labels)
+            .set(plan.deferred_deletes as i64);
+
+        if report.failed_writes > 0 {
+            let message = format!(
+                "{} of {} WorkloadEntry writes failed; retrying",
+                report.failed_writes,
+                plan.writes()
+            );
+            set_conditions(
+                &mut status,
+                &old,
+                (false, "ApplyFailed", &message),
+                (true, "ApplyFailed", &message),
+            );
+            report.error = Some(message);
+            requeue = requeue.min(Duration::from_secs(5));
+        } else {
+            let mut message = format!(
+                "{} entries for {} members ({} skipped)",
+                entry_count,
+                desired.members,
+                desired.skipped.len()
+            );
+            if plan.deferred_deletes > 0 {
+                message.push_str(&format!(
+                    "; {} stale entries wait for the next pass ({:?} policy, maxDeletesPerPass {})",
+                    plan.deferred_deletes, spec.sync.policy, spec.sync.max_deletes_per_pass
+                ));
+            }
+            set_conditions(
+                &mut status,
+                &old,
+                (true, "Synced", &message),
+                (false, "AsExpected", "the cloud and the API server answer"),
+            );
+            if plan.deferred_deletes > 0 && spec.sync.policy == crate::crd::SyncPolicy::Sync {
+                requeue = requeue.min(Duration::from_secs(1));
+            }
+        }
+        report.status_written = self.write_status_if_changed(owner, &old, status).await;
+        report.requeue = requeue;
+        report
+    }
+
+    async fn members(
+        &self,
+        config: &MirrorConfig,
+    ) -> Result<Vec<meshmirror_provider::Instance>, ProviderError> {
+        let provider = self.providers.get(&config.group)?;
+        provider.members(&config.group).await
+    }
+
+    /// Marks the mirror failed (Ready=False, Degraded=True) and writes nothing else.
+    async fn fail(
+        &self,
+        owner: &Owner,
+        old: &ScalingGroupMirrorStatus,
+        mut status: ScalingGroupMirrorStatus,
+        failure: Failure,
+    ) -> PassReport {
+        tracing::warn!(namespace = %owner.namespace, mirror = %owner.name,
+            reason = failure.reason, message = %failure.message, "pass failed");
+        set_conditions(
+            &mut status,
+            old,
+            (false, failure.reason, &failure.message),
+            (true, failure.reason, &failure.message),
+        );
+        let changed = status_differs(old, &status);
+        if changed {
+            self.cluster
+                .event(owner, EventType::Warning, failure.reason, &failure.message)
+                .await;
+        }
+        let status_written = self.write_status_if_changed(owner, old, status).await;
+        PassReport {
+            status_written,
+            error: Some(format!("{}: {}", failure.reason, failure.message)),
+            requeue: failure.requeue,
+            ..PassReport::default()
+        }
+    }
+
+    async fn apply(&self, owner: &Owner, plan: &Plan) -> PassReport {
+        let cluster = self.cluster.as_ref();
+        let ops: Vec<Op<'_>> = plan
+            .creates
+            .iter()
+            .map(|e| Op::Create(e))
+            .chain(plan.updates.iter().map(Op::Update))
+            .chain(plan.deletes.iter().map(|n| Op::Delete(n)))
+            .collect();
+        let mut results = run_bounded(cluster, owner, ops).await;
+        // Health goes through the status subresource of entries that exist,
+        // so it follows the creates.
+        let failed_creates: BTreeSet<String> = results
+            .iter()
+            .filter(|(k, _, ok)| *k == "create" && !*ok)
+            .map(|(_, n, _)| n.clone())
+            .collect();
+        let health_ops: Vec<Op<'_>> = plan
+            .health
+            .iter()
+            .filter(|(name, _)| !failed_creates.contains(name))
+            .map(|(name, healthy)| Op::Health(name, *healthy))
+            .collect();
+        results.extend(run_bounded(cluster, owner, health_ops).await);
+
+        let mut report = PassReport::default();
+        for (kind, name, ok) in results {
+            if !ok {
+                report.failed_writes += 1;
+                report.failed_names.push((kind, name));
+                continue;
+            }
+            match kind {
+                "create" => report.created += 1,
+                "update" => report.updated += 1,
+                "delete" => report.deleted += 1,
+                _ => report.health_written += 1,
+            }
+            self.metrics
+                .entry_writes
+                .get_or_create(&EntryOpLabels {
+                    namespace: owner.namespace.clone(),
+                    mirror: owner.name.clone(),
+                    op: kind.into(),
+                })
+                .inc();
+        }
+        report
+    }
+
+    /// Answers the hooks whose time has come; returns how many were answered
+    /// and when to look again.
+    async fn answer_hooks(
+        &self,
+        owner: &Owner,
+        mirror: &ScalingGroupMirror,
+        desired: &Desired,
+        members: &[meshmirror_provider::Instance],
+        after: &BTreeMap<String, InstanceEntries>,
+    ) -> Option<(usize, Option<Duration>)> {
+        let spec = &mirror.spec;
+        if spec.lifecycle.terminate_hook.is_none() && spec.lifecycle.launch_hook.is_none() {
+            return None;
+        }
+        let decisions = {
+            let mut trackers = self.lifecycle.lock().ok()?;
+            trackers.entry(owner.uid.clone()).or_default().decide(
+                Instant::now(),
+                &spec.lifecycle,
+                spec.health,
+                spec.workloads.len(),
+                members,
+                after,
+            )
+        };
+        let _ = desired;
+        let mut answered = 0;
+        for completion in decisions.complete {
+            let action = &completion.action;
+            let result = match self.providers.get(&action.group) {
+                Ok(provider) => {
+                    provider
+                        .complete_lifecycle(action, completion.outcome)
+                        .await
+                }
+                Err(err) => Err(err),
+            };
+            let kind = match action.kind {
+                LifecycleKind::Launch => "launch",
+                LifecycleKind::Terminate => "terminate",
+            };
+            let outcome = match completion.outcome {
+                Outcome::Continue => "continue",
+                Outcome::Abandon => "abandon",
+            };
+            match result {
+                Ok(()) => {
+                    answered += 1;
+                    if let Ok(mut trackers) = self.lifecycle.lock()
+                        && let Some(tracker) = trackers.get_mut(&owner.uid)
+                    {
+                        tracker.answered(action);
+                    }
+                    self.metrics
+                        .lifecycle_actions
+                        .get_or_create(&LifecycleLabels {
+                            kind: kind.into(),
+                            result: outcome.into(),
+                        })
+                        .inc();
+                    tracing::info!(namespace = %owner.namespace, mirror = %owner.name,
+                        instance = %action.instance_id, hook = %action.hook, kind, outcome,
+                        reason = completion.reason, "lifecycle hook answered");
+                    self.cluster
+                        .event(
+                            owner,
+                            EventType::Normal,
+                            "LifecycleActionCompleted",
+                            &format!(
+                                "{kind} hook {} of instance {} answered {} ({})",
+                                action.hook,
+                                action.instance_id,
+                                outcome.to_uppercase(),
+                                completion.reason
+                            ),
+                        )
+                        .await;
+                }
+                Err(err) => {
+                    self.metrics
+                        .lifecycle_actions
+                        .get_or_create(&LifecycleLabels {
+                            kind: kind.into(),
+                            result: "error".into(),
+                        })
+                        .inc();
+                    tracing::warn!(namespace = %owner.namespace, mirror = %owner.name,
+                        instance = %action.instance_id, hook = %action.hook, %err,
+                        "could not answer lifecycle hook; retrying");
+                }
+            }
+        }
+        Some((answered, decisions.next_check))
+    }
+
+    /// Events for what changed: one aggregated Event per pass for the writes,
+    /// and warnings only when the set of warnings changed.
+    async fn report_changes(
+        &self,
+        owner: &Owner,
+        plan: &Plan,
+        report: &PassReport,
+        desired: &Desired,
+    ) {
+        if report.created + report.deleted + report.updated > 0 {
+            let note = format!(
+                "created {}, updated {}, deleted {} WorkloadEntries",
+                report.created, report.updated, report.deleted
+            );
+            tracing::info!(namespace = %owner.namespace, mirror = %owner.name,
+                created = report.created, updated = report.updated, deleted = report.deleted,
+                deferred = plan.deferred_deletes, "entries synced");
+            self.cluster
+                .event(owner, EventType::Normal, "EntriesSynced", &note)
+                .await;
+        }
+        let mut warnings: BTreeSet<String> = desired
+            .skipped
+            .iter()
+            .map(|s| format!("instance {} skipped: {}", s.instance_id, s.reason))
+            .collect();
+        warnings.extend(desired.warnings.iter().cloned());
+        let changed = match self.reported.lock() {
+            Ok(mut reported) => {
+                let previous = reported.insert(owner.uid.clone(), warnings.clone());
+                previous.as_ref() != Some(&warnings)
+            }
+            Err(_) => false,
+        };
+        if changed && !warnings.is_empty() {
+            let skipped = desired.skipped.len();
+            let shown: Vec<&str> = warnings.iter().take(5).map(String::as_str).collect();
+            let more = warnings.len().saturating_sub(shown.len());
+            let mut note = shown.join("; ");
+            if more > 0 {
+                note.push_str(&format!("; and {more} more"));
+            }
+            let reason = if skipped > 0 {
+                "InstancesSkipped"
+            } else {
+                "TagsNotCopied"
+            };
+            self.cluster
+                .event(owner, EventType::Warning, reason, &note)
+                .await;
+        }
+    }
+
+    async fn write_status_if_changed(
+        &self,
+        owner: &Owner,
+        old: &ScalingGroupMirrorStatus,
+        mut status: ScalingGroupMirrorStatus,
+    ) -> bool {
+        if !status_differs(old, &status) {
+            return false;
+        }
+        status.last_sync_time = Some(now_rfc3339());
+        match self.cluster.write_status(owner, &status).await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(namespace = %owner.namespace, mirror = %owner.name, %err,
+                    "could not write status");
+                false
+            }
+        }
+    }
+
+    /// Forgets a deleted mirror's in-memory state.
+    pub fn forget(&self, uid: &str) {
+        if let Ok(mut t) = self.lifecycle.lock() {
+            t.remove(uid);
+        }
+        if let Ok(mut r) = self.reported.lock() {
+            r.remove(uid);
+        }
+    }
+}
+
+/// One entry write.
+enum Op<'a> {
+    Create(&'a DesiredEntry),
+    Update(&'a DesiredEntry),
+    Health(&'a str, bool),
+    Delete(&'a str),
+}
+
+async fn run_op(cluster: &dyn Cluster, owner: &Owner, op: Op<'_>) -> (&'static str, String, bool) {
+    let (kind, name, result) = match op {
+        Op::Create(entry) => (
+            "create",
+            &entry.name,
+            cluster.apply_entry(owner, entry).await,
+        ),
+        Op::Update(entry) => (
+            "update",
+            &entry.name,
+            cluster.apply_entry(owner, entry).await,
+        ),
+        Op::Health(name, healthy) => (
+            "health",
+            &name.to_string(),
+            cluster.set_entry_health(owner, name, healthy).await,
+        ),
+        Op::Delete(name) => (
+            "delete",
+            &name.to_string(),
+            cluster.delete_entry(owner, name).await,
+        ),
+    };
+    if let Err(err) = &result {
+        tracing::warn!(namespace = %owner.namespace, mirror = %owner.name,
+            entry = %name, op = kind, %err, "write failed");
+    }
+    (kind, name.clone(), result.is_ok())
+}
+
+/// Runs the writes with at most [`WRITE_CONCURRENCY`] in flight.
+async fn run_bounded(
+    cluster: &dyn Cluster,
+    owner: &Owner,
+    ops: Vec<Op<'_>>,
+) -> Vec<(&'static str, String, bool)> {
+    let mut in_flight = FuturesUnordered::new();
+    let mut ops = ops.into_iter();
+    let mut results = Vec::new();
+    loop {
+        while in_flight.len() < WRITE_CONCURRENCY {
+            match ops.next() {
+                Some(op) => in_flight.push(run_op(cluster, owner, op)),
+                None => break,
+            }
+        }
+        match in_flight.next().await {
+            Some(result) => results.push(result),
+            None => return results,
+        }
+    }
+}
+
+/// The entries of each instance once the plan's successful writes landed.
+fn entries_after(
+    actual: &[ActualEntry],
+    plan: &Plan,
+    report: &PassReport,
+) -> BTreeMap<String, InstanceEntries> {
+    let failed: BTreeSet<(&str, &str)> = report
+        .failed_names
+        .iter()
+        .map(|(k, n)| (*k, n.as_str()))
+        .collect();
+    let deleted: BTreeSet<&str> = plan
+        .deletes
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !failed.contains(&("delete", n)))
+        .collect();
+    let health: BTreeMap<&str, bool> = plan
+        .health
+        .iter()
+        .filter(|(n, _)| !failed.contains(&("health", n.as_str())))
+        .map(|(n, h)| (n.as_str(), *h))
+        .collect();
+    let mut out: BTreeMap<String, InstanceEntries> = BTreeMap::new();
+    let mut count = |id: &str, healthy: bool| {
+        let e = out.entry(id.to_string()).or_default();
+        e.present += 1;
+        if healthy {
+            e.healthy += 1;
+        }
+    };
+    for a in actual {
+        if deleted.contains(a.name.as_str()) {
+            continue;
+        }
+        if let Some(id) = a.annotations.get(crate::workloadentry::keys::INSTANCE_ID) {
+            let healthy = health
+                .get(a.name.as_str())
+                .copied()
+                .or(a.healthy)
+                .unwrap_or(false);
+            count(id, healthy);
+        }
+    }
+    for c in &plan.creates {
+        if !failed.contains(&("create", c.name.as_str())) {
+            let healthy = health.get(c.name.as_str()).copied().unwrap_or(false);
+            count(&c.instance_id, healthy);
+        }
+    }
+    out
+}
+
+/// Sets Ready and Degraded, keeping each one's transition time when its
+/// status did not change.
+fn set_conditions(
+    status: &mut ScalingGroupMirrorStatus,
+    old: &ScalingGroupMirrorStatus,
+    ready: (bool, &str, &str),
+    degraded: (bool, &str, &str),
+) {
+    let now = now_rfc3339();
+    let make = |type_: &str, (ok, reason, message): (bool, &str, &str)| {
+        let status_str = if ok { "True" } else { "False" };
+        let previous = old.conditions.iter().find(|c| c.type_ == type_);
+        Condition {
+            type_: type_.into(),
+            status: status_str.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: previous
+                .filter(|p| p.status == status_str)
+                .map(|p| p.last_transition_time.clone())
+                .unwrap_or_else(|| now.clone()),
+            observed_generation: status.observed_generation,
+        }
+    };
+    status.conditions = vec![make("Ready", ready), make("Degraded", degraded)];
+}
+
+/// Whether a status write would change anything but its timestamps.
+fn status_differs(old: &ScalingGroupMirrorStatus, new: &ScalingGroupMirrorStatus) -> bool {
+    let strip = |s: &ScalingGroupMirrorStatus| {
+        let mut s = s.clone();
+        s.last_sync_time = None;
+        for c in &mut s.conditions {
+            c.last_transition_time.clear();
+        }
+        s
+    };
+    strip(old) != strip(new)
+}

@@ -1,0 +1,528 @@
+//! The controller end to end on the test kit's API server and the simulated cloud.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::ObjectMeta;
+use meshmirror::workloadentry::keys;
+use meshmirror_provider::{Health, ProviderError};
+use meshmirror_sim::SimInstance;
+use meshmirror_testkit::apiserver::{Injected, Match, Verb};
+
+#[tokio::test]
+async fn scale_out_and_in_follow_the_group_with_one_entry_per_workload() {
+    let h = Harness::start(sim_with(3)).await;
+    h.create_mirror(&mirror_yaml("default", "web", TWO_WORKLOADS))
+        .await;
+
+    let entries = h
+        .wait_entries("default", "3 VMs x 2 workloads", |e| e.len() == 6)
+        .await;
+    let api: Vec<_> = entries
+        .iter()
+        .filter(|e| label(e, keys::WORKLOAD) == "api")
+        .collect();
+    assert_eq!(api.len(), 3);
+    for e in &api {
+        assert_eq!(e.data["spec"]["serviceAccount"], "api-sa");
+        assert_eq!(e.data["spec"]["ports"]["http"], 8080);
+        assert_eq!(e.data["spec"]["labels"]["app"], "api");
+        assert_eq!(label(e, keys::MANAGED_BY), "meshmirror");
+        assert_eq!(label(e, keys::MIRROR), "web");
+        assert_eq!(label(e, keys::PROVIDER), "sim");
+        assert_eq!(annotation(e, keys::GROUP), "sim:web");
+        let owner = &e.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(owner.kind, "ScalingGroupMirror");
+        assert_eq!(owner.controller, Some(true));
+        assert!(e.data["spec"]["locality"] == "us-east-1/us-east-1a");
+    }
+    let exporter = entries
+        .iter()
+        .find(|e| label(e, keys::WORKLOAD) == "exporter")
+        .unwrap();
+    assert_eq!(exporter.data["spec"]["serviceAccount"], "exporter-sa");
+    assert_eq!(exporter.data["spec"]["ports"]["metrics"], 9100);
+
+    h.sim.scale_out("web", 3).unwrap();
+    h.wait_entries("default", "6 VMs", |e| e.len() == 12).await;
+    let status = h
+        .wait_status("default", "web", "6 members", |s| {
+            s.members == 6 && s.entries == 12
+        })
+        .await;
+    assert!(is_ready(&status), "{status:?}");
+
+    h.sim.scale_in("web", 4).unwrap();
+    h.wait_entries("default", "2 VMs", |e| e.len() == 4).await;
+    h.wait_status("default", "web", "2 members", |s| {
+        s.members == 2 && s.entries == 4
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn scale_in_through_the_hook_deletes_entries_before_the_hook_completes() {
+    let sim = sim_with(3);
+    sim.set_termination_hook("web", true).unwrap();
+    let h = Harness::start(sim).await;
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        &format!(
+            "{TWO_WORKLOADS}  lifecycle:\n    drainSeconds: 1\n    terminateHook: sim-termination\n"
+        ),
+    ))
+    .await;
+    h.wait_entries("default", "6 entries", |e| e.len() == 6)
+        .await;
+
+    let leaving = h.sim.scale_in("web", 1).unwrap();
+    assert_eq!(h.sim.instances("web").unwrap().len(), 3, "held by the hook");
+    h.wait_entries("default", "entries of the leaving VM gone", |e| {
+        e.len() == 4
+            && e.iter()
+                .all(|o| annotation(o, keys::INSTANCE_ID) != leaving[0])
+    })
+    .await;
+    let gone_at = Instant::now();
+    assert!(
+        h.sim.completed_actions().is_empty(),
+        "the hook must wait for the drain"
+    );
+
+    let started = Instant::now();
+    while h.sim.completed_actions().is_empty() && started.elapsed() < CONVERGE {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let completed = h.sim.completed_actions();
+    assert_eq!(completed.len(), 1);
+    let (action, outcome, at) = &completed[0];
+    assert_eq!(action.instance_id, leaving[0]);
+    assert_eq!(*outcome, meshmirror_provider::Outcome::Continue);
+    assert!(*at >= gone_at, "hook completed after the entries were gone");
+    assert_eq!(h.sim.instances("web").unwrap().len(), 2);
+    // The remaining entries were not touched.
+    assert_eq!(h.entries("default").await.len(), 4);
+}
+
+#[tokio::test]
+async fn steady_state_passes_write_nothing() {
+    let h = Harness::without_controller(sim_with(4)).await;
+    h.create_mirror(&mirror_yaml("default", "web", TWO_WORKLOADS))
+        .await;
+    let reconciler = h.reconciler();
+    let mirror = h.mirrors("default").get("web").await.unwrap();
+    let first = reconciler.pass(&mirror).await;
+    assert!(first.ok(), "{first:?}");
+    assert_eq!(first.created, 8);
+    assert!(first.status_written);
+
+    let before = h.server.requests();
+    for _ in 0..10 {
+        let mirror = h.mirrors("default").get("web").await.unwrap();
+        let report = reconciler.pass(&mirror).await;
+        assert!(report.ok(), "{report:?}");
+        assert_eq!(
+            (
+                report.created,
+                report.updated,
+                report.deleted,
+                report.status_written
+            ),
+            (0, 0, 0, false)
+        );
+    }
+    let during = h.server.requests().since(&before);
+    assert_eq!(
+        during.writes(),
+        0,
+        "steady state wrote: {:?}",
+        during.entries()
+    );
+    assert!(during.total() > 0, "the passes did read");
+}
+
+#[tokio::test]
+async fn label_and_port_changes_update_in_place() {
+    let h = Harness::start(sim_with(2)).await;
+    h.create_mirror(&mirror_yaml("default", "web", TWO_WORKLOADS))
+        .await;
+    let before = h
+        .wait_entries("default", "4 entries", |e| e.len() == 4)
+        .await;
+    let uids: Vec<_> = before.iter().map(|e| e.metadata.uid.clone()).collect();
+    let counts = h.server.requests();
+
+    let patch = serde_json::json!({"spec": {"workloads": [
+        {"name": "api", "labels": {"app": "api", "version": "v2"}, "ports": {"http": 8081}, "serviceAccount": "api-sa"},
+        {"name": "exporter", "labels": {"app": "exporter"}, "ports": {"metrics": 9100}, "serviceAccount": "exporter-sa"}
+    ]}});
+    h.mirrors("default")
+        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let after = h
+        .wait_entries("default", "api entries at v2 on 8081", |e| {
+            e.iter()
+                .filter(|o| label(o, keys::WORKLOAD) == "api")
+                .all(|o| label(o, "version") == "v2" && o.data["spec"]["ports"]["http"] == 8081)
+        })
+        .await;
+    assert_eq!(
+        after
+            .iter()
+            .map(|e| e.metadata.uid.clone())
+            .collect::<Vec<_>>(),
+        uids,
+        "same objects, updated in place"
+    );
+    let during = h.server.requests().since(&counts);
+    assert_eq!(during.get(Verb::Delete, "workloadentries"), 0);
+    assert_eq!(during.get(Verb::Create, "workloadentries"), 0);
+
+    // Dropping the label removes it (server-side apply ownership).
+    let patch = serde_json::json!({"spec": {"workloads": [
+        {"name": "api", "labels": {"app": "api"}, "ports": {"http": 8081}, "serviceAccount": "api-sa"},
+        {"name": "exporter", "labels": {"app": "exporter"}, "ports": {"metrics": 9100}, "serviceAccount": "exporter-sa"}
+    ]}});
+    h.mirrors("default")
+        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    h.wait_entries("default", "version label gone", |e| {
+        e.len() == 4 && e.iter().all(|o| label(o, "version").is_empty())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn provider_failure_deletes_nothing_then_recovers() {
+    let h = Harness::start(sim_with(3)).await;
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        "  workloads: [{name: app}]\n  sync: {interval: 5s}\n",
+    ))
+    .await;
+    h.wait_entries("default", "3 entries", |e| e.len() == 3)
+        .await;
+
+    h.sim
+        .fail_always(
+            "web",
+            Some(ProviderError::Transient("cloud API down".into())),
+        )
+        .unwrap();
+    h.sim.scale_in("web", 2).unwrap();
+    let status = h
+        .wait_status("default", "web", "Degraded", |s| {
+            condition(s, "Degraded").is_some_and(|c| c.status == "True")
+        })
+        .await;
+    let degraded = condition(&status, "Degraded").unwrap();
+    assert_eq!(degraded.reason, "ProviderError");
+    assert!(
+        degraded.message.contains("cloud API down"),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(condition(&status, "Ready").unwrap().status, "False");
+    assert_eq!(
+        h.entries("default").await.len(),
+        3,
+        "fail static: nothing deleted"
+    );
+
+    h.sim.fail_always("web", None).unwrap();
+    h.wait_entries("default", "recovered to 1 entry", |e| e.len() == 1)
+        .await;
+    h.wait_status("default", "web", "Ready again", is_ready)
+        .await;
+}
+
+#[tokio::test]
+async fn foreign_entries_are_never_touched() {
+    let h = Harness::start(sim_with(1)).await;
+    let entries = h.entries_api("default");
+    let foreign = |name: &str, labels: serde_json::Value| {
+        serde_json::from_value::<kube::api::DynamicObject>(serde_json::json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "WorkloadEntry",
+            "metadata": {"name": name, "namespace": "default", "labels": labels,
+                "annotations": {"istio.io/autoRegistrationGroup": "web"}},
+            "spec": {"address": "10.9.9.9"}
+        }))
+        .unwrap()
+    };
+    // Istio's own auto-registered entry, and one that claims to be ours but
+    // has no ownerReference to the mirror.
+    entries
+        .create(
+            &PostParams::default(),
+            &foreign("auto-registered", serde_json::json!({"app": "x"})),
+        )
+        .await
+        .unwrap();
+    entries
+        .create(
+            &PostParams::default(),
+            &foreign(
+                "impostor",
+                serde_json::json!({keys::MANAGED_BY: "meshmirror", keys::MIRROR: "web"}),
+            ),
+        )
+        .await
+        .unwrap();
+    let before: Vec<_> = h.entries("default").await;
+
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        "  workloads: [{name: app}]\n",
+    ))
+    .await;
+    h.wait_entries("default", "ours plus the two foreign", |e| e.len() == 3)
+        .await;
+    h.sim.scale_in("web", 1).unwrap();
+    let after = h
+        .wait_entries("default", "ours gone", |e| e.len() == 2)
+        .await;
+    assert_eq!(
+        after
+            .iter()
+            .map(|e| (&e.metadata.name, &e.metadata.resource_version))
+            .collect::<Vec<_>>(),
+        before
+            .iter()
+            .map(|e| (&e.metadata.name, &e.metadata.resource_version))
+            .collect::<Vec<_>>(),
+        "foreign entries unchanged"
+    );
+}
+
+#[tokio::test]
+async fn deleting_the_mirror_garbage_collects_its_entries() {
+    let h = Harness::start(sim_with(2)).await;
+    h.create_mirror(&mirror_yaml("default", "web", TWO_WORKLOADS))
+        .await;
+    h.wait_entries("default", "4 entries", |e| e.len() == 4)
+        .await;
+    h.mirrors("default")
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.wait_entries("default", "all gone", |e| e.is_empty())
+        .await;
+}
+
+#[tokio::test]
+async fn invalid_specs_are_rejected_or_reported_without_writes() {
+    let h = Harness::start(sim_with(2)).await;
+    // The CRD schema rejects what it can express.
+    let bad: Result<meshmirror::crd::ScalingGroupMirror, _> =
+        serde_yaml::from_str(&mirror_yaml("default", "empty", "  workloads: []\n"));
+    let err = h
+        .mirrors("default")
+        .create(&PostParams::default(), &bad.unwrap())
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 422, "{s:?}");
+            assert!(s.message.contains("spec.workloads"), "{}", s.message);
+        }
+        other => panic!("expected 422, got {other}"),
+    }
+
+    // What only meshmirror can check: Ready=False InvalidSpec, no entries.
+    let before = h.server.requests();
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "tight",
+        "  workloads: [{name: app}]\n  sync: {interval: 1s}\n",
+    ))
+    .await;
+    let status = h
+        .wait_status("default", "tight", "InvalidSpec", |s| {
+            condition(s, "Ready").is_some_and(|c| c.reason == "InvalidSpec")
+        })
+        .await;
+    let ready = condition(&status, "Ready").unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready.message.contains("spec.sync.interval") && ready.message.contains("5s"),
+        "{}",
+        ready.message
+    );
+    let during = h.server.requests().since(&before);
+    assert_eq!(during.get(Verb::Patch, "workloadentries"), 0);
+    assert!(h.entries("default").await.is_empty());
+}
+
+#[tokio::test]
+async fn instances_without_the_chosen_address_are_skipped_and_counted() {
+    let sim = sim_with(0);
+    sim.add_instance(
+        "web",
+        SimInstance::running("i-pub", std::net::Ipv4Addr::new(10, 0, 0, 1))
+            .with_public_ipv4(std::net::Ipv4Addr::new(203, 0, 113, 1)),
+    )
+    .unwrap();
+    sim.add_instance(
+        "web",
+        SimInstance::running("i-priv", std::net::Ipv4Addr::new(10, 0, 0, 2)),
+    )
+    .unwrap();
+    let h = Harness::start(sim).await;
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        "  address: PublicIPv4\n  workloads: [{name: app}]\n",
+    ))
+    .await;
+    let entries = h
+        .wait_entries("default", "one entry", |e| e.len() == 1)
+        .await;
+    assert_eq!(entries[0].data["spec"]["address"], "203.0.113.1");
+    let status = h
+        .wait_status("default", "web", "skipped counted", |s| s.skipped == 1)
+        .await;
+    assert_eq!(status.members, 2);
+    // An Event says so.
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(h.client.clone(), "default");
+    let started = Instant::now();
+    loop {
+        let list = events.list(&Default::default()).await.unwrap();
+        if list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("InstancesSkipped")
+                && e.note.as_deref().unwrap_or("").contains("i-priv")
+        }) {
+            break;
+        }
+        assert!(
+            started.elapsed() < CONVERGE,
+            "no InstancesSkipped event: {:?}",
+            list.items
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn cloud_health_is_written_as_the_healthy_condition() {
+    let h = Harness::start(sim_with(2)).await;
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        "  health: Cloud\n  workloads: [{name: app}]\n",
+    ))
+    .await;
+    let healthy = |o: &kube::api::DynamicObject| {
+        o.data["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Healthy"))
+            .and_then(|c| c["status"].as_str())
+            .map(str::to_string)
+    };
+    h.wait_entries("default", "healthy", |e| {
+        e.len() == 2 && e.iter().all(|o| healthy(o).as_deref() == Some("True"))
+    })
+    .await;
+    h.sim.set_health("web", "i-02", Health::Unhealthy).unwrap();
+    let entries = h
+        .wait_entries("default", "i-02 unhealthy", |e| {
+            e.iter().any(|o| {
+                annotation(o, keys::INSTANCE_ID) == "i-02" && healthy(o).as_deref() == Some("False")
+            })
+        })
+        .await;
+    assert_eq!(
+        entries.len(),
+        2,
+        "an unhealthy VM keeps its entry, marked unhealthy"
+    );
+    assert_eq!(annotation(&entries[0], keys::HEALTH_CHECKS), "true");
+}
+
+#[tokio::test]
+async fn api_server_faults_are_retried_until_converged() {
+    let h = Harness::start(sim_with(2)).await;
+    let faults = h.server.faults();
+    faults.fail_next(
+        Match::any().verb(Verb::Patch).resource("workloadentries"),
+        3,
+        Injected::Internal,
+    );
+    faults.fail_next(
+        Match::any().verb(Verb::Patch).resource("workloadentries"),
+        2,
+        Injected::Conflict,
+    );
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        "  workloads: [{name: app}]\n  sync: {interval: 5s}\n",
+    ))
+    .await;
+    h.wait_entries("default", "2 entries despite 500s and 409s", |e| {
+        e.len() == 2
+    })
+    .await;
+
+    // Watches dropped and history compacted (410 on the next watch).
+    faults.close_watches();
+    faults.compact();
+    h.sim.scale_out("web", 1).unwrap();
+    h.wait_entries("default", "3 entries after watch drop", |e| e.len() == 3)
+        .await;
+
+    // The API server goes down for a while; a change made meanwhile lands after.
+    faults.go_down().await;
+    h.sim.scale_out("web", 1).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    faults.come_up().expect("server comes back on its port");
+    h.wait_entries("default", "4 entries after the outage", |e| e.len() == 4)
+        .await;
+    let names: Vec<_> = h
+        .entries("default")
+        .await
+        .iter()
+        .map(|e| e.metadata.name.clone())
+        .collect();
+    let unique: std::collections::BTreeSet<_> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "no duplicates");
+}
+
+#[tokio::test]
+async fn mirrors_write_only_into_their_own_namespace() {
+    let h = Harness::start(sim_with(2)).await;
+    let ns: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(h.client.clone());
+    for name in ["team-a", "team-b"] {
+        let _ = ns
+            .create(
+                &PostParams::default(),
+                &k8s_openapi::api::core::v1::Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(name.into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await;
+    }
+    h.create_mirror(&mirror_yaml(
+        "team-a",
+        "web",
+        "  workloads: [{name: app}]\n",
+    ))
+    .await;
+    h.wait_entries("team-a", "2 in team-a", |e| e.len() == 2)
+        .await;
+    assert!(h.entries("team-b").await.is_empty());
+    assert!(h.entries("default").await.is_empty());
+}
