@@ -9,6 +9,7 @@ use kube::{Client, CustomResourceExt};
 use meshmirror_provider::RetryPolicy;
 use meshmirror_sim::SimCloud;
 
+use crate::clouds::{self, CloudArgs};
 use crate::cluster::{Cluster, DryRun, Offline, Owner};
 use crate::controller::{self, Scope};
 use crate::crd::ScalingGroupMirror;
@@ -64,14 +65,27 @@ fn read(path: &Path) -> Result<String, AppError> {
     })
 }
 
-/// The providers compiled in and configured. The simulated cloud is served
-/// only when given (`--sim-file`, the demo, tests).
+/// The simulated cloud as a provider set (tests and the demo). The
+/// simulated cloud is served only when given (`--sim-file`, the demo, tests).
 pub fn providers(metrics: &Arc<Metrics>, sim: Option<SimCloud>) -> Providers {
     let mut providers = Providers::default();
     if let Some(sim) = sim {
         providers.add(sim, metrics.clone(), RetryPolicy::default());
     }
     providers
+}
+
+/// The simulated cloud (if given) and every compiled-in cloud.
+pub async fn all_providers(
+    metrics: &Arc<Metrics>,
+    sim: Option<SimCloud>,
+    clouds: &CloudArgs,
+) -> Result<Providers, AppError> {
+    let mut providers = providers(metrics, sim);
+    clouds::register(&mut providers, clouds, metrics)
+        .await
+        .map_err(AppError::Invalid)?;
+    Ok(providers)
 }
 
 /// Options of `meshmirror run`.
@@ -88,6 +102,7 @@ pub struct RunOptions {
     pub allowed_groups: Vec<String>,
     /// A simulated cloud driven from code (the demo, tests).
     pub sim_cloud: Option<SimCloud>,
+    pub clouds: CloudArgs,
 }
 
 /// `meshmirror run`: returns whether every pass succeeded (`--once`), or when
@@ -114,6 +129,7 @@ pub async fn run(
     };
     let writes = RateLimiter::new(opts.kube_qps, opts.kube_burst);
     let pod = std::env::var("POD_NAME").ok();
+    let providers = all_providers(&metrics, sim, &opts.clouds).await?;
 
     let ready = Readiness::default();
     let _server = match opts.metrics_addr {
@@ -132,7 +148,7 @@ pub async fn run(
         } else {
             Arc::new(kube)
         };
-        let reconciler = Reconciler::new(providers(&metrics, sim), cluster, metrics, allowed);
+        let reconciler = Reconciler::new(providers, cluster, metrics, allowed);
         return Ok(controller::run_once(&client, &scope, &reconciler).await?);
     }
 
@@ -149,12 +165,7 @@ pub async fn run(
     } else {
         Arc::new(kube)
     };
-    let reconciler = Arc::new(Reconciler::new(
-        providers(&metrics, sim),
-        cluster,
-        metrics,
-        allowed,
-    ));
+    let reconciler = Arc::new(Reconciler::new(providers, cluster, metrics, allowed));
     {
         let ready = ready.clone();
         tokio::spawn(async move {
@@ -173,6 +184,7 @@ pub async fn render(
     sim_file: Option<&Path>,
     group_files: &[PathBuf],
     version: EntryVersion,
+    clouds: &CloudArgs,
 ) -> Result<String, AppError> {
     let text = read(mirror_file)?;
     let mut mirror: ScalingGroupMirror =
@@ -214,7 +226,7 @@ pub async fn render(
         ..Offline::default()
     });
     let reconciler = Reconciler::new(
-        providers(&metrics, sim),
+        all_providers(&metrics, sim, clouds).await?,
         offline.clone(),
         metrics,
         AllowedGroups::default(),

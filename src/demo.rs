@@ -254,8 +254,8 @@ async fn show(
     say(
         out,
         format!(
-            "  {:<36} {:<9} {:<11} {:<16} {:<8} {}",
-            "NAME", "WORKLOAD", "ADDRESS", "SERVICE ACCOUNT", "VERSION", "LOCALITY"
+            "  {:<32} {:<9} {:<10} {:<11} {:<14} {:<8} {}",
+            "NAME", "WORKLOAD", "ADDRESS", "NETWORK", "SERVICE ACCT", "VERSION", "LOCALITY"
         ),
     );
     for o in &list {
@@ -263,10 +263,11 @@ async fn show(
         say(
             out,
             format!(
-                "  {:<36} {:<9} {:<11} {:<16} {:<8} {}",
+                "  {:<32} {:<9} {:<10} {:<11} {:<14} {:<8} {}",
                 o.metadata.name.clone().unwrap_or_default(),
                 label(o, keys::WORKLOAD),
                 spec["address"].as_str().unwrap_or(""),
+                spec["network"].as_str().unwrap_or(""),
                 spec["serviceAccount"].as_str().unwrap_or(""),
                 label(o, "version"),
                 spec["locality"].as_str().unwrap_or(""),

@@ -2,6 +2,7 @@
 //! WorkloadEntries.
 
 pub mod app;
+pub mod clouds;
 pub mod cluster;
 pub mod config;
 pub mod controller;

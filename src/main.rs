@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use meshmirror::app::{self, RunOptions};
+use meshmirror::clouds::CloudArgs;
 use meshmirror::workloadentry::EntryVersion;
 
 #[derive(Parser, Debug)]
@@ -46,6 +47,8 @@ enum Command {
         workload_groups: Vec<PathBuf>,
         #[arg(long, value_enum, default_value_t = EntryVersion::V1)]
         workloadentry_version: EntryVersion,
+        #[command(flatten)]
+        clouds: CloudArgs,
     },
     /// Print the ScalingGroupMirror CRD.
     Crd,
@@ -87,11 +90,13 @@ struct RunArgs {
     /// ids as in status.group). When any is given, everything else is denied.
     #[arg(long = "allowed-groups", value_delimiter = ';')]
     allowed_groups: Vec<String>,
+    #[command(flatten)]
+    clouds: CloudArgs,
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,hyper=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -131,6 +136,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<bool> {
             sim_file,
             workload_groups,
             workloadentry_version,
+            clouds,
         } => {
             use std::io::Write;
             let yaml = app::render(
@@ -138,6 +144,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<bool> {
                 sim_file.as_deref(),
                 &workload_groups,
                 workloadentry_version,
+                &clouds,
             )
             .await?;
             std::io::stdout().write_all(yaml.as_bytes())?;
@@ -170,6 +177,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<bool> {
                 kube_burst: args.kube_burst,
                 allowed_groups: args.allowed_groups,
                 sim_cloud: None,
+                clouds: args.clouds,
             };
             Ok(app::run(client, opts, shutdown_signal()).await?)
         }
@@ -179,7 +187,12 @@ async fn main_inner(cli: Cli) -> anyhow::Result<bool> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // The demo prints tables for a person; its logs would drown them.
+    let default_filter = match cli.command {
+        Command::Demo { .. } => "warn",
+        _ => "info,kube=warn,hyper=warn",
+    };
+    init_tracing(cli.log_format, default_filter);
     match main_inner(cli).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

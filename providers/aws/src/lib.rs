@@ -1,0 +1,1 @@
+//! meshmirror's aws provider (being built; see its issue).

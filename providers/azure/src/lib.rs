@@ -1,0 +1,1 @@
+//! meshmirror's azure provider (being built; see its issue).

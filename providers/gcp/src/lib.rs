@@ -1,0 +1,1 @@
+//! meshmirror's gcp provider (being built; see its issue).
