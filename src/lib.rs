@@ -12,6 +12,7 @@ pub mod demo;
 pub mod desired;
 pub mod http;
 pub mod kube_cluster;
+pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
 pub mod names;

@@ -239,6 +239,7 @@ mod tests {
     #[test]
     fn every_family_is_exported_with_the_prefix() {
         let m = Metrics::new();
+        let mirror = mirror_labels("ns", "m");
         m.passes
             .get_or_create(&PassLabels {
                 namespace: "ns".into(),
@@ -246,6 +247,13 @@ mod tests {
                 result: "success".into(),
             })
             .inc();
+        m.pass_duration.get_or_create(&mirror).observe(0.1);
+        m.last_success.get_or_create(&mirror).set(1.0);
+        let op = ProviderOpLabels {
+            provider: "sim".into(),
+            operation: "members".into(),
+        };
+        m.provider_throttles.get_or_create(&op).inc();
         let text = m.encode();
         assert!(
             text.contains(
@@ -254,15 +262,12 @@ mod tests {
             "{text}"
         );
         for name in [
-            "meshmirror_pass_duration_seconds",
-            "meshmirror_entry_writes",
-            "meshmirror_last_success_timestamp_seconds",
-            "meshmirror_provider_throttles",
-            "meshmirror_event_messages",
-            "meshmirror_lifecycle_actions",
-            "meshmirror_leader",
+            "meshmirror_pass_duration_seconds_bucket",
+            "meshmirror_last_success_timestamp_seconds{",
+            "meshmirror_provider_throttles_total{",
+            "meshmirror_leader 0",
         ] {
-            assert!(text.contains(&format!("# HELP {name}")), "{name} missing");
+            assert!(text.contains(name), "{name} missing from\n{text}");
         }
     }
 }

@@ -186,3 +186,33 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn always_a_valid_dns_subdomain(
+            mirror in "\\PC{0,80}",
+            workload in "[a-z0-9-]{0,63}",
+            id in "\\PC{0,400}",
+        ) {
+            let name = entry_name(&mirror, &workload, &id);
+            prop_assert!(is_dns_subdomain(&name), "{name:?}");
+            prop_assert!(name.len() <= MAX_NAME);
+            prop_assert_eq!(name.clone(), entry_name(&mirror, &workload, &id));
+        }
+
+        #[test]
+        fn different_ids_get_different_names(
+            a in "\\PC{1,300}",
+            b in "\\PC{1,300}",
+        ) {
+            prop_assume!(a != b);
+            prop_assert_ne!(entry_name("m", "w", &a), entry_name("m", "w", &b));
+        }
+    }
+}

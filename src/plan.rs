@@ -327,3 +327,80 @@ mod tests {
         assert!(plan(&desired, &actual, &BTreeSet::new(), sync(100)).is_empty());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn entry(i: u16, address: u8, label: u8) -> DesiredEntry {
+        let labels = BTreeMap::from([("v".to_string(), label.to_string())]);
+        let annotations = BTreeMap::from([(keys::INSTANCE_ID.to_string(), format!("i-{i}"))]);
+        let spec = WorkloadEntrySpec {
+            address: format!("10.0.0.{address}"),
+            labels: labels.clone(),
+            ..Default::default()
+        };
+        DesiredEntry {
+            name: format!("e-{i}"),
+            instance_id: format!("i-{i}"),
+            workload: "w".into(),
+            hash: format!("{address}-{label}"),
+            labels,
+            annotations,
+            spec,
+            healthy: None,
+        }
+    }
+
+    /// What the API server holds after `want` was applied.
+    fn stored(want: &DesiredEntry) -> ActualEntry {
+        let mut annotations = want.annotations.clone();
+        annotations.insert(keys::APPLIED_HASH.into(), want.hash.clone());
+        ActualEntry {
+            name: want.name.clone(),
+            labels: want.labels.clone(),
+            annotations,
+            spec: want.spec.clone(),
+            healthy: want.healthy,
+        }
+    }
+
+    fn arb_entries() -> impl Strategy<Value = Vec<DesiredEntry>> {
+        prop::collection::btree_map(0u16..200, (0u8..4, 0u8..3), 0..40)
+            .prop_map(|m| m.into_iter().map(|(i, (a, l))| entry(i, a, l)).collect())
+    }
+
+    proptest! {
+        /// Applying the plan to the actual state yields the desired state.
+        #[test]
+        fn applying_a_plan_reaches_the_desired_state(
+            desired in arb_entries(),
+            actual in arb_entries(),
+        ) {
+            let actual: Vec<ActualEntry> = actual.iter().map(stored).collect();
+            let p = plan(&desired, &actual, &BTreeSet::new(), DeletePolicy {
+                policy: SyncPolicy::Sync,
+                max_per_pass: u32::MAX,
+            });
+            let mut world: BTreeMap<String, ActualEntry> =
+                actual.into_iter().map(|a| (a.name.clone(), a)).collect();
+            for name in &p.deletes {
+                world.remove(name);
+            }
+            for e in p.creates.iter().chain(&p.updates) {
+                world.insert(e.name.clone(), stored(e));
+            }
+            let want: BTreeMap<String, ActualEntry> =
+                desired.iter().map(|d| (d.name.clone(), stored(d))).collect();
+            prop_assert_eq!(&world, &want);
+            let after: Vec<ActualEntry> = world.into_values().collect();
+            let again = plan(&desired, &after, &BTreeSet::new(), DeletePolicy {
+                policy: SyncPolicy::Sync,
+                max_per_pass: u32::MAX,
+            });
+            prop_assert!(again.is_empty(), "a plan against its own result: {:?}", again);
+        }
+    }
+}

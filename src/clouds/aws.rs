@@ -2,18 +2,111 @@
 
 use std::sync::Arc;
 
-use crate::metrics::Metrics;
+use meshmirror_aws::{AwsConfig, AwsProvider, MessageOutcome, Observer};
+use meshmirror_provider::RetryPolicy;
+
+use crate::metrics::{EventLabels, Metrics, ProviderOpLabels};
 use crate::providers::Providers;
 
-/// Flags of the aws provider.
+/// Flags of the aws provider. Credentials come from the SDK's default chain
+/// (environment, web identity for IRSA, Pod Identity and ECS container
+/// credentials, instance metadata).
 #[derive(clap::Args, Clone, Debug, Default)]
-pub struct AwsArgs {}
+pub struct AwsArgs {
+    /// One endpoint URL for Auto Scaling, EC2 and SQS (moto, LocalStack).
+    #[arg(long, env = "MESHMIRROR_AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+    /// Region of the event queue and of events that name none (default:
+    /// from the queue URL, else the SDK's default chain).
+    #[arg(long, env = "MESHMIRROR_AWS_REGION")]
+    pub aws_region: Option<String>,
+    /// SQS queue fed by EventBridge rules and lifecycle-hook notifications.
+    #[arg(long, env = "MESHMIRROR_AWS_EVENT_QUEUE_URL")]
+    pub aws_event_queue_url: Option<String>,
+    /// Terminate hooks meshmirror keeps alive with heartbeats while it drains
+    /// (needed only when a hook's heartbeat timeout is shorter than
+    /// `drainSeconds`; hooks meshmirror has answered once are added by itself).
+    #[arg(long, env = "MESHMIRROR_AWS_HEARTBEAT_HOOKS", value_delimiter = ',')]
+    pub aws_heartbeat_hooks: Vec<String>,
+    /// Static keys instead of the default chain (tests and tools only).
+    #[arg(skip)]
+    pub static_credentials: Option<(String, String)>,
+}
 
-/// Registers the aws provider.
+impl AwsArgs {
+    pub fn config(&self) -> AwsConfig {
+        AwsConfig {
+            endpoint_url: self.aws_endpoint_url.clone(),
+            region: self.aws_region.clone(),
+            event_queue_url: self.aws_event_queue_url.clone(),
+            static_credentials: self.static_credentials.clone(),
+            heartbeat_hooks: self.aws_heartbeat_hooks.clone(),
+            ..AwsConfig::default()
+        }
+    }
+}
+
+/// Turns the provider's counts into meshmirror's metrics.
+struct MetricsObserver(Arc<Metrics>);
+
+impl Observer for MetricsObserver {
+    fn message(&self, outcome: MessageOutcome) {
+        // Messages that become events are counted by the controller.
+        let outcome = match outcome {
+            MessageOutcome::Event => return,
+            MessageOutcome::Malformed => "malformed",
+            MessageOutcome::Ignored | MessageOutcome::Foreign => "ignored",
+        };
+        self.0
+            .events
+            .get_or_create(&EventLabels {
+                provider: "aws".into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    fn rebalance(&self) {
+        self.0
+            .events
+            .get_or_create(&EventLabels {
+                provider: "aws".into(),
+                outcome: "rebalance_recommendation".into(),
+            })
+            .inc();
+    }
+
+    fn throttled(&self, operation: &'static str) {
+        // Throttles of a pass or a hook answer are already counted by the
+        // provider wrapper (operation `members`, `complete_lifecycle`).
+        if matches!(
+            operation,
+            "DescribeAutoScalingGroups"
+                | "DescribeInstances"
+                | "DescribeLifecycleHooks"
+                | "CompleteLifecycleAction"
+        ) {
+            return;
+        }
+        self.0
+            .provider_throttles
+            .get_or_create(&ProviderOpLabels {
+                provider: "aws".into(),
+                operation: operation.into(),
+            })
+            .inc();
+    }
+}
+
+/// Registers the aws provider. Clients are created per region when a mirror
+/// first names it, so a cluster without AWS mirrors never calls AWS.
 pub async fn register(
-    _providers: &mut Providers,
-    _args: &AwsArgs,
-    _metrics: &Arc<Metrics>,
+    providers: &mut Providers,
+    args: &AwsArgs,
+    metrics: &Arc<Metrics>,
 ) -> Result<(), String> {
+    let observer: Arc<dyn Observer> = Arc::new(MetricsObserver(metrics.clone()));
+    let provider = AwsProvider::with_observer(args.config(), Some(observer));
+    providers.add(provider, metrics.clone(), RetryPolicy::default());
     Ok(())
 }

@@ -1,0 +1,12 @@
+//! Fakes for meshmirror's tests: an in-process Kubernetes API server, and
+//! (later) cloud mocks.
+
+pub mod apiserver;
+pub mod aws;
+pub mod gce;
+pub mod schema;
+pub mod ssa;
+
+pub use apiserver::{
+    ApiServer, ApiServerBuilder, CrdError, Faults, Injected, Match, RequestCounts, StartError, Verb,
+};
