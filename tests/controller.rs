@@ -526,3 +526,107 @@ async fn mirrors_write_only_into_their_own_namespace() {
     assert!(h.entries("team-b").await.is_empty());
     assert!(h.entries("default").await.is_empty());
 }
+
+#[tokio::test]
+async fn a_cloud_event_triggers_a_pass_at_once_and_is_acknowledged_after_it() {
+    let h = Harness::start(sim_with(1)).await;
+    // An interval far beyond the test's patience: only the event can do it.
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        "  workloads: [{name: app}]\n  sync: {interval: 1h}\n",
+    ))
+    .await;
+    h.wait_entries("default", "1 entry", |e| e.len() == 1).await;
+    let acked = h.sim.events_acked();
+    h.sim.scale_out("web", 2).unwrap();
+    h.wait_entries("default", "3 entries from the event", |e| e.len() == 3)
+        .await;
+    let started = Instant::now();
+    while h.sim.events_acked() <= acked && started.elapsed() < CONVERGE {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(h.sim.events_acked() > acked, "the event was acknowledged");
+}
+
+#[tokio::test]
+async fn an_event_is_not_acknowledged_while_its_pass_fails() {
+    let h = Harness::start(sim_with(1)).await;
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        "  workloads: [{name: app}]\n  sync: {interval: 1h}\n",
+    ))
+    .await;
+    h.wait_entries("default", "1 entry", |e| e.len() == 1).await;
+    h.sim
+        .fail_always("web", Some(ProviderError::Transient("down".into())))
+        .unwrap();
+    let acked = h.sim.events_acked();
+    h.sim.scale_out("web", 1).unwrap();
+    h.wait_status("default", "web", "Degraded", |s| {
+        condition(s, "Degraded").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    assert_eq!(
+        h.sim.events_acked(),
+        acked,
+        "unhandled event stays unacknowledged"
+    );
+    h.sim.fail_always("web", None).unwrap();
+    h.wait_entries("default", "2 entries after recovery", |e| e.len() == 2)
+        .await;
+    let started = Instant::now();
+    while h.sim.events_acked() <= acked && started.elapsed() < CONVERGE {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(h.sim.events_acked() > acked);
+}
+
+#[tokio::test]
+async fn dry_run_once_writes_nothing_and_once_reports_failure() {
+    let h = Harness::without_controller(sim_with(2)).await;
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        "  workloads: [{name: app}]\n",
+    ))
+    .await;
+    let before = h.server.requests();
+    let ok = meshmirror::app::run(
+        h.client.clone(),
+        meshmirror::app::RunOptions {
+            sim_cloud: Some(h.sim.clone()),
+            dry_run: true,
+            once: true,
+            ..Default::default()
+        },
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert!(ok);
+    assert_eq!(h.server.requests().since(&before).writes(), 0);
+    assert!(h.entries("default").await.is_empty());
+
+    h.sim
+        .fail_always("web", Some(ProviderError::Permanent("no access".into())))
+        .unwrap();
+    let ok = meshmirror::app::run(
+        h.client.clone(),
+        meshmirror::app::RunOptions {
+            sim_cloud: Some(h.sim.clone()),
+            once: true,
+            ..Default::default()
+        },
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert!(!ok, "--once exits non-zero when a pass failed");
+}
+
+#[tokio::test]
+async fn the_demo_runs_to_the_end() {
+    meshmirror::demo::run(false).await.expect("demo succeeds");
+}
