@@ -630,3 +630,88 @@ async fn dry_run_once_writes_nothing_and_once_reports_failure() {
 async fn the_demo_runs_to_the_end() {
     meshmirror::demo::run(false).await.expect("demo succeeds");
 }
+
+#[tokio::test]
+async fn workload_groups_give_defaults_and_a_missing_one_is_reported() {
+    let h = Harness::start(sim_with(1)).await;
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        "  workloads: [{name: app, workloadGroup: reviews, labels: {version: v2}}]\n  sync: {interval: 5s}\n",
+    ))
+    .await;
+    let status = h
+        .wait_status("default", "web", "WorkloadGroupNotFound", |s| {
+            condition(s, "Ready").is_some_and(|c| c.reason == "WorkloadGroupNotFound")
+        })
+        .await;
+    let message = &condition(&status, "Ready").unwrap().message;
+    assert!(
+        message.contains("spec.workloads[0].workloadGroup") && message.contains("reviews"),
+        "{message}"
+    );
+    assert!(h.entries("default").await.is_empty());
+
+    let groups: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        h.client.clone(),
+        "default",
+        &meshmirror::workloadentry::EntryVersion::V1.workload_groups(),
+    );
+    let group: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "WorkloadGroup",
+        "metadata": {"name": "reviews", "namespace": "default"},
+        "spec": {
+            "metadata": {"labels": {"app": "reviews", "version": "v1"}},
+            "template": {"ports": {"http": 9080}, "serviceAccount": "bookinfo-reviews", "network": "vm-net"}
+        }
+    }))
+    .unwrap();
+    groups.create(&PostParams::default(), &group).await.unwrap();
+    let entries = h
+        .wait_entries("default", "entry with the group's defaults", |e| {
+            e.len() == 1
+        })
+        .await;
+    let spec = &entries[0].data["spec"];
+    assert_eq!(spec["labels"]["app"], "reviews");
+    assert_eq!(spec["labels"]["version"], "v2", "inline fields override");
+    assert_eq!(spec["ports"]["http"], 9080);
+    assert_eq!(spec["serviceAccount"], "bookinfo-reviews");
+    assert_eq!(spec["network"], "vm-net");
+    assert_eq!(spec["labels"][keys::WORKLOAD_NAME], "reviews");
+}
+
+#[tokio::test]
+async fn entries_can_be_written_as_v1beta1_for_older_meshes() {
+    let h = Harness::without_controller(sim_with(1)).await;
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        "  workloads: [{name: app}]\n",
+    ))
+    .await;
+    let ok = meshmirror::app::run(
+        h.client.clone(),
+        meshmirror::app::RunOptions {
+            sim_cloud: Some(h.sim.clone()),
+            once: true,
+            version: meshmirror::workloadentry::EntryVersion::V1beta1,
+            ..Default::default()
+        },
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert!(ok);
+    let entries = h.entries("default").await;
+    assert_eq!(entries.len(), 1);
+    let managed = entries[0].metadata.managed_fields.as_ref().unwrap();
+    assert!(
+        managed
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("meshmirror")
+                && m.api_version.as_deref() == Some("networking.istio.io/v1beta1")),
+        "{managed:?}"
+    );
+}
