@@ -11,10 +11,11 @@ use meshmirror_sim::SimCloud;
 
 use crate::clouds::{self, CloudArgs};
 use crate::cluster::{Cluster, DryRun, Offline, Owner};
-use crate::controller::{self, Scope};
+use crate::controller::{self, Caches, Scope};
 use crate::crd::ScalingGroupMirror;
 use crate::http::{self, Readiness};
 use crate::kube_cluster::{KubeCluster, entry_manifest};
+use crate::leader::{Leadership, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::policy::AllowedGroups;
 use crate::providers::Providers;
@@ -103,6 +104,8 @@ pub struct RunOptions {
     /// A simulated cloud driven from code (the demo, tests).
     pub sim_cloud: Option<SimCloud>,
     pub clouds: CloudArgs,
+    /// Leader election; None runs as the only replica.
+    pub leader: Option<LeaseConfig>,
 }
 
 /// `meshmirror run`: returns whether every pass succeeded (`--once`), or when
@@ -152,11 +155,11 @@ pub async fn run(
         return Ok(controller::run_once(&client, &scope, &reconciler).await?);
     }
 
-    let (entries, entries_stream) = controller::entry_cache(&client, &scope);
+    let (caches, _cache_task) = Caches::start(&client, &scope);
     let kube = KubeCluster::new(
         client.clone(),
         opts.version,
-        Some(entries.clone()),
+        Some(caches.entries.clone()),
         writes,
         pod,
     );
@@ -165,16 +168,34 @@ pub async fn run(
     } else {
         Arc::new(kube)
     };
+    let leader_gauge = metrics.leader.clone();
     let reconciler = Arc::new(Reconciler::new(providers, cluster, metrics, allowed));
     {
         let ready = ready.clone();
         tokio::spawn(async move {
-            if entries.wait_until_ready().await.is_ok() {
+            if caches.ready().await {
                 ready.set_ready(true);
             }
         });
     }
-    controller::run(client, scope, reconciler, entries_stream, shutdown).await;
+    match opts.leader {
+        None => {
+            leader_gauge.set(1);
+            controller::run(client, scope, reconciler, shutdown).await;
+        }
+        Some(config) => {
+            let leadership = Leadership::new(client.clone(), config)
+                .map_err(|e| AppError::Invalid(e.to_string()))?
+                .with_gauge(leader_gauge);
+            leadership
+                .run(shutdown, |stop| {
+                    let (client, scope, reconciler) =
+                        (client.clone(), scope.clone(), reconciler.clone());
+                    controller::run(client, scope, reconciler, stop.stopped())
+                })
+                .await;
+        }
+    }
     Ok(true)
 }
 

@@ -48,25 +48,47 @@ impl Scope {
     }
 }
 
-/// A watch cache of every entry meshmirror manages, and the stream that keeps
-/// it filled (poll it, or nothing is cached).
-pub fn entry_cache(
-    client: &Client,
-    scope: &Scope,
-) -> (
-    Store<DynamicObject>,
-    impl futures::Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static,
+/// The watch cache of every entry meshmirror manages, read by every pass. It
+/// runs for the life of the process, leader or not, so a standby that takes
+/// over starts with a warm cache.
+pub struct Caches {
+    pub entries: Store<DynamicObject>,
+}
+
+impl Caches {
+    /// Starts the watch; it runs until the returned task is dropped.
+    pub fn start(client: &Client, scope: &Scope) -> (Caches, tokio::task::JoinHandle<()>) {
+        let writer = reflector::store::Writer::new(scope.version.workload_entries());
+        let entries = writer.as_reader();
+        let stream = watcher(
+            scope.entries(client),
+            watcher::Config::default().labels(&managed_selector()),
+        )
+        .default_backoff()
+        .reflect(writer);
+        (
+            Caches { entries },
+            tokio::spawn(drive(stream, "workloadentries")),
+        )
+    }
+
+    /// Resolves once the cache holds a full list.
+    pub async fn ready(&self) -> bool {
+        self.entries.wait_until_ready().await.is_ok()
+    }
+}
+
+async fn drive<T, E: std::fmt::Display>(
+    stream: impl futures::Stream<Item = Result<T, E>>,
+    what: &'static str,
 ) {
-    let writer = reflector::store::Writer::new(scope.version.workload_entries());
-    let store = writer.as_reader();
-    let stream = watcher(
-        scope.entries(client),
-        watcher::Config::default().labels(&managed_selector()),
-    )
-    .default_backoff()
-    .reflect(writer)
-    .touched_objects();
-    (store, stream)
+    futures::pin_mut!(stream);
+    while let Some(item) = stream.next().await {
+        if let Err(err) = item {
+            // The watcher backs off and re-lists (410 Expired included).
+            tracing::debug!(resource = what, %err, "watch error");
+        }
+    }
 }
 
 /// An event's acknowledgement, shared by every mirror the event names: it is
@@ -197,16 +219,22 @@ fn event_triggers(
         .flatten()
 }
 
-/// Runs the controller until `shutdown` resolves.
+/// Runs the controller until `shutdown` resolves; called once per leadership
+/// term. Its own watches list every mirror at the start, so each gets a pass.
 pub async fn run(
     client: Client,
     scope: Scope,
     reconciler: Arc<Reconciler>,
-    entries_stream: impl futures::Stream<Item = Result<DynamicObject, watcher::Error>> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let owned = watcher(
+        scope.entries(&client),
+        watcher::Config::default().labels(&managed_selector()),
+    )
+    .default_backoff()
+    .touched_objects();
     let controller = Controller::new(scope.mirrors(&client), watcher::Config::default())
-        .owns_stream_with(entries_stream, scope.version.workload_entries());
+        .owns_stream_with(owned, scope.version.workload_entries());
     let pending: PendingAcks = Arc::default();
     let feeds: Vec<_> = reconciler
         .providers

@@ -8,7 +8,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use meshmirror::app::{self, RunOptions};
 use meshmirror::clouds::CloudArgs;
+use meshmirror::leader::LeaseConfig;
 use meshmirror::workloadentry::EntryVersion;
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -92,6 +94,36 @@ struct RunArgs {
     allowed_groups: Vec<String>,
     #[command(flatten)]
     clouds: CloudArgs,
+    /// Run as one of several replicas: only the holder of the Lease reconciles,
+    /// consumes cloud events and answers lifecycle hooks.
+    #[arg(long, env = "MESHMIRROR_LEADER_ELECT")]
+    leader_elect: bool,
+    /// The Lease's name.
+    #[arg(long, default_value = "meshmirror")]
+    lease_name: String,
+    /// The Lease's namespace (default: the pod's namespace, from POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "meshmirror-system")]
+    lease_namespace: String,
+    /// How long a lease lasts without renewal before a standby takes over.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it stops reconciling.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    renew_deadline: Duration,
+    /// How often to try to acquire or renew.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    retry_period: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    meshmirror::config::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration; write it like 15s or 1m"))
+}
+
+fn identity() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| format!("meshmirror-{}", std::process::id()))
 }
 
 fn init_tracing(format: LogFormat, default: &str) {
@@ -178,6 +210,14 @@ async fn main_inner(cli: Cli) -> anyhow::Result<bool> {
                 allowed_groups: args.allowed_groups,
                 sim_cloud: None,
                 clouds: args.clouds,
+                leader: args.leader_elect.then(|| LeaseConfig {
+                    namespace: args.lease_namespace,
+                    name: args.lease_name,
+                    identity: identity(),
+                    lease_duration: args.lease_duration,
+                    renew_deadline: args.renew_deadline,
+                    retry_period: args.retry_period,
+                }),
             };
             Ok(app::run(client, opts, shutdown_signal()).await?)
         }
