@@ -124,6 +124,8 @@ async fn reconcile(mirror: Arc<ScalingGroupMirror>, ctx: Arc<Ctx>) -> Result<Act
     if mirror.metadata.deletion_timestamp.is_some() {
         // Kubernetes garbage-collects the entries through their ownerReferences.
         ctx.reconciler.forget(&mirror.uid().unwrap_or_default());
+        ctx.reconciler
+            .forget_metrics(&mirror.namespace().unwrap_or_default(), &mirror.name_any());
         return Ok(Action::await_change());
     }
     let key = ObjectRef::from_obj(mirror.as_ref());

@@ -239,7 +239,7 @@ impl Leadership {
             tracing::info!(identity = %self.config.identity, lease = %self.config.name, "leading");
             self.set_leading(true);
             let (stop, stop_rx) = watch::channel(false);
-            let mut running = Box::pin(work(StopSignal(stop_rx)));
+            let mut running = pin!(work(StopSignal(stop_rx)));
             let ended = tokio::select! {
                 () = &mut running => Some(Ended::WorkEnded),
                 () = self.keep_renewing(since) => None,
@@ -249,7 +249,7 @@ impl Leadership {
                 None => {
                     tracing::warn!(identity = %self.config.identity, "lost the lease; stopping work");
                     let _ = stop.send(true);
-                    tokio::spawn(async {});
+                    running.await;
                     self.set_leading(false);
                 }
                 Some(ended) => {

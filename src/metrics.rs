@@ -77,6 +77,8 @@ pub struct Metrics {
     pub skipped: Family<MirrorLabels, Gauge>,
     pub deferred_deletes: Family<MirrorLabels, Gauge>,
     pub last_success: Family<MirrorLabels, Gauge<f64, AtomicU64>>,
+    pub degraded: Family<MirrorLabels, Gauge>,
+    pub sync_interval: Family<MirrorLabels, Gauge<f64, AtomicU64>>,
     pub provider_requests: Family<ProviderOpLabels, Counter>,
     pub provider_errors: Family<ProviderErrorLabels, Counter>,
     pub provider_throttles: Family<ProviderOpLabels, Counter>,
@@ -142,6 +144,18 @@ impl Metrics {
             "Unix time of the mirror's last successful pass",
             last_success.clone(),
         );
+        let degraded = Family::<MirrorLabels, Gauge>::default();
+        registry.register(
+            "degraded",
+            "1 while the mirror's Degraded condition is True",
+            degraded.clone(),
+        );
+        let sync_interval = Family::<MirrorLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "sync_interval_seconds",
+            "The mirror's polling interval (spec.sync.interval)",
+            sync_interval.clone(),
+        );
         let provider_requests = Family::<ProviderOpLabels, Counter>::default();
         registry.register(
             "provider_requests",
@@ -204,6 +218,8 @@ impl Metrics {
             skipped,
             deferred_deletes,
             last_success,
+            degraded,
+            sync_interval,
             provider_requests,
             provider_errors,
             provider_throttles,

@@ -147,6 +147,10 @@ impl Reconciler {
             }
         };
         status.provider = Some(config.group.provider().into());
+        self.metrics
+            .sync_interval
+            .get_or_create(&mirror_labels(&owner.namespace, &owner.name))
+            .set(config.interval.as_secs_f64());
         status.group = Some(config.group.to_string());
 
         if let Err(message) = self.allowed.check(&owner.namespace, &config.group) {
@@ -387,7 +391,7 @@ impl Reconciler {
         let ops: Vec<Op<'_>> = plan
             .creates
             .iter()
-            .map(|e| Op::Create(e))
+            .map(Op::Create)
             .chain(plan.updates.iter().map(Op::Update))
             .chain(plan.deletes.iter().map(|n| Op::Delete(n)))
             .collect();
@@ -586,6 +590,14 @@ impl Reconciler {
         old: &ScalingGroupMirrorStatus,
         mut status: ScalingGroupMirrorStatus,
     ) -> bool {
+        let degraded = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True");
+        self.metrics
+            .degraded
+            .get_or_create(&mirror_labels(&owner.namespace, &owner.name))
+            .set(i64::from(degraded));
         if !status_differs(old, &status) {
             return false;
         }
@@ -608,6 +620,20 @@ impl Reconciler {
         if let Ok(mut r) = self.reported.lock() {
             r.remove(uid);
         }
+    }
+
+    /// Drops a deleted mirror's metric series, so label sets stay bounded.
+    pub fn forget_metrics(&self, namespace: &str, name: &str) {
+        let labels = mirror_labels(namespace, name);
+        let m = &self.metrics;
+        m.members.remove(&labels);
+        m.entries.remove(&labels);
+        m.skipped.remove(&labels);
+        m.deferred_deletes.remove(&labels);
+        m.degraded.remove(&labels);
+        m.sync_interval.remove(&labels);
+        m.last_success.remove(&labels);
+        m.pass_duration.remove(&labels);
     }
 }
 

@@ -14,7 +14,9 @@ pub trait Provider: Send + Sync + 'static {
     /// The group's current members, every state included.
     async fn members(&self, group: &GroupRef) -> Result<Vec<Instance>, ProviderError>;
 
-    /// The push feed of group events, taken once by the controller.
+    /// The push feed of group events. The controller calls this once per
+    /// leadership term and drops the stream when the term ends, so each call
+    /// must start a fresh subscription (and dropping it must stop consuming).
     fn events(&self) -> Option<BoxEventStream> {
         None
     }
