@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 
 MOTO_VERSION=5.2.5
-AZURITE_VERSION=3.37.0
+AZURITE_VERSION=3.35.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
 
 if ! python3 -c "import moto, sys; sys.exit(0 if moto.__version__ == '$MOTO_VERSION' else 1)" 2>/dev/null \

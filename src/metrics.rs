@@ -47,6 +47,21 @@ pub struct ProviderErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiCallLabels {
+    pub provider: String,
+    pub operation: String,
+    /// The HTTP status of the answer.
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitLabels {
+    pub provider: String,
+    /// The header that reported it, e.g. `x-ms-ratelimit-remaining-subscription-reads`.
+    pub header: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
     pub provider: String,
     /// `received` | `handled` | `ignored` | `malformed` | `dropped`
@@ -83,6 +98,8 @@ pub struct Metrics {
     pub provider_errors: Family<ProviderErrorLabels, Counter>,
     pub provider_throttles: Family<ProviderOpLabels, Counter>,
     pub provider_latency: Family<ProviderOpLabels, Histogram>,
+    pub cloud_api_calls: Family<ApiCallLabels, Counter>,
+    pub cloud_ratelimit_remaining: Family<RateLimitLabels, Gauge>,
     pub events: Family<EventLabels, Counter>,
     pub event_age: Family<ProviderLabels, Histogram>,
     pub lifecycle_actions: Family<LifecycleLabels, Counter>,
@@ -182,6 +199,18 @@ impl Metrics {
             "Latency of cloud provider calls",
             provider_latency.clone(),
         );
+        let cloud_api_calls = Family::<ApiCallLabels, Counter>::default();
+        registry.register(
+            "cloud_api_calls",
+            "HTTP requests to a cloud API, by operation and status",
+            cloud_api_calls.clone(),
+        );
+        let cloud_ratelimit_remaining = Family::<RateLimitLabels, Gauge>::default();
+        registry.register(
+            "cloud_ratelimit_remaining",
+            "Requests left in the cloud's rate-limit window, as its last answer reported",
+            cloud_ratelimit_remaining.clone(),
+        );
         let events = Family::<EventLabels, Counter>::default();
         registry.register(
             "event_messages",
@@ -224,6 +253,8 @@ impl Metrics {
             provider_errors,
             provider_throttles,
             provider_latency,
+            cloud_api_calls,
+            cloud_ratelimit_remaining,
             events,
             event_age,
             lifecycle_actions,

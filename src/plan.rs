@@ -280,7 +280,7 @@ mod tests {
         let a = want("a", "i-a", "10.0.0.1");
         let b = want("b", "i-b", "10.0.0.2");
         let p = plan(
-            &[b.clone()],
+            std::slice::from_ref(&b),
             &[applied(&a)],
             &BTreeSet::new(),
             DeletePolicy {

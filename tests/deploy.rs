@@ -179,6 +179,8 @@ fn every_family_encoded() -> String {
         provider_errors,
         provider_throttles,
         provider_latency,
+        cloud_api_calls,
+        cloud_ratelimit_remaining,
         events,
         event_age,
         lifecycle_actions,
@@ -219,6 +221,19 @@ fn every_family_encoded() -> String {
         .inc();
     provider_throttles.get_or_create(&op).inc();
     provider_latency.get_or_create(&op).observe(0.1);
+    cloud_api_calls
+        .get_or_create(&meshmirror::metrics::ApiCallLabels {
+            provider: "azure".into(),
+            operation: "list".into(),
+            status: "200".into(),
+        })
+        .inc();
+    cloud_ratelimit_remaining
+        .get_or_create(&meshmirror::metrics::RateLimitLabels {
+            provider: "azure".into(),
+            header: "x-ms-ratelimit-remaining-subscription-reads".into(),
+        })
+        .set(100);
     events
         .get_or_create(&EventLabels {
             provider: "sim".into(),

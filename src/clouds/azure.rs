@@ -1,19 +1,142 @@
 //! The azure provider's flags and registration.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::metrics::Metrics;
+use meshmirror_azure::{
+    AzureConfig, AzureObserver, AzureProvider, CredentialConfig, CredentialKind,
+};
+use meshmirror_provider::RetryPolicy;
+
+use crate::metrics::{ApiCallLabels, EventLabels, Metrics, RateLimitLabels};
 use crate::providers::Providers;
 
-/// Flags of the azure provider.
+/// Flags of the azure provider. Credentials: workload identity (AKS), a
+/// client secret, managed identity or the Azure CLI, from the standard
+/// `AZURE_*` variables unless given here.
 #[derive(clap::Args, Clone, Debug, Default)]
-pub struct AzureArgs {}
+pub struct AzureArgs {
+    /// ARM endpoint (default https://management.azure.com; sovereign clouds, tests).
+    #[arg(long, env = "MESHMIRROR_AZURE_ENDPOINT")]
+    pub azure_endpoint: Option<String>,
+    /// Entra ID authority host (default https://login.microsoftonline.com); https only.
+    #[arg(long, env = "AZURE_AUTHORITY_HOST")]
+    pub azure_authority_host: Option<String>,
+    /// auto | workload-identity | managed-identity | client-secret | azure-cli.
+    #[arg(long, env = "MESHMIRROR_AZURE_CREDENTIAL")]
+    pub azure_credential: Option<String>,
+    #[arg(long, env = "AZURE_TENANT_ID")]
+    pub azure_tenant_id: Option<String>,
+    /// Application (client) id; with managed identity, the user-assigned identity's.
+    #[arg(long, env = "AZURE_CLIENT_ID")]
+    pub azure_client_id: Option<String>,
+    /// Prefer the environment variable: a flag shows in the process list.
+    #[arg(long, env = "AZURE_CLIENT_SECRET", hide_env_values = true)]
+    pub azure_client_secret: Option<String>,
+    /// The projected service account token (set by the AKS workload identity webhook).
+    #[arg(long, env = "AZURE_FEDERATED_TOKEN_FILE")]
+    pub azure_federated_token_file: Option<PathBuf>,
+    /// PEM certificates trusted beside the system roots (TLS-inspecting proxies, tests).
+    #[arg(long, env = "MESHMIRROR_AZURE_CA_FILE")]
+    pub azure_ca_file: Option<PathBuf>,
+    /// Storage queue fed by an Event Grid subscription:
+    /// https://ACCOUNT.queue.core.windows.net/QUEUE.
+    #[arg(long, env = "MESHMIRROR_AZURE_EVENT_QUEUE")]
+    pub azure_event_queue: Option<String>,
+    /// Seconds between polls of an empty event queue.
+    #[arg(long, env = "MESHMIRROR_AZURE_EVENT_POLL_SECONDS", default_value_t = 5)]
+    pub azure_event_poll_seconds: u64,
+}
 
-/// Registers the azure provider.
+fn url(flag: &str, value: &str) -> Result<meshmirror_azure::Url, String> {
+    meshmirror_azure::Url::parse(value).map_err(|e| format!("--{flag} {value}: {e}"))
+}
+
+impl AzureArgs {
+    pub fn config(&self) -> Result<AzureConfig, String> {
+        let mut config = AzureConfig::default();
+        if let Some(endpoint) = &self.azure_endpoint {
+            config.endpoint = url("azure-endpoint", endpoint)?;
+        }
+        config.credential = CredentialConfig {
+            kind: match &self.azure_credential {
+                Some(kind) => kind.parse()?,
+                None => CredentialKind::Auto,
+            },
+            tenant_id: self.azure_tenant_id.clone(),
+            client_id: self.azure_client_id.clone(),
+            client_secret: self.azure_client_secret.clone(),
+            federated_token_file: self.azure_federated_token_file.clone(),
+            authority_host: match &self.azure_authority_host {
+                Some(host) => Some(url("azure-authority-host", host)?),
+                None => None,
+            },
+        };
+        if let Some(path) = &self.azure_ca_file {
+            config.extra_ca_pem = Some(
+                std::fs::read(path)
+                    .map_err(|e| format!("--azure-ca-file {}: {e}", path.display()))?,
+            );
+        }
+        if let Some(queue) = &self.azure_event_queue {
+            config.event_queue = Some(url("azure-event-queue", queue)?);
+        }
+        config.event_poll_interval = Duration::from_secs(self.azure_event_poll_seconds.max(1));
+        Ok(config)
+    }
+}
+
+/// Turns what the provider sees into meshmirror's metrics.
+struct MetricsObserver(Arc<Metrics>);
+
+impl AzureObserver for MetricsObserver {
+    fn api_call(&self, operation: &str, status: u16) {
+        self.0
+            .cloud_api_calls
+            .get_or_create(&ApiCallLabels {
+                provider: "azure".into(),
+                operation: operation.into(),
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
+    fn ratelimit_remaining(&self, header: &str, remaining: u64) {
+        self.0
+            .cloud_ratelimit_remaining
+            .get_or_create(&RateLimitLabels {
+                provider: "azure".into(),
+                header: header.into(),
+            })
+            .set(i64::try_from(remaining).unwrap_or(i64::MAX));
+    }
+
+    fn queue_message(&self, outcome: &str) {
+        // Messages that become events are counted by the controller.
+        if outcome == "event" {
+            return;
+        }
+        self.0
+            .events
+            .get_or_create(&EventLabels {
+                provider: "azure".into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+}
+
+/// Registers the azure provider. Nothing calls Azure until a mirror names a
+/// scale set (or the event queue is configured).
 pub async fn register(
-    _providers: &mut Providers,
-    _args: &AzureArgs,
-    _metrics: &Arc<Metrics>,
+    providers: &mut Providers,
+    args: &AzureArgs,
+    metrics: &Arc<Metrics>,
 ) -> Result<(), String> {
+    let mut config = args.config()?;
+    config.observer = Arc::new(MetricsObserver(metrics.clone()));
+    let provider = AzureProvider::new(config).map_err(|e| e.to_string())?;
+    providers.add(provider, metrics.clone(), RetryPolicy::default());
     Ok(())
 }

@@ -82,15 +82,16 @@ impl TestCa {
     /// never depends on a process-wide default.
     pub fn server_config(&self, names: &[&str]) -> io::Result<ServerConfig> {
         let issued = self.issue(names)?;
-        let mut config = ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(tls_err)?
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![issued.cert_der],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(issued.key_der)),
-            )
-            .map_err(tls_err)?;
+        let mut config =
+            ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(tls_err)?
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![issued.cert_der],
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(issued.key_der)),
+                )
+                .map_err(tls_err)?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(config)
     }

@@ -1,0 +1,295 @@
+//! A stateful Azure Resource Manager mock over HTTPS, with an Azure AD token
+//! endpoint: scale sets in both orchestration modes, VMs with instance views,
+//! NICs, public IPs, `nextLink` paging on its own https base, ARM error bodies,
+//! 429 + `Retry-After` injection, ARM's own control calls to scale and delete,
+//! and request counting. Also [`azurite`], a helper that starts the Azurite
+//! Storage emulator on the same test CA.
+//!
+//! Scale sets are keyed by name: names are unique within one mock.
+
+pub mod azurite;
+mod cloud;
+mod handler;
+mod render;
+#[cfg(test)]
+mod shapes;
+mod tls;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+pub use cloud::{Launch, MockVm, Mode, ScaleSetSpec};
+pub use tls::{IssuedCert, TestCa};
+
+/// An injected failure for the next ARM requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArmFault {
+    /// 429 with `Retry-After: seconds`.
+    Throttle { retry_after_secs: u64 },
+    /// Any status with an ARM error body.
+    Status {
+        status: u16,
+        code: String,
+        message: String,
+    },
+}
+
+/// How a token was asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Grant {
+    ClientSecret,
+    /// A federated (workload identity) assertion.
+    Assertion,
+}
+
+/// One token the token endpoint issued.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenGrant {
+    pub tenant: String,
+    pub client_id: String,
+    pub grant: Grant,
+    pub scope: String,
+    pub access_token: String,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Inner {
+    pub cloud: cloud::Cloud,
+    pub faults: VecDeque<ArmFault>,
+    pub page_size: usize,
+    /// Requests by operation (`vmss.get`, `vmss.vms.list`, ..., `token`).
+    pub requests: BTreeMap<String, u64>,
+    /// (tenant, client) → secret.
+    pub secrets: HashMap<(String, String), String>,
+    /// (tenant, client) → the federated assertion expected.
+    pub assertions: HashMap<(String, String), String>,
+    pub grants: Vec<TokenGrant>,
+    /// Only tokens this mock issued (for its own audience) are accepted.
+    pub strict_tokens: bool,
+    pub ratelimit_remaining: u64,
+}
+
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub inner: Arc<Mutex<Inner>>,
+    pub base: String,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The running mock; stops when dropped.
+pub struct ArmMock {
+    shared: Shared,
+    ca: TestCa,
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for ArmMock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArmMock").field("addr", &self.addr).finish()
+    }
+}
+
+impl Drop for ArmMock {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Default page size of every list.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+
+impl ArmMock {
+    /// Starts on 127.0.0.1 with a new test CA.
+    pub async fn start() -> io::Result<ArmMock> {
+        Self::start_with_ca(TestCa::new()?).await
+    }
+
+    /// Starts with a given CA (to share it with Azurite).
+    pub async fn start_with_ca(ca: TestCa) -> io::Result<ArmMock> {
+        let (tcp, addr) = tls::bind_local().await?;
+        let config = ca.server_config(&["127.0.0.1", "localhost"])?;
+        let shared = Shared {
+            inner: Arc::new(Mutex::new(Inner {
+                page_size: DEFAULT_PAGE_SIZE,
+                ratelimit_remaining: 12000,
+                ..Inner::default()
+            })),
+            base: format!("https://{addr}"),
+        };
+        let task = tls::serve(tcp, config, handler::router(shared.clone()));
+        Ok(ArmMock {
+            shared,
+            ca,
+            addr,
+            task,
+        })
+    }
+
+    /// `https://127.0.0.1:PORT`: the ARM endpoint and the authority host.
+    pub fn endpoint(&self) -> String {
+        self.shared.base.clone()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn ca(&self) -> &TestCa {
+        &self.ca
+    }
+
+    /// The CA certificate (PEM) clients must trust.
+    pub fn ca_pem(&self) -> String {
+        self.ca.ca_pem()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.shared.lock()
+    }
+
+    /// Creates a scale set with `spec.capacity` VMs.
+    pub fn create_scale_set(&self, spec: ScaleSetSpec) {
+        self.lock().cloud.create(spec);
+    }
+
+    /// Sets the capacity: adds VMs, or removes the newest at once.
+    pub fn scale(&self, set: &str, capacity: u32) {
+        assert!(self.lock().cloud.scale(set, capacity), "no scale set {set}");
+    }
+
+    /// Marks one VM `Deleting`: still listed until [`ArmMock::settle`].
+    pub fn delete_vm(&self, set: &str, vm_name: &str) {
+        let n = self.lock().cloud.mark_deleting(set, |v| v.name == vm_name);
+        assert_eq!(n, 1, "no VM {vm_name} in {set}");
+    }
+
+    /// Changes one VM (power state, health, tags, ...).
+    pub fn update_vm(&self, set: &str, vm_name: &str, change: impl FnOnce(&mut MockVm)) {
+        let mut inner = self.lock();
+        let vm = inner
+            .cloud
+            .sets
+            .get_mut(set)
+            .and_then(|s| s.vms.iter_mut().find(|v| v.name == vm_name))
+            .unwrap_or_else(|| panic!("no VM {vm_name} in {set}"));
+        change(vm);
+    }
+
+    /// Finishes transitions: `Deleting` VMs go, `Creating` ones run.
+    pub fn settle(&self) {
+        self.lock().cloud.settle();
+    }
+
+    /// The set's VMs, in creation order.
+    pub fn vms(&self, set: &str) -> Vec<MockVm> {
+        self.lock()
+            .cloud
+            .sets
+            .get(set)
+            .map(|s| s.vms.clone())
+            .unwrap_or_default()
+    }
+
+    /// The ARM id of a VM of the set (what the provider reports as instance id).
+    pub fn vm_id(&self, set: &str, vm_name: &str) -> String {
+        let inner = self.lock();
+        let state = &inner.cloud.sets[set];
+        let vm = state
+            .vms
+            .iter()
+            .find(|v| v.name == vm_name)
+            .unwrap_or_else(|| panic!("no VM {vm_name} in {set}"));
+        match state.spec.mode {
+            Mode::Uniform => render::uniform_vm_id(&state.spec, vm),
+            Mode::Flexible => {
+                render::flexible_vm_id(&state.spec.subscription, &state.spec.resource_group, vm)
+            }
+        }
+    }
+
+    /// A VM of the resource group that belongs to no scale set.
+    pub fn add_standalone_vm(&self, subscription: &str, resource_group: &str, name: &str) {
+        self.lock()
+            .cloud
+            .add_standalone(subscription, resource_group, name);
+    }
+
+    /// Items per page of every list.
+    pub fn set_page_size(&self, n: usize) {
+        self.lock().page_size = n.max(1);
+    }
+
+    /// The next `n` ARM requests answer 429 with `Retry-After`.
+    pub fn throttle_next(&self, n: usize, retry_after_secs: u64) {
+        let mut inner = self.lock();
+        for _ in 0..n {
+            inner
+                .faults
+                .push_back(ArmFault::Throttle { retry_after_secs });
+        }
+    }
+
+    /// The next ARM request answers `status` with an ARM error body.
+    pub fn fail_next(&self, status: u16, code: &str, message: &str) {
+        self.lock().faults.push_back(ArmFault::Status {
+            status,
+            code: code.into(),
+            message: message.into(),
+        });
+    }
+
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    /// Requests by operation since start or the last reset.
+    pub fn requests(&self) -> BTreeMap<String, u64> {
+        self.lock().requests.clone()
+    }
+
+    /// ARM requests (token requests excluded).
+    pub fn arm_requests(&self) -> u64 {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|(op, _)| op.as_str() != "token")
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    pub fn reset_requests(&self) {
+        self.lock().requests.clear();
+    }
+
+    /// A service principal with a client secret.
+    pub fn register_client_secret(&self, tenant: &str, client_id: &str, secret: &str) {
+        self.lock()
+            .secrets
+            .insert((tenant.into(), client_id.into()), secret.into());
+    }
+
+    /// A workload identity: the federated token (the pod's projected service
+    /// account token) the client must present as its assertion.
+    pub fn register_federated(&self, tenant: &str, client_id: &str, assertion: &str) {
+        self.lock()
+            .assertions
+            .insert((tenant.into(), client_id.into()), assertion.into());
+    }
+
+    /// When on, ARM accepts only tokens this mock issued for its audience.
+    pub fn require_issued_tokens(&self, on: bool) {
+        self.lock().strict_tokens = on;
+    }
+
+    pub fn token_grants(&self) -> Vec<TokenGrant> {
+        self.lock().grants.clone()
+    }
+}
