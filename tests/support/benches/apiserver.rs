@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
 use kube::api::{
-    Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchParams,
+    Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
 };
 use meshmirror_testkit::ApiServer;
 use serde_json::json;
@@ -70,8 +71,10 @@ async fn run(objects: usize) {
         let received = received.clone();
         watchers.push(tokio::spawn(async move {
             let mut s = s.boxed();
-            while let Ok(Some(_)) = s.try_next().await {
-                received.fetch_add(1, Ordering::Relaxed);
+            while let Ok(Some(ev)) = s.try_next().await {
+                if !matches!(ev, WatchEvent::Bookmark(_)) {
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }));
     }
@@ -121,7 +124,7 @@ async fn run(objects: usize) {
                 cfg["spec"]["weight"] = json!(3);
                 api.patch(
                     &format!("vm-{i:06}"),
-                    &PatchParams::apply("bench"),
+                    &PatchParams::apply("bench").force(),
                     &Patch::Apply(cfg),
                 )
                 .await

@@ -2,6 +2,7 @@
 //! (later) cloud mocks.
 
 pub mod apiserver;
+pub mod arm;
 pub mod aws;
 pub mod gce;
 pub mod schema;

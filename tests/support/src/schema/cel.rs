@@ -356,6 +356,8 @@ pub(super) fn validate(
     if !rules.has_rules || value.is_null() {
         return;
     }
+    // Old values only matter where a transition rule will read them.
+    let old = old.filter(|_| rules.has_transition_rules);
     if !rules.rules.is_empty() {
         evaluate(rules, schema, value, old, resource_root, path, out);
     }
