@@ -10,7 +10,10 @@
 //! API does.
 
 mod filter;
+mod pubsub;
 mod render;
+#[cfg(test)]
+mod schema_check;
 mod state;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -26,6 +29,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 pub use filter::Filter;
+pub use pubsub::PubSubEmulator;
 pub use state::{MigKey, Scope, Template, Vm};
 
 use state::World;
@@ -315,22 +319,21 @@ fn fault_response(fault: Fault) -> Response {
     }
 }
 
+/// A paging parameter the API would refuse: (field, value, why).
+type BadPaging = (&'static str, String, &'static str);
+
 /// `maxResults` and `pageToken` over `items`: the page and the next token.
 fn page<T>(
     items: Vec<T>,
     query: &HashMap<String, String>,
     max_page: usize,
-) -> Result<(Vec<T>, Option<String>), Response> {
+) -> Result<(Vec<T>, Option<String>), BadPaging> {
     let asked = match query.get("maxResults").filter(|v| !v.is_empty()) {
         None => 500,
         Some(v) => match v.parse::<usize>() {
             Ok(n) if n <= 500 => n,
             _ => {
-                return Err(invalid(
-                    "maxResults",
-                    v,
-                    "Must be less than or equal to 500",
-                ));
+                return Err(("maxResults", v.clone(), "Must be less than or equal to 500"));
             }
         },
     };
@@ -339,7 +342,7 @@ fn page<T>(
         None | Some("") => 0,
         Some(t) => match t.strip_prefix("offset-").and_then(|n| n.parse().ok()) {
             Some(n) => n,
-            None => return Err(invalid("pageToken", t, "Invalid page token.")),
+            None => return Err(("pageToken", t.to_string(), "Invalid page token.")),
         },
     };
     let total = items.len();
@@ -461,7 +464,7 @@ async fn handle(
                 .map(|vm| render::managed_instance(base, vm))
                 .collect();
             match page(items, &query, max_page) {
-                Err(r) => r,
+                Err((field, value, why)) => invalid(field, &value, why),
                 Ok((items, next)) => {
                     let mut body = json!({"managedInstances": items});
                     if let Some(next) = next {
@@ -504,7 +507,7 @@ async fn handle(
                 .map(|vm| render::instance(base, vm))
                 .collect();
             match page(items, &query, max_page) {
-                Err(r) => r,
+                Err((field, value, why)) => invalid(field, &value, why),
                 Ok((items, next)) => answer(
                     StatusCode::OK,
                     list_body(
@@ -524,7 +527,7 @@ async fn handle(
                 .filter(|vm| vm.project == project && passes(vm))
                 .collect();
             match page(vms, &query, max_page) {
-                Err(r) => r,
+                Err((field, value, why)) => invalid(field, &value, why),
                 Ok((vms, next)) => {
                     let mut items = serde_json::Map::new();
                     for zone in world.zones(&project) {

@@ -1,0 +1,383 @@
+//! The service with the gcp provider against the test kit's GCE mock (and,
+//! for events, the Pub/Sub emulator): passes driven by the test, so each
+//! step is checked right after the cloud changed.
+
+#![cfg(feature = "gcp")]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use common::{annotation, condition, label, server};
+use kube::Client;
+use kube::api::{DynamicObject, PostParams};
+use meshmirror::clouds::gcp::{GcpArgs, register};
+use meshmirror::cluster::Cluster;
+use meshmirror::crd::ScalingGroupMirror;
+use meshmirror::kube_cluster::KubeCluster;
+use meshmirror::metrics::Metrics;
+use meshmirror::policy::AllowedGroups;
+use meshmirror::providers::Providers;
+use meshmirror::ratelimit::RateLimiter;
+use meshmirror::reconcile::{PassReport, Reconciler};
+use meshmirror::workloadentry::{EntryVersion, keys};
+use meshmirror_testkit::apiserver::ApiServer;
+use meshmirror_testkit::gce::{Fault, GceMock, MigKey, Template};
+
+/// The kit's API server, the GCE mock, and a reconciler with the gcp
+/// provider registered as `meshmirror run` does it.
+struct GcpHarness {
+    _server: ApiServer,
+    client: Client,
+    mock: GceMock,
+    reconciler: Reconciler,
+}
+
+impl GcpHarness {
+    async fn start() -> GcpHarness {
+        let server = server().await;
+        let client = server.client();
+        let mock = GceMock::start().await.expect("GCE mock starts");
+        let metrics = Arc::new(Metrics::new());
+        let mut providers = Providers::default();
+        let args = GcpArgs {
+            gcp_endpoint: Some(mock.endpoint()),
+            ..GcpArgs::default()
+        };
+        register(&mut providers, &args, &metrics).await.unwrap();
+        let cluster: Arc<dyn Cluster> = Arc::new(KubeCluster::new(
+            client.clone(),
+            EntryVersion::V1,
+            None,
+            RateLimiter::unlimited(),
+            None,
+        ));
+        let reconciler = Reconciler::new(providers, cluster, metrics, AllowedGroups::default());
+        GcpHarness {
+            _server: server,
+            client,
+            mock,
+            reconciler,
+        }
+    }
+
+    async fn mirror(&self, name: &str, location: &str, manager: &str, extra: &str) {
+        let yaml = format!(
+            "apiVersion: meshmirror.io/v1alpha1\nkind: ScalingGroupMirror\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  provider:\n    gcp:\n      project: proj\n      {location}\n      instanceGroupManager: {manager}\n  workloads: [{{name: app, labels: {{app: {name}}}, ports: {{http: 8080}}}}]\n{extra}"
+        );
+        let mirror: ScalingGroupMirror = serde_yaml::from_str(&yaml).unwrap();
+        kube::Api::<ScalingGroupMirror>::namespaced(self.client.clone(), "default")
+            .create(&PostParams::default(), &mirror)
+            .await
+            .unwrap();
+    }
+
+    async fn pass(&self, name: &str) -> PassReport {
+        let mirror = kube::Api::<ScalingGroupMirror>::namespaced(self.client.clone(), "default")
+            .get(name)
+            .await
+            .unwrap();
+        self.reconciler.pass(&mirror).await
+    }
+
+    async fn entries(&self, mirror: &str) -> Vec<DynamicObject> {
+        let api = kube::Api::<DynamicObject>::namespaced_with(
+            self.client.clone(),
+            "default",
+            &EntryVersion::V1.workload_entries(),
+        );
+        let mut items: Vec<DynamicObject> = api
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| label(e, keys::MIRROR) == mirror)
+            .collect();
+        items.sort_by_key(|e| e.metadata.name.clone());
+        items
+    }
+
+    /// The instance ids the mirror's entries stand for.
+    async fn ids(&self, mirror: &str) -> BTreeSet<String> {
+        self.entries(mirror)
+            .await
+            .iter()
+            .map(|e| annotation(e, keys::INSTANCE_ID))
+            .collect()
+    }
+
+    fn ids_of(&self, names: &[String]) -> BTreeSet<String> {
+        names
+            .iter()
+            .map(|n| self.mock.vm(n).unwrap().id.to_string())
+            .collect()
+    }
+
+    fn live(&self, key: &MigKey) -> Vec<String> {
+        self.mock
+            .members(key)
+            .into_iter()
+            .filter(|v| v.action == "NONE" && v.status == "RUNNING")
+            .map(|v| v.name)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn zonal_group_resize_out_and_in() {
+    let h = GcpHarness::start().await;
+    let key = h
+        .mock
+        .add_zonal_group("proj", "us-central1-a", "web", Template::default());
+    h.mock.resize(&key, 2);
+    h.mirror("web", "zone: us-central1-a", "web", "").await;
+    let report = h.pass("web").await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(h.ids("web").await, h.ids_of(&h.live(&key)));
+    let e = &h.entries("web").await[0];
+    let vm = h.mock.vm(&h.live(&key)[0]).unwrap();
+    assert_eq!(label(e, keys::PROVIDER), "gcp");
+    assert_eq!(
+        annotation(e, keys::GROUP),
+        "projects/proj/zones/us-central1-a/instanceGroupManagers/web"
+    );
+    assert_eq!(e.data["spec"]["locality"], "us-central1/us-central1-a");
+    let addresses: BTreeSet<String> = h
+        .entries("web")
+        .await
+        .iter()
+        .map(|e| e.data["spec"]["address"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        addresses.contains(&vm.network_ip.to_string()),
+        "{addresses:?}"
+    );
+
+    h.mock.resize(&key, 5);
+    assert!(h.pass("web").await.ok());
+    assert_eq!(h.ids("web").await.len(), 5);
+    assert_eq!(h.ids("web").await, h.ids_of(&h.live(&key)));
+
+    // Scale-in: the surplus turns DELETING and leaves the mesh at once,
+    // before the group has removed it.
+    let leaving = h.mock.resize(&key, 3);
+    assert_eq!(leaving.len(), 2);
+    let report = h.pass("web").await;
+    assert_eq!(report.deleted, 2, "{report:?}");
+    assert_eq!(h.ids("web").await, h.ids_of(&h.live(&key)));
+    h.mock.settle();
+    let report = h.pass("web").await;
+    assert!(
+        report.ok() && report.deleted == 0 && report.created == 0,
+        "{report:?}"
+    );
+    assert_eq!(h.ids("web").await.len(), 3);
+}
+
+#[tokio::test]
+async fn regional_group_resize_out_and_in_across_zones() {
+    let h = GcpHarness::start().await;
+    let key = h.mock.add_regional_group(
+        "proj",
+        "europe-west1",
+        &["europe-west1-b", "europe-west1-c", "europe-west1-d"],
+        "api",
+        Template::default(),
+    );
+    h.mock.add_zone("proj", "us-east1-b");
+    h.mock.resize(&key, 6);
+    h.mirror("api", "region: europe-west1", "api", "").await;
+    assert!(h.pass("api").await.ok());
+    let entries = h.entries("api").await;
+    assert_eq!(entries.len(), 6);
+    let localities: BTreeSet<String> = entries
+        .iter()
+        .map(|e| e.data["spec"]["locality"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        localities,
+        BTreeSet::from([
+            "europe-west1/europe-west1-b".to_string(),
+            "europe-west1/europe-west1-c".to_string(),
+            "europe-west1/europe-west1-d".to_string(),
+        ])
+    );
+    h.mock.resize(&key, 2);
+    assert!(h.pass("api").await.ok());
+    assert_eq!(h.ids("api").await, h.ids_of(&h.live(&key)));
+    assert_eq!(h.ids("api").await.len(), 2);
+    h.mock.resize(&key, 4);
+    h.mock.settle();
+    assert!(h.pass("api").await.ok());
+    assert_eq!(h.ids("api").await, h.ids_of(&h.live(&key)));
+    assert_eq!(h.ids("api").await.len(), 4);
+}
+
+#[tokio::test]
+async fn deleting_leaves_at_once_and_provisioning_waits() {
+    let h = GcpHarness::start().await;
+    let key = h
+        .mock
+        .add_zonal_group("proj", "us-central1-a", "web", Template::default());
+    let names = h.mock.resize(&key, 3);
+    h.mock.set_status(&names[2], "PROVISIONING");
+    h.mirror("web", "zone: us-central1-a", "web", "").await;
+    assert!(h.pass("web").await.ok());
+    assert_eq!(
+        h.ids("web").await,
+        h.ids_of(&names[..2]),
+        "PROVISIONING waits"
+    );
+
+    h.mock.delete_instances(&[&names[0]]);
+    h.mock.set_status(&names[2], "RUNNING");
+    let report = h.pass("web").await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(
+        h.ids("web").await,
+        h.ids_of(&names[1..]),
+        "DELETING leaves at once"
+    );
+}
+
+#[tokio::test]
+async fn paging_across_many_pages() {
+    let h = GcpHarness::start().await;
+    let key = h
+        .mock
+        .add_zonal_group("proj", "us-central1-a", "web", Template::default());
+    h.mock.resize(&key, 57);
+    h.mock.set_max_page_size(10);
+    h.mirror("web", "zone: us-central1-a", "web", "").await;
+    assert!(h.pass("web").await.ok());
+    assert_eq!(h.ids("web").await.len(), 57);
+    assert_eq!(h.ids("web").await, h.ids_of(&h.live(&key)));
+    let counts = h.mock.counts();
+    assert_eq!(counts["instanceGroupManagers.listManagedInstances"], 6);
+    assert_eq!(counts["instances.list"], 6);
+}
+
+#[tokio::test]
+async fn throttling_deletes_nothing_degrades_and_recovers() {
+    let h = GcpHarness::start().await;
+    let key = h
+        .mock
+        .add_zonal_group("proj", "us-central1-a", "web", Template::default());
+    h.mock.resize(&key, 3);
+    h.mirror("web", "zone: us-central1-a", "web", "").await;
+    assert!(h.pass("web").await.ok());
+    let before = h.ids("web").await;
+
+    // The group shrinks while the API throttles every call of the pass
+    // (the retry wrapper tries three times).
+    h.mock.resize(&key, 1);
+    h.mock.settle();
+    h.mock.fail_next(3, Fault::TooManyRequests);
+    let report = h.pass("web").await;
+    assert!(!report.ok(), "{report:?}");
+    assert_eq!(report.deleted, 0);
+    assert_eq!(
+        h.ids("web").await,
+        before,
+        "nothing deleted while throttled"
+    );
+    let status = kube::Api::<ScalingGroupMirror>::namespaced(h.client.clone(), "default")
+        .get("web")
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default();
+    let degraded = condition(&status, "Degraded").expect("a Degraded condition");
+    assert_eq!(degraded.status, "True");
+    assert_eq!(degraded.reason, "Throttled");
+
+    // The next pass gets through.
+    let report = h.pass("web").await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(h.ids("web").await, h.ids_of(&h.live(&key)));
+    let status = kube::Api::<ScalingGroupMirror>::namespaced(h.client.clone(), "default")
+        .get("web")
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default();
+    assert_eq!(condition(&status, "Degraded").unwrap().status, "False");
+    assert_eq!(condition(&status, "Ready").unwrap().status, "True");
+}
+
+#[tokio::test]
+async fn public_address_ipv6_choice_and_labels_copied() {
+    let h = GcpHarness::start().await;
+    let template = Template {
+        labels: [
+            ("team".to_string(), "payments".to_string()),
+            ("cost-center".to_string(), "42".to_string()),
+        ]
+        .into(),
+        public_ip: true,
+        ipv6: true,
+        ..Template::default()
+    };
+    let key = h
+        .mock
+        .add_zonal_group("proj", "us-central1-a", "web", template);
+    let names = h.mock.resize(&key, 2);
+    h.mirror(
+        "public",
+        "zone: us-central1-a",
+        "web",
+        "  address: PublicIPv4\n  copyTags: [team]\n",
+    )
+    .await;
+    h.mirror("v6", "zone: us-central1-a", "web", "  address: IPv6\n")
+        .await;
+    assert!(h.pass("public").await.ok());
+    assert!(h.pass("v6").await.ok());
+    let public: BTreeSet<String> = h
+        .entries("public")
+        .await
+        .iter()
+        .map(|e| e.data["spec"]["address"].as_str().unwrap().to_string())
+        .collect();
+    let want: BTreeSet<String> = names
+        .iter()
+        .map(|n| h.mock.vm(n).unwrap().nat_ip.unwrap().to_string())
+        .collect();
+    assert_eq!(public, want);
+    for e in h.entries("public").await {
+        assert_eq!(e.data["spec"]["labels"]["team"], "payments");
+        assert!(e.data["spec"]["labels"].get("cost-center").is_none());
+    }
+    let v6: BTreeSet<String> = h
+        .entries("v6")
+        .await
+        .iter()
+        .map(|e| e.data["spec"]["address"].as_str().unwrap().to_string())
+        .collect();
+    let want: BTreeSet<String> = names
+        .iter()
+        .map(|n| h.mock.vm(n).unwrap().ipv6.unwrap().to_string())
+        .collect();
+    assert_eq!(v6, want);
+}
+
+#[tokio::test]
+async fn a_missing_group_is_reported_and_nothing_is_written() {
+    let h = GcpHarness::start().await;
+    h.mirror("ghost", "zone: us-central1-a", "ghost", "").await;
+    let report = h.pass("ghost").await;
+    assert!(!report.ok());
+    assert!(h.entries("ghost").await.is_empty());
+    let status = kube::Api::<ScalingGroupMirror>::namespaced(h.client.clone(), "default")
+        .get("ghost")
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default();
+    assert_eq!(
+        condition(&status, "Degraded").unwrap().reason,
+        "GroupNotFound"
+    );
+}

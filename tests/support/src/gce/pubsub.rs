@@ -1,0 +1,120 @@
+//! The Pub/Sub emulator that ships with the Cloud CLI (what `gcloud beta
+//! emulators pubsub start` runs), started on a free port of 127.0.0.1.
+//!
+//! The emulator's own launcher is run directly rather than through gcloud:
+//! it `exec`s Java, so the child is the emulator itself and dropping it
+//! stops exactly that process (gcloud would leave Java behind it).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the emulator (Java) may take to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+
+#[derive(Debug)]
+pub struct PubSubEmulator {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
+}
+
+impl PubSubEmulator {
+    /// Starts the emulator, or says why it cannot (`Err`: print it as the
+    /// test's skip message).
+    pub async fn start() -> Result<PubSubEmulator, String> {
+        for program in ["gcloud", "java"] {
+            if !on_path(program) {
+                return Err(format!(
+                    "skipped: {program} not installed (needs google-cloud-cli and google-cloud-cli-pubsub-emulator 528, Java 17)"
+                ));
+            }
+        }
+        let launcher = launcher()?;
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("skipped: no free port: {e}"))?
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("meshmirror-pubsub-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(dir.join("emulator.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(&launcher)
+            .arg("--host=127.0.0.1")
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("skipped: {} would not start: {e}", launcher.display()))?;
+        let mut emulator = PubSubEmulator { child, port, dir };
+        let started = Instant::now();
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                tracing::info!(port, elapsed = ?started.elapsed(), "Pub/Sub emulator listening");
+                return Ok(emulator);
+            }
+            if let Ok(Some(status)) = emulator.child.try_wait() {
+                return Err(format!(
+                    "skipped: the Pub/Sub emulator exited ({status}); is google-cloud-cli-pubsub-emulator installed? log:\n{}",
+                    emulator.log()
+                ));
+            }
+            if started.elapsed() > START_TIMEOUT {
+                return Err(format!(
+                    "the Pub/Sub emulator did not listen within {START_TIMEOUT:?}; log:\n{}",
+                    emulator.log()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("emulator.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PubSubEmulator {
+    fn drop(&mut self) {
+        // The emulator's own process, by its id: nothing else is signalled.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `SDK_ROOT/platform/pubsub-emulator/bin/cloud-pubsub-emulator`, with the
+/// SDK root as gcloud reports it.
+fn launcher() -> Result<PathBuf, String> {
+    let out = Command::new("gcloud")
+        .args(["info", "--format=value(installation.sdk_root)"])
+        .env("CLOUDSDK_CORE_DISABLE_PROMPTS", "1")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("skipped: gcloud would not run: {e}"))?;
+    let root = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let launcher = PathBuf::from(root).join("platform/pubsub-emulator/bin/cloud-pubsub-emulator");
+    if launcher.is_file() {
+        Ok(launcher)
+    } else {
+        Err(format!(
+            "skipped: the Pub/Sub emulator is not installed ({} is missing; package google-cloud-cli-pubsub-emulator)",
+            launcher.display()
+        ))
+    }
+}
