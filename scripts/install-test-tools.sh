@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 
-MOTO_VERSION=5.2.5
+MOTO_VERSION=5.2.1
 AZURITE_VERSION=3.35.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
 

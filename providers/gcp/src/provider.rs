@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use google_cloud_auth::credentials::{Credentials, anonymous};
@@ -92,7 +91,6 @@ pub struct GcpProvider {
     config: GcpConfig,
     clients: OnceCell<Clients>,
     known: Arc<Known>,
-    events_taken: AtomicBool,
     sink: Option<OutcomeSink>,
 }
 
@@ -104,7 +102,6 @@ impl GcpProvider {
             config,
             clients: OnceCell::new(),
             known: Arc::default(),
-            events_taken: AtomicBool::new(false),
             sink: None,
         }
     }
@@ -355,10 +352,9 @@ impl Provider for GcpProvider {
     }
 
     fn events(&self) -> Option<BoxEventStream> {
+        // A fresh streaming pull per call: the controller takes the feed once
+        // per leadership term and drops it when the term ends.
         let config = self.config.events.clone()?;
-        if self.events_taken.swap(true, Ordering::SeqCst) {
-            return None;
-        }
         Some(events::feed(config, self.known.clone(), self.sink.clone()))
     }
 }

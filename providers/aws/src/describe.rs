@@ -1,0 +1,198 @@
+//! The describe calls of one pass. Each grows with pages, not instances:
+//! groups are described together and paged, instances are described in
+//! batches of ids, and hooks only when an instance waits on one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{Filter, InstanceLifecycleType};
+use meshmirror_provider::ProviderError;
+
+use crate::error;
+use crate::state::{AsgMember, Ec2Facts};
+
+/// Instance ids per `DescribeInstances` call (the most values one filter takes).
+pub const IDS_PER_CALL: usize = 200;
+/// Group names per `DescribeAutoScalingGroups` page.
+const GROUPS_PER_PAGE: i32 = 100;
+
+/// Members of the named groups; groups that do not exist are absent.
+pub async fn groups(
+    client: aws_sdk_autoscaling::Client,
+    names: Vec<String>,
+) -> Result<HashMap<String, Vec<AsgMember>>, ProviderError> {
+    let mut out = HashMap::new();
+    for chunk in names.chunks(GROUPS_PER_PAGE as usize) {
+        let mut pages = client
+            .describe_auto_scaling_groups()
+            .set_auto_scaling_group_names(Some(chunk.to_vec()))
+            .max_records(GROUPS_PER_PAGE)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| error::map("DescribeAutoScalingGroups", e))?;
+            for group in page.auto_scaling_groups() {
+                let Some(name) = group.auto_scaling_group_name() else {
+                    continue;
+                };
+                let members = group
+                    .instances()
+                    .iter()
+                    .filter_map(|i| {
+                        Some(AsgMember {
+                            id: i.instance_id()?.to_string(),
+                            zone: i.availability_zone().map(str::to_string),
+                            lifecycle_state: i.lifecycle_state()?.as_str().to_string(),
+                            health_status: i.health_status().map(str::to_string),
+                        })
+                    })
+                    .collect();
+                out.insert(name.to_string(), members);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// EC2's view of the given instances. A filter (not `InstanceIds`) so that an
+/// id that vanished meanwhile is simply absent instead of failing the batch.
+pub async fn instances(
+    client: &aws_sdk_ec2::Client,
+    ids: &[String],
+) -> Result<HashMap<String, Ec2Facts>, ProviderError> {
+    let mut out = HashMap::new();
+    for chunk in ids.chunks(IDS_PER_CALL) {
+        let mut pages = client
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("instance-id")
+                    .set_values(Some(chunk.to_vec()))
+                    .build(),
+            )
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| error::map("DescribeInstances", e))?;
+            for reservation in page.reservations() {
+                for instance in reservation.instances() {
+                    if let Some(id) = instance.instance_id() {
+                        out.insert(id.to_string(), facts(instance));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn facts(instance: &aws_sdk_ec2::types::Instance) -> Ec2Facts {
+    Ec2Facts {
+        private_ipv4: instance
+            .private_ip_address()
+            .and_then(|s| s.parse::<Ipv4Addr>().ok()),
+        public_ipv4: instance
+            .public_ip_address()
+            .and_then(|s| s.parse::<Ipv4Addr>().ok()),
+        ipv6: ipv6(instance),
+        zone: instance
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .map(str::to_string),
+        tags: instance
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+            .collect::<BTreeMap<_, _>>(),
+        state: instance
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string()),
+        spot: instance.instance_lifecycle() == Some(&InstanceLifecycleType::Spot),
+    }
+}
+
+/// The instance's IPv6 address: the primary one if marked, else the first
+/// address of the primary interface (device index 0), else any.
+fn ipv6(instance: &aws_sdk_ec2::types::Instance) -> Option<Ipv6Addr> {
+    let parse = |s: Option<&str>| s.and_then(|s| s.parse::<Ipv6Addr>().ok());
+    let mut interfaces: Vec<_> = instance.network_interfaces().iter().collect();
+    interfaces.sort_by_key(|n| {
+        n.attachment()
+            .and_then(|a| a.device_index())
+            .unwrap_or(i32::MAX)
+    });
+    let all: Vec<_> = interfaces
+        .iter()
+        .flat_map(|n| n.ipv6_addresses().iter())
+        .collect();
+    all.iter()
+        .find(|a| a.is_primary_ipv6() == Some(true))
+        .and_then(|a| parse(a.ipv6_address()))
+        .or_else(|| parse(instance.ipv6_address()))
+        .or_else(|| all.iter().find_map(|a| parse(a.ipv6_address())))
+}
+
+/// A lifecycle hook of a group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookInfo {
+    pub name: String,
+    pub launching: bool,
+    pub heartbeat: Option<Duration>,
+}
+
+pub async fn hooks(
+    client: &aws_sdk_autoscaling::Client,
+    group: &str,
+) -> Result<Vec<HookInfo>, ProviderError> {
+    let out = client
+        .describe_lifecycle_hooks()
+        .auto_scaling_group_name(group)
+        .send()
+        .await
+        .map_err(|e| error::map("DescribeLifecycleHooks", e))?;
+    Ok(out
+        .lifecycle_hooks()
+        .iter()
+        .filter_map(|h| {
+            let launching = match h.lifecycle_transition()? {
+                "autoscaling:EC2_INSTANCE_LAUNCHING" => true,
+                "autoscaling:EC2_INSTANCE_TERMINATING" => false,
+                _ => return None,
+            };
+            Some(HookInfo {
+                name: h.lifecycle_hook_name()?.to_string(),
+                launching,
+                heartbeat: h
+                    .heartbeat_timeout()
+                    .filter(|s| *s > 0)
+                    .map(|s| Duration::from_secs(s as u64)),
+            })
+        })
+        .collect())
+}
+
+/// The group of each instance that is in one (for EC2 events).
+pub async fn groups_of(
+    client: &aws_sdk_autoscaling::Client,
+    ids: Vec<String>,
+) -> Result<HashMap<String, String>, ProviderError> {
+    let out = client
+        .describe_auto_scaling_instances()
+        .set_instance_ids(Some(ids))
+        .send()
+        .await
+        .map_err(|e| error::map("DescribeAutoScalingInstances", e))?;
+    Ok(out
+        .auto_scaling_instances()
+        .iter()
+        .filter_map(|i| {
+            Some((
+                i.instance_id()?.to_string(),
+                i.auto_scaling_group_name()?.to_string(),
+            ))
+        })
+        .collect())
+}

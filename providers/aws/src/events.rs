@@ -1,0 +1,309 @@
+//! The SQS event feed: long-polls the queue, turns each message into a
+//! [`GroupEvent`] whose ack deletes the message, and deletes at once what it
+//! cannot use (malformed, test notifications, instances in no group). A
+//! message whose ack is dropped is not deleted: SQS delivers it again. Each
+//! `events()` call starts its own poller, which stops when its stream is
+//! dropped (the controller takes one per leadership term).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+use futures::StreamExt;
+use meshmirror_provider::{
+    Ack, BoxEventStream, GroupEvent, GroupEventKind, GroupRef, LifecycleKind,
+};
+use tokio::sync::mpsc;
+
+use crate::describe;
+use crate::error;
+use crate::message::{self, GroupNotice, InstanceNotice, Message};
+use crate::provider::Inner;
+use crate::stats::MessageOutcome;
+
+/// At most this many events wait for the controller before polling pauses.
+const BUFFER: usize = 100;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub(crate) fn start(inner: Arc<Inner>) -> Option<BoxEventStream> {
+    let url = inner.config.event_queue_url.clone()?;
+    let (tx, rx) = mpsc::channel(BUFFER);
+    tokio::spawn(poll(inner, url, tx));
+    Some(tokio_stream_from(rx))
+}
+
+fn tokio_stream_from(mut rx: mpsc::Receiver<GroupEvent>) -> BoxEventStream {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
+async fn poll(inner: Arc<Inner>, url: String, tx: mpsc::Sender<GroupEvent>) {
+    let region = inner.clients.default_region().await;
+    let sqs = inner.clients.sqs(&region).await;
+    let (delete_tx, delete_rx) = mpsc::unbounded_channel::<String>();
+    tokio::spawn(deleter(inner.clone(), sqs.clone(), url.clone(), delete_rx));
+    tracing::info!(queue = %url, %region, "polling the AWS event queue");
+    let wait = inner.config.receive_wait.min(Duration::from_secs(20));
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        let receive = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(wait.as_secs() as i32)
+            .send();
+        // The controller drops the stream when its leadership term ends:
+        // stop polling then, not after the long poll.
+        let received = tokio::select! {
+            _ = tx.closed() => return,
+            received = receive => received,
+        };
+        let out = match received {
+            Ok(out) => {
+                backoff = Duration::from_secs(1);
+                out
+            }
+            Err(e) => {
+                let err = error::map("ReceiveMessage", e);
+                inner.throttled("ReceiveMessage", &err);
+                tracing::warn!(%err, retry_in = ?backoff, "cannot receive from the event queue");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        for msg in out.messages() {
+            let (Some(body), Some(receipt)) = (msg.body(), msg.receipt_handle()) else {
+                continue;
+            };
+            let id = msg.message_id().unwrap_or("?");
+            match to_event(&inner, body, &region).await {
+                Handled::Event(group, kind) => {
+                    inner.stats.message(MessageOutcome::Event);
+                    if let Some(o) = &inner.observer {
+                        o.message(MessageOutcome::Event);
+                    }
+                    let (ack, acked) = Ack::new();
+                    let event = GroupEvent { group, kind, ack };
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                    let receipt = receipt.to_string();
+                    let delete_tx = delete_tx.clone();
+                    tokio::spawn(async move {
+                        // Dropped unacked: leave the message for redelivery.
+                        if acked.await.is_ok() {
+                            let _ = delete_tx.send(receipt);
+                        }
+                    });
+                }
+                Handled::Drop(outcome, why) => {
+                    match outcome {
+                        MessageOutcome::Malformed => {
+                            tracing::warn!(message = id, %why, "malformed event message deleted")
+                        }
+                        _ => tracing::debug!(message = id, %why, "event message deleted unused"),
+                    }
+                    inner.stats.message(outcome);
+                    if let Some(o) = &inner.observer {
+                        o.message(outcome);
+                    }
+                    let _ = delete_tx.send(receipt.to_string());
+                }
+                Handled::Retry(why) => {
+                    // The group lookup failed (throttled, network): leave the
+                    // message; SQS delivers it again after its visibility timeout.
+                    tracing::warn!(message = id, %why, "event message left for redelivery");
+                }
+            }
+        }
+    }
+}
+
+enum Handled {
+    Event(GroupRef, GroupEventKind),
+    Drop(MessageOutcome, String),
+    Retry(String),
+}
+
+async fn to_event(inner: &Arc<Inner>, body: &str, default_region: &str) -> Handled {
+    let parsed = match message::parse(body, default_region) {
+        Ok(m) => m,
+        Err(e) => return Handled::Drop(MessageOutcome::Malformed, e.to_string()),
+    };
+    let now = Instant::now();
+    match parsed {
+        Message::Test { group } => Handled::Drop(
+            MessageOutcome::Ignored,
+            format!("test notification of group {group}"),
+        ),
+        Message::Ignored { detail_type } => Handled::Drop(
+            MessageOutcome::Ignored,
+            format!("detail-type {detail_type}"),
+        ),
+        Message::Group {
+            region,
+            group,
+            instance_id,
+            what,
+        } => {
+            inner.rounds.invalidate(&region, &group);
+            let group_ref = GroupRef::Aws {
+                region,
+                name: group,
+            };
+            let kind = match (what, instance_id) {
+                (GroupNotice::Hook(hook), Some(instance_id)) => {
+                    let kind = if hook.launching {
+                        LifecycleKind::Launch
+                    } else {
+                        LifecycleKind::Terminate
+                    };
+                    inner.memory.lock().expect("memory lock").hook_announced(
+                        group_ref.clone(),
+                        &instance_id,
+                        kind,
+                        hook.hook,
+                        hook.token,
+                        now,
+                    );
+                    if hook.launching {
+                        GroupEventKind::Launched { instance_id }
+                    } else {
+                        GroupEventKind::Terminating { instance_id }
+                    }
+                }
+                (GroupNotice::LaunchSucceeded, Some(instance_id)) => {
+                    GroupEventKind::Launched { instance_id }
+                }
+                (GroupNotice::TerminateSucceeded, Some(instance_id)) => {
+                    GroupEventKind::Terminated { instance_id }
+                }
+                _ => GroupEventKind::Changed,
+            };
+            Handled::Event(group_ref, kind)
+        }
+        Message::Instance {
+            region,
+            instance_id,
+            what,
+        } => {
+            let known = inner
+                .memory
+                .lock()
+                .expect("memory lock")
+                .group_of(&instance_id)
+                .cloned();
+            let group = match known {
+                Some(g) => g,
+                None => {
+                    let clients = inner.clients.region(&region).await;
+                    match describe::groups_of(&clients.autoscaling, vec![instance_id.clone()]).await
+                    {
+                        Ok(found) => match found.get(&instance_id) {
+                            Some(name) => GroupRef::Aws {
+                                region: region.clone(),
+                                name: name.clone(),
+                            },
+                            None => {
+                                return Handled::Drop(
+                                    MessageOutcome::Foreign,
+                                    format!("instance {instance_id} is in no Auto Scaling group"),
+                                );
+                            }
+                        },
+                        Err(err) => {
+                            inner.throttled("DescribeAutoScalingInstances", &err);
+                            return Handled::Retry(err.to_string());
+                        }
+                    }
+                }
+            };
+            let kind = match what {
+                InstanceNotice::State(state) => match state.as_str() {
+                    "stopping" | "shutting-down" => GroupEventKind::Interrupted { instance_id },
+                    "stopped" | "terminated" => GroupEventKind::Terminated { instance_id },
+                    _ => GroupEventKind::Changed,
+                },
+                InstanceNotice::SpotInterruption(_) => {
+                    inner
+                        .memory
+                        .lock()
+                        .expect("memory lock")
+                        .spot_warned(&instance_id, now);
+                    GroupEventKind::Interrupted { instance_id }
+                }
+                InstanceNotice::Rebalance => {
+                    inner.stats.rebalance();
+                    if let Some(o) = &inner.observer {
+                        o.rebalance();
+                    }
+                    // Advisory: no reason to make the next pass fetch afresh.
+                    return Handled::Event(
+                        group,
+                        GroupEventKind::Advisory {
+                            instance_id,
+                            what: "EC2 Instance Rebalance Recommendation".into(),
+                        },
+                    );
+                }
+            };
+            if let GroupRef::Aws { region, name } = &group {
+                inner.rounds.invalidate(region, name);
+            }
+            Handled::Event(group, kind)
+        }
+    }
+}
+
+/// Deletes acked messages in batches of up to ten.
+async fn deleter(
+    inner: Arc<Inner>,
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    mut rx: mpsc::UnboundedReceiver<String>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 10 {
+            match rx.try_recv() {
+                Ok(receipt) => batch.push(receipt),
+                Err(_) => break,
+            }
+        }
+        let entries: Vec<_> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(i, receipt)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(receipt)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        match sqs
+            .delete_message_batch()
+            .queue_url(&url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            Ok(out) => {
+                inner.stats.deleted(out.successful().len() as u64);
+                for failed in out.failed() {
+                    tracing::debug!(
+                        code = failed.code(),
+                        "queue message not deleted (redelivered later)"
+                    );
+                }
+            }
+            Err(e) => {
+                let err = error::map("DeleteMessageBatch", e);
+                tracing::warn!(%err, "cannot delete handled messages; they will be redelivered");
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Keeps terminate hooks alive while meshmirror drains: a hold by a hook
+//! meshmirror answers, whose heartbeat timeout is known, gets a
+//! `RecordLifecycleActionHeartbeat` every third of that timeout (counted from
+//! when the provider first saw the hold, which may be after it began) until it
+//! is answered or no longer reported. With the default timeout (3600 s) and
+//! drain (20 s) no heartbeat is ever sent. Decisions are pure; the provider's
+//! task sends them.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use meshmirror_provider::LifecycleAction;
+
+/// A hold no pass has reported for this long is dropped (its mirror is gone
+/// or it was answered elsewhere).
+const UNSEEN: Duration = Duration::from_secs(600);
+
+#[derive(Clone, Debug)]
+struct Hold {
+    action: LifecycleAction,
+    timeout: Duration,
+    last_beat: Instant,
+    last_seen: Instant,
+}
+
+#[derive(Debug, Default)]
+pub struct Holds {
+    holds: HashMap<(String, String), Hold>,
+}
+
+impl Holds {
+    /// A pass reported `action` holding an instance, by a hook with this
+    /// heartbeat timeout.
+    pub fn seen(&mut self, action: &LifecycleAction, timeout: Duration, now: Instant) {
+        let key = (action.instance_id.clone(), action.hook.clone());
+        let hold = self.holds.entry(key).or_insert_with(|| Hold {
+            action: action.clone(),
+            timeout,
+            last_beat: now,
+            last_seen: now,
+        });
+        hold.last_seen = now;
+        hold.timeout = timeout;
+        if action.token.is_some() {
+            hold.action.token = action.token.clone();
+        }
+    }
+
+    pub fn forget(&mut self, instance_id: &str, hook: &str) {
+        self.holds
+            .remove(&(instance_id.to_string(), hook.to_string()));
+    }
+
+    /// The holds due a heartbeat now; each is marked as beaten.
+    pub fn due(&mut self, now: Instant) -> Vec<LifecycleAction> {
+        self.holds
+            .retain(|_, h| now.saturating_duration_since(h.last_seen) < UNSEEN);
+        let mut out = Vec::new();
+        for hold in self.holds.values_mut() {
+            if now.saturating_duration_since(hold.last_beat) >= hold.timeout / 3 {
+                hold.last_beat = now;
+                out.push(hold.action.clone());
+            }
+        }
+        out.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        out
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.holds.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use meshmirror_provider::{GroupRef, LifecycleKind};
+
+    use super::*;
+
+    fn action(id: &str) -> LifecycleAction {
+        LifecycleAction {
+            group: GroupRef::Aws {
+                region: "r".into(),
+                name: "g".into(),
+            },
+            instance_id: id.into(),
+            kind: LifecycleKind::Terminate,
+            hook: "drain".into(),
+            token: None,
+        }
+    }
+
+    #[test]
+    fn beats_every_third_of_the_timeout_until_forgotten() {
+        let mut holds = Holds::default();
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(30);
+        holds.seen(&action("i-1"), timeout, t0);
+        assert!(holds.due(t0 + Duration::from_secs(9)).is_empty());
+        assert_eq!(holds.due(t0 + Duration::from_secs(10)), vec![action("i-1")]);
+        assert!(holds.due(t0 + Duration::from_secs(15)).is_empty());
+        assert_eq!(holds.due(t0 + Duration::from_secs(20)).len(), 1);
+        holds.forget("i-1", "drain");
+        assert!(holds.due(t0 + Duration::from_secs(100)).is_empty());
+        assert!(holds.is_empty());
+    }
+
+    #[test]
+    fn holds_no_pass_reports_are_dropped() {
+        let mut holds = Holds::default();
+        let t0 = Instant::now();
+        holds.seen(&action("i-1"), Duration::from_secs(30), t0);
+        assert!(holds.due(t0 + UNSEEN).is_empty());
+        assert!(holds.is_empty());
+    }
+}

@@ -1,0 +1,964 @@
+//! The controller with the AWS provider, end to end against moto (through the
+//! test kit's proxy, which adds lifecycle holds and completions, throttling
+//! and the addresses moto does not model). Each test starts its own moto.
+
+#![cfg(feature = "aws")]
+// Tests say "skipped: ..." on stdout when moto is missing; the ignored
+// benchmark prints its numbers.
+#![allow(clippy::print_stdout)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use kube::api::{DynamicObject, Patch, PatchParams};
+use meshmirror::app::{self, RunOptions};
+use meshmirror::clouds::CloudArgs;
+use meshmirror::clouds::aws::AwsArgs;
+use meshmirror::workloadentry::keys;
+use meshmirror_aws::aws_config::{self, BehaviorVersion};
+use meshmirror_aws::aws_sdk_autoscaling as autoscaling;
+use meshmirror_aws::aws_sdk_ec2 as ec2;
+use meshmirror_aws::aws_sdk_sqs as sqs;
+use meshmirror_sim::SimCloud;
+use meshmirror_testkit::aws::{AwsProxy, HoldState, LifecycleCall, Moto, upstream};
+use serde_json::{Value, json};
+
+const REGION: &str = "us-east-1";
+const ACCOUNT: &str = "123456789012";
+
+/// moto, the proxy in front of it, and clients that talk to moto directly
+/// (so the proxy counts only meshmirror's calls).
+struct Cloud {
+    moto: Moto,
+    proxy: AwsProxy,
+    asg: autoscaling::Client,
+    ec2: ec2::Client,
+    sqs: sqs::Client,
+    queue_url: String,
+    subnet: String,
+}
+
+async fn cloud() -> Option<Cloud> {
+    let moto = match Moto::start().await {
+        Ok(Some(moto)) => moto,
+        Ok(None) => {
+            println!("skipped: moto_server not installed");
+            return None;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let proxy = AwsProxy::start(moto.authority())
+        .await
+        .expect("proxy starts");
+    let shared = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .region(autoscaling::config::Region::new(REGION))
+        .credentials_provider(autoscaling::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await;
+    let asg = autoscaling::Client::new(&shared);
+    let ec2 = ec2::Client::new(&shared);
+    let sqs = sqs::Client::new(&shared);
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .send()
+        .await
+        .unwrap()
+        .vpc
+        .unwrap()
+        .vpc_id
+        .unwrap();
+    let subnet = ec2
+        .create_subnet()
+        .vpc_id(vpc)
+        .cidr_block("10.0.1.0/24")
+        .availability_zone("us-east-1a")
+        .send()
+        .await
+        .unwrap()
+        .subnet
+        .unwrap()
+        .subnet_id
+        .unwrap();
+    asg.create_launch_configuration()
+        .launch_configuration_name("lc")
+        .image_id("ami-12c6146b")
+        .instance_type("t3.micro")
+        .send()
+        .await
+        .unwrap();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("meshmirror-events")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    Some(Cloud {
+        moto,
+        proxy,
+        asg,
+        ec2,
+        sqs,
+        queue_url,
+        subnet,
+    })
+}
+
+impl Cloud {
+    async fn group(&self, name: &str, size: i32, tags: &[(&str, &str)]) {
+        let mut req = self
+            .asg
+            .create_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .launch_configuration_name("lc")
+            .min_size(0)
+            .max_size(2000)
+            .desired_capacity(size)
+            .vpc_zone_identifier(&self.subnet);
+        for (k, v) in tags {
+            req = req.tags(
+                autoscaling::types::Tag::builder()
+                    .key(*k)
+                    .value(*v)
+                    .propagate_at_launch(true)
+                    .build(),
+            );
+        }
+        req.send().await.unwrap();
+    }
+
+    async fn hook(&self, group: &str, hook: &str, launching: bool, heartbeat: i32) {
+        self.asg
+            .put_lifecycle_hook()
+            .auto_scaling_group_name(group)
+            .lifecycle_hook_name(hook)
+            .lifecycle_transition(if launching {
+                "autoscaling:EC2_INSTANCE_LAUNCHING"
+            } else {
+                "autoscaling:EC2_INSTANCE_TERMINATING"
+            })
+            .heartbeat_timeout(heartbeat)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn set_capacity(&self, group: &str, n: i32) {
+        self.asg
+            .set_desired_capacity()
+            .auto_scaling_group_name(group)
+            .desired_capacity(n)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// The group's InService instance ids as moto sees them, sorted.
+    async fn instances(&self, group: &str) -> Vec<String> {
+        let out = self
+            .asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(group)
+            .send()
+            .await
+            .unwrap();
+        let mut ids: Vec<String> = out.auto_scaling_groups()[0]
+            .instances()
+            .iter()
+            .filter(|i| i.lifecycle_state().map(|s| s.as_str()) == Some("InService"))
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    async fn private_ips(&self, ids: &[String]) -> Vec<String> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .set_instance_ids(Some(ids.to_vec()))
+            .send()
+            .await
+            .unwrap();
+        let mut ips: Vec<String> = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| i.private_ip_address().map(str::to_string))
+            .collect();
+        ips.sort();
+        ips
+    }
+
+    async fn send(&self, body: &str) {
+        self.sqs
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Messages still in the queue, visible or in flight.
+    async fn queued(&self) -> u64 {
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap();
+        let attributes = out.attributes().expect("queue attributes");
+        assert_eq!(attributes.len(), 2, "{attributes:?}");
+        attributes
+            .values()
+            .map(|v| v.parse::<u64>().expect("a count"))
+            .sum()
+    }
+
+    fn args(&self) -> AwsArgs {
+        AwsArgs {
+            aws_endpoint_url: Some(self.proxy.endpoint()),
+            aws_region: Some(REGION.into()),
+            aws_event_queue_url: Some(self.queue_url.clone()),
+            aws_heartbeat_hooks: Vec::new(),
+            static_credentials: Some(("testing".into(), "testing".into())),
+        }
+    }
+
+    /// Sends an event to EventBridge (moto routes it to the queue through a
+    /// rule), as AWS would.
+    async fn put_event(&self, source: &str, detail_type: &str, detail: Value) {
+        let call = |target: &'static str, body: Value| async move {
+            let headers = vec![
+                (
+                    "Authorization".to_string(),
+                    format!(
+                        "AWS4-HMAC-SHA256 Credential=testing/20250101/{REGION}/events/aws4_request, SignedHeaders=host, Signature=0"
+                    ),
+                ),
+                ("X-Amz-Target".to_string(), format!("AWSEvents.{target}")),
+                (
+                    "Content-Type".to_string(),
+                    "application/x-amz-json-1.1".to_string(),
+                ),
+            ];
+            let r = upstream::send(
+                self.moto.authority(),
+                "POST",
+                "/",
+                &headers,
+                body.to_string().as_bytes(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                r.status,
+                200,
+                "{target}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+        };
+        call(
+            "PutRule",
+            json!({"Name": "meshmirror", "EventPattern": json!({"source": ["aws.autoscaling", "aws.ec2"]}).to_string()}),
+        )
+        .await;
+        call(
+            "PutTargets",
+            json!({"Rule": "meshmirror", "Targets": [{"Id": "queue", "Arn": format!("arn:aws:sqs:{REGION}:{ACCOUNT}:meshmirror-events")}]}),
+        )
+        .await;
+        call(
+            "PutEvents",
+            json!({"Entries": [{"Source": source, "DetailType": detail_type, "Detail": detail.to_string(), "Resources": []}]}),
+        )
+        .await;
+    }
+}
+
+/// A verbatim EventBridge sample from the provider's fixtures with its
+/// detail fields (and region) replaced.
+fn fixture_event(file: &str, detail: Value) -> String {
+    let path = format!(
+        "{}/providers/aws/fixtures/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    event["region"] = json!(REGION);
+    for (k, v) in detail.as_object().unwrap() {
+        event["detail"][k] = v.clone();
+    }
+    event.to_string()
+}
+
+fn terminate_action(group: &str, instance: &str, hook: &str, token: &str) -> String {
+    fixture_event(
+        "eventbridge-asg-terminate-lifecycle-action.json",
+        json!({"AutoScalingGroupName": group, "EC2InstanceId": instance, "LifecycleHookName": hook, "LifecycleActionToken": token}),
+    )
+}
+
+fn launch_successful(group: &str, instance: &str) -> String {
+    fixture_event(
+        "eventbridge-asg-launch-successful.json",
+        json!({"AutoScalingGroupName": group, "EC2InstanceId": instance}),
+    )
+}
+
+/// The controller with the AWS provider, on the harness's API server.
+struct Running {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<bool, app::AppError>>,
+}
+
+impl Running {
+    fn start(h: &Harness, args: AwsArgs, metrics_addr: Option<SocketAddr>) -> Running {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let opts = RunOptions {
+            kube_qps: 0.0,
+            metrics_addr,
+            clouds: CloudArgs {
+                aws: args,
+                ..CloudArgs::default()
+            },
+            ..RunOptions::default()
+        };
+        let task = tokio::spawn(app::run(h.client.clone(), opts, async {
+            let _ = rx.await;
+        }));
+        Running {
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+        self.task.abort();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn harness() -> Harness {
+    Harness::without_controller(SimCloud::new()).await
+}
+
+fn mirror(ns: &str, name: &str, group: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: meshmirror.io/v1alpha1\nkind: ScalingGroupMirror\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  provider:\n    aws:\n      region: {REGION}\n      autoScalingGroupName: {group}\n  sync:\n    interval: 5s\n  workloads: [{{name: api, labels: {{app: api}}, ports: {{http: 8080}}}}]\n{extra}"
+    )
+}
+
+fn instance_of(o: &DynamicObject) -> String {
+    annotation(o, keys::INSTANCE_ID)
+}
+
+fn addresses(entries: &[DynamicObject]) -> Vec<String> {
+    let mut out: Vec<String> = entries
+        .iter()
+        .filter_map(|o| o.data["spec"]["address"].as_str().map(str::to_string))
+        .collect();
+    out.sort();
+    out
+}
+
+async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(started.elapsed() < CONVERGE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn completions(cloud: &Cloud) -> Vec<LifecycleCall> {
+    cloud
+        .proxy
+        .lifecycle_calls()
+        .into_iter()
+        .filter(|c| c.action == "CompleteLifecycleAction")
+        .collect()
+}
+
+#[tokio::test]
+async fn asg_of_three_grows_to_six_and_the_entries_follow() {
+    let Some(cloud) = cloud().await else { return };
+    cloud.group("web", 3, &[]).await;
+    let h = harness().await;
+    let running = Running::start(&h, cloud.args(), None);
+    h.create_mirror(&mirror("default", "web", "web", "")).await;
+    let three = h
+        .wait_entries("default", "3 entries", |e| e.len() == 3)
+        .await;
+    let ids = cloud.instances("web").await;
+    assert_eq!(addresses(&three), cloud.private_ips(&ids).await);
+
+    cloud.set_capacity("web", 6).await;
+    let ids = cloud.instances("web").await;
+    assert_eq!(ids.len(), 6);
+    // The launch event goes through EventBridge, as in AWS.
+    cloud
+        .put_event(
+            "aws.autoscaling",
+            "EC2 Instance Launch Successful",
+            json!({"AutoScalingGroupName": "web", "EC2InstanceId": ids[5], "StatusCode": "InProgress"}),
+        )
+        .await;
+    let six = h
+        .wait_entries("default", "6 entries", |e| e.len() == 6)
+        .await;
+    assert_eq!(addresses(&six), cloud.private_ips(&ids).await);
+    let mut mirrored: Vec<String> = six.iter().map(instance_of).collect();
+    mirrored.sort();
+    assert_eq!(mirrored, ids);
+    wait_for("the event deleted from the queue", async || {
+        (cloud.queued().await == 0).then_some(())
+    })
+    .await;
+
+    // One DescribeInstances per pass, however many instances: never one call
+    // per instance.
+    cloud.proxy.reset_counts();
+    cloud.send(&launch_successful("web", &ids[0])).await;
+    wait_for("a pass", async || {
+        (cloud.proxy.count("DescribeAutoScalingGroups") >= 1
+            && cloud.proxy.count("DescribeInstances") >= 1)
+            .then_some(())
+    })
+    .await;
+    // Let the pass finish (and any resync that coincided with it).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counts = cloud.proxy.counts();
+    let describe_instances = counts.get("DescribeInstances").copied().unwrap_or(0);
+    assert!(
+        describe_instances <= 2 && describe_instances < ids.len() as u64,
+        "{counts:?}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn scale_in_through_the_terminate_hook_drains_before_continue() {
+    let Some(cloud) = cloud().await else { return };
+    cloud.group("web", 3, &[]).await;
+    cloud.hook("web", "drain", false, 300).await;
+    let h = harness().await;
+    let running = Running::start(&h, cloud.args(), None);
+    h.create_mirror(&mirror(
+        "default",
+        "web",
+        "web",
+        "  lifecycle: {terminateHook: drain, drainSeconds: 2}\n",
+    ))
+    .await;
+    h.wait_entries("default", "3 entries", |e| e.len() == 3)
+        .await;
+    let ids = cloud.instances("web").await;
+    let leaving = ids[1].clone();
+
+    cloud
+        .proxy
+        .hold(&leaving, HoldState::TerminatingWait, "drain", Some("tok-1"));
+    cloud
+        .send(&terminate_action("web", &leaving, "drain", "tok-1"))
+        .await;
+    h.wait_entries("default", "the leaving VM's entry gone", |e| {
+        e.len() == 2 && e.iter().all(|o| instance_of(o) != leaving)
+    })
+    .await;
+    assert!(
+        completions(&cloud).await.is_empty(),
+        "the hook is answered only after the drain"
+    );
+    let done = wait_for("CompleteLifecycleAction", async || {
+        completions(&cloud).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(done.instance_id.as_deref(), Some(leaving.as_str()));
+    assert_eq!(done.token.as_deref(), Some("tok-1"));
+    assert_eq!(done.hook, "drain");
+    assert_eq!(done.group, "web");
+    assert_eq!(done.result.as_deref(), Some("CONTINUE"));
+    assert!(done.accepted);
+    // The proxy let the instance go; the rest stays.
+    wait_for("the group at 2", async || {
+        (cloud.instances("web").await.len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(h.entries("default").await.len(), 2);
+    running.stop().await;
+}
+
+async fn set_healthy(h: &Harness, ns: &str, entry: &str) {
+    h.entries_api(ns)
+        .patch_status(
+            entry,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"conditions": [{
+                "type": "Healthy", "status": "True",
+                "lastTransitionTime": "2025-01-01T00:00:00Z"
+            }]}})),
+        )
+        .await
+        .expect("istiod-like health write");
+}
+
+#[tokio::test]
+async fn launch_hook_with_agent_health_continues_once_healthy() {
+    let Some(cloud) = cloud().await else { return };
+    cloud.group("web", 1, &[]).await;
+    cloud.hook("web", "warmup", true, 300).await;
+    let h = harness().await;
+    let running = Running::start(&h, cloud.args(), None);
+    h.create_mirror(&mirror(
+        "default",
+        "web",
+        "web",
+        "  health: Agent\n  lifecycle: {launchHook: warmup, launchTimeoutSeconds: 300}\n",
+    ))
+    .await;
+    h.wait_entries("default", "1 entry", |e| e.len() == 1).await;
+    let first = cloud.instances("web").await;
+
+    cloud.proxy.hold_launches(Some("warmup"));
+    cloud.set_capacity("web", 2).await;
+    let new = cloud
+        .instances("web")
+        .await
+        .into_iter()
+        .find(|id| !first.contains(id))
+        .unwrap();
+    cloud.send(&launch_successful("web", &new)).await;
+    let entries = h
+        .wait_entries("default", "an entry for the waiting VM", |e| {
+            e.iter().any(|o| instance_of(o) == new)
+        })
+        .await;
+    assert_eq!(
+        cloud.proxy.held().get(&new),
+        Some(&HoldState::PendingWait),
+        "still waiting on the hook"
+    );
+    assert!(completions(&cloud).await.is_empty(), "not healthy yet");
+
+    let entry = entries.iter().find(|o| instance_of(o) == new).unwrap();
+    set_healthy(&h, "default", entry.metadata.name.as_deref().unwrap()).await;
+    let done = wait_for("CONTINUE", async || {
+        completions(&cloud).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(done.instance_id.as_deref(), Some(new.as_str()));
+    assert_eq!(done.result.as_deref(), Some("CONTINUE"));
+    assert_eq!(done.hook, "warmup");
+    assert!(done.accepted);
+    assert!(cloud.proxy.held().is_empty());
+    assert_eq!(h.entries("default").await.len(), 2);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn launch_hook_is_abandoned_when_health_never_comes() {
+    let Some(cloud) = cloud().await else { return };
+    cloud.group("web", 1, &[]).await;
+    cloud.hook("web", "warmup", true, 300).await;
+    let h = harness().await;
+    let running = Running::start(&h, cloud.args(), None);
+    h.create_mirror(&mirror(
+        "default",
+        "web",
+        "web",
+        "  health: Agent\n  lifecycle: {launchHook: warmup, launchTimeoutSeconds: 2}\n",
+    ))
+    .await;
+    h.wait_entries("default", "1 entry", |e| e.len() == 1).await;
+    let first = cloud.instances("web").await;
+    cloud.proxy.hold_launches(Some("warmup"));
+    cloud.set_capacity("web", 2).await;
+    let new = cloud
+        .instances("web")
+        .await
+        .into_iter()
+        .find(|id| !first.contains(id))
+        .unwrap();
+    cloud.send(&launch_successful("web", &new)).await;
+    let done = wait_for("ABANDON", async || {
+        completions(&cloud).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(done.instance_id.as_deref(), Some(new.as_str()));
+    assert_eq!(done.result.as_deref(), Some("ABANDON"));
+    // The abandoned VM is terminated; its entry goes.
+    h.wait_entries("default", "back to the first VM", |e| {
+        e.len() == 1 && instance_of(&e[0]) == first[0]
+    })
+    .await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn spot_interruption_removes_the_instance_at_once_but_forged_events_change_nothing() {
+    let Some(cloud) = cloud().await else { return };
+    cloud.group("web", 3, &[]).await;
+    let h = harness().await;
+    let running = Running::start(&h, cloud.args(), None);
+    h.create_mirror(&mirror("default", "web", "web", "")).await;
+    h.wait_entries("default", "3 entries", |e| e.len() == 3)
+        .await;
+    let ids = cloud.instances("web").await;
+    let (spot, on_demand, running_vm) = (&ids[0], &ids[1], &ids[2]);
+    cloud.proxy.set_spot(spot);
+
+    // Forged or stale: a spot warning for an on-demand VM, and "stopping"
+    // for a VM EC2 reports running.
+    cloud
+        .send(&fixture_event(
+            "nth-eventbridge-ec2-spot-interruption-warning.json",
+            json!({"instance-id": on_demand}),
+        ))
+        .await;
+    cloud
+        .send(&fixture_event(
+            "nth-eventbridge-ec2-instance-state-change.json",
+            json!({"instance-id": running_vm, "state": "stopping"}),
+        ))
+        .await;
+    // The real one: the VM is spot, so the warning is believed.
+    cloud
+        .send(&fixture_event(
+            "awsdocs-eventbridge-ec2-spot-interruption-warning.json",
+            json!({"instance-id": spot, "instance-action": "terminate"}),
+        ))
+        .await;
+    let left = h
+        .wait_entries("default", "the spot VM's entry gone", |e| {
+            e.iter().all(|o| instance_of(o) != *spot)
+        })
+        .await;
+    let mut remaining: Vec<String> = left.iter().map(instance_of).collect();
+    remaining.sort();
+    assert_eq!(remaining, vec![on_demand.clone(), running_vm.clone()]);
+    // Auto Scaling still reports it InService: the entry is gone anyway.
+    assert!(cloud.instances("web").await.contains(spot));
+    wait_for("all three messages deleted", async || {
+        (cloud.queued().await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(h.entries("default").await.len(), 2);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn throttling_deletes_nothing_reports_degraded_and_recovers() {
+    let Some(cloud) = cloud().await else { return };
+    cloud.group("web", 3, &[]).await;
+    let h = harness().await;
+    let running = Running::start(&h, cloud.args(), None);
+    h.create_mirror(&mirror("default", "web", "web", "")).await;
+    h.wait_entries("default", "3 entries", |e| e.len() == 3)
+        .await;
+
+    cloud.proxy.throttle("DescribeAutoScalingGroups", 10_000);
+    // A pass already past the proxy (the follow-up of the first writes) must
+    // not see the scale-in: let it finish first.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cloud.set_capacity("web", 1).await;
+    let ids = cloud.instances("web").await;
+    cloud.send(&launch_successful("web", &ids[0])).await;
+    let status = h
+        .wait_status("default", "web", "Degraded: Throttled", |s| {
+            condition(s, "Degraded").is_some_and(|c| c.status == "True" && c.reason == "Throttled")
+        })
+        .await;
+    assert_eq!(
+        h.entries("default").await.len(),
+        3,
+        "nothing deleted; {status:?} {:?}",
+        cloud.proxy.counts()
+    );
+
+    cloud.proxy.clear_throttles();
+    cloud.send(&launch_successful("web", &ids[0])).await;
+    let left = h.wait_entries("default", "1 entry", |e| e.len() == 1).await;
+    assert_eq!(instance_of(&left[0]), ids[0]);
+    h.wait_status("default", "web", "recovered", |s| {
+        condition(s, "Degraded").is_some_and(|c| c.status == "False")
+    })
+    .await;
+    running.stop().await;
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+async fn scrape(addr: SocketAddr) -> String {
+    match upstream::send(&addr.to_string(), "GET", "/metrics", &[], b"").await {
+        Ok(r) => String::from_utf8_lossy(&r.body).into_owned(),
+        Err(e) => {
+            eprintln!("scrape {addr}: {e}");
+            String::new()
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_and_foreign_messages_are_deleted_and_counted() {
+    let Some(cloud) = cloud().await else { return };
+    cloud.group("web", 2, &[]).await;
+    cloud.group("not-mirrored", 1, &[]).await;
+    let h = harness().await;
+    let metrics = free_addr();
+    let running = Running::start(&h, cloud.args(), Some(metrics));
+    h.create_mirror(&mirror("default", "web", "web", "")).await;
+    h.wait_entries("default", "2 entries", |e| e.len() == 2)
+        .await;
+    let other = cloud.instances("not-mirrored").await;
+
+    cloud.send("this is not an event").await;
+    cloud
+        .send(r#"{"detail-type": "EC2 Spot Instance Interruption Warning", "detail": {}}"#)
+        .await;
+    // A group no mirror names, and an instance in no group at all.
+    cloud
+        .send(&launch_successful("not-mirrored", &other[0]))
+        .await;
+    cloud
+        .send(&fixture_event(
+            "awsdocs-eventbridge-ec2-instance-state-change.json",
+            json!({"instance-id": "i-0123456789abcdef0", "state": "stopping"}),
+        ))
+        .await;
+    // A hook's test notification.
+    cloud
+        .send(&json!({"Service": "AWS Auto Scaling", "Event": "autoscaling:TEST_NOTIFICATION", "AutoScalingGroupName": "web", "AccountId": ACCOUNT}).to_string())
+        .await;
+    wait_for("every message deleted", async || {
+        (cloud.queued().await == 0).then_some(())
+    })
+    .await;
+    let text = wait_for("malformed counted", async || {
+        let text = scrape(metrics).await;
+        text.lines()
+            .any(|l| {
+                l.starts_with("meshmirror_event_messages_total")
+                    && l.contains("provider=\"aws\"")
+                    && l.contains("outcome=\"malformed\"")
+                    && l.ends_with(" 2")
+            })
+            .then_some(text)
+    })
+    .await;
+    assert!(
+        text.lines().any(|l| l.contains("outcome=\"ignored\"")),
+        "{text}"
+    );
+    assert_eq!(h.entries("default").await.len(), 2, "nothing changed");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn public_ipv4_and_ipv6_are_chosen_as_the_spec_says_and_tags_are_copied() {
+    let Some(cloud) = cloud().await else { return };
+    cloud
+        .group("web", 2, &[("team", "payments"), ("cost-center", "42")])
+        .await;
+    let ids = cloud.instances("web").await;
+    cloud
+        .proxy
+        .set_public_ipv4(&ids[0], "203.0.113.10".parse().unwrap());
+    cloud
+        .proxy
+        .set_ipv6(&ids[1], "2001:db8::11".parse().unwrap());
+    let h = harness().await;
+    let running = Running::start(&h, cloud.args(), None);
+    h.create_mirror(&mirror(
+        "default",
+        "public",
+        "web",
+        "  address: PublicIPv4\n  copyTags: [team]\n",
+    ))
+    .await;
+    h.create_mirror(&mirror("v6", "ipv6", "web", "  address: IPv6\n"))
+        .await;
+    let public = h
+        .wait_entries("default", "1 public entry", |e| e.len() == 1)
+        .await;
+    assert_eq!(addresses(&public), vec!["203.0.113.10"]);
+    assert_eq!(instance_of(&public[0]), ids[0]);
+    assert_eq!(label(&public[0], "team"), "payments");
+    assert_eq!(label(&public[0], "cost-center"), "", "only listed tags");
+    let v6 = h.wait_entries("v6", "1 IPv6 entry", |e| e.len() == 1).await;
+    assert_eq!(addresses(&v6), vec!["2001:db8::11"]);
+    assert_eq!(instance_of(&v6[0]), ids[1]);
+    let status = h
+        .wait_status("default", "public", "skipped", |s| s.skipped == 1)
+        .await;
+    assert_eq!(status.members, 2);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_in_the_middle_of_a_drain_still_answers_the_hook() {
+    let Some(cloud) = cloud().await else { return };
+    cloud.group("web", 2, &[]).await;
+    cloud.hook("web", "drain", false, 300).await;
+    let h = harness().await;
+    let running = Running::start(&h, cloud.args(), None);
+    h.create_mirror(&mirror(
+        "default",
+        "web",
+        "web",
+        "  lifecycle: {terminateHook: drain, drainSeconds: 3}\n",
+    ))
+    .await;
+    h.wait_entries("default", "2 entries", |e| e.len() == 2)
+        .await;
+    let leaving = cloud.instances("web").await[0].clone();
+    cloud
+        .proxy
+        .hold(&leaving, HoldState::TerminatingWait, "drain", Some("tok-r"));
+    cloud
+        .send(&terminate_action("web", &leaving, "drain", "tok-r"))
+        .await;
+    h.wait_entries("default", "entry gone", |e| {
+        e.len() == 1 && instance_of(&e[0]) != leaving
+    })
+    .await;
+    running.stop().await;
+    assert!(completions(&cloud).await.is_empty(), "stopped mid-drain");
+
+    // A new process knows no token: it finds the hold through the API and
+    // answers by instance id.
+    let running = Running::start(&h, cloud.args(), None);
+    let done = wait_for("CONTINUE after the restart", async || {
+        completions(&cloud).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(done.instance_id.as_deref(), Some(leaving.as_str()));
+    assert_eq!(done.result.as_deref(), Some("CONTINUE"));
+    assert!(done.accepted);
+    assert_eq!(h.entries("default").await.len(), 1);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_drain_longer_than_the_heartbeat_timeout_sends_heartbeats() {
+    let Some(cloud) = cloud().await else { return };
+    cloud.group("web", 2, &[]).await;
+    // moto takes any timeout; AWS's minimum is 30 s.
+    cloud.hook("web", "drain", false, 3).await;
+    let h = harness().await;
+    let mut args = cloud.args();
+    args.aws_heartbeat_hooks = vec!["drain".into()];
+    let running = Running::start(&h, args, None);
+    h.create_mirror(&mirror(
+        "default",
+        "web",
+        "web",
+        "  lifecycle: {terminateHook: drain, drainSeconds: 5}\n",
+    ))
+    .await;
+    h.wait_entries("default", "2 entries", |e| e.len() == 2)
+        .await;
+    let leaving = cloud.instances("web").await[1].clone();
+    cloud
+        .proxy
+        .hold(&leaving, HoldState::TerminatingWait, "drain", Some("tok-h"));
+    cloud
+        .send(&terminate_action("web", &leaving, "drain", "tok-h"))
+        .await;
+    wait_for("CONTINUE", async || {
+        completions(&cloud).await.into_iter().next()
+    })
+    .await;
+    let calls = cloud.proxy.lifecycle_calls();
+    let answered = calls
+        .iter()
+        .position(|c| c.action == "CompleteLifecycleAction")
+        .unwrap();
+    let beats = &calls[..answered];
+    assert!(!beats.is_empty(), "{calls:?}");
+    assert!(
+        beats
+            .iter()
+            .all(|b| b.action == "RecordLifecycleActionHeartbeat"
+                && b.accepted
+                && b.instance_id.as_deref() == Some(leaving.as_str())
+                && b.token.as_deref() == Some("tok-h")),
+        "{calls:?}"
+    );
+    assert!(calls[answered].accepted);
+    running.stop().await;
+}
+
+/// Not a test: prints the event-to-WorkloadEntry latency over 100 launch
+/// events (`cargo test --test aws -- --ignored --nocapture bench_`).
+#[tokio::test]
+#[ignore = "benchmark: prints numbers, asserts none"]
+async fn bench_event_to_entry_latency() {
+    let Some(cloud) = cloud().await else { return };
+    cloud.group("web", 10, &[]).await;
+    let h = harness().await;
+    let running = Running::start(&h, cloud.args(), None);
+    h.create_mirror(&mirror("default", "web", "web", "")).await;
+    h.wait_entries("default", "10 entries", |e| e.len() == 10)
+        .await;
+    let mut known = cloud.instances("web").await;
+    let mut samples = Vec::new();
+    for i in 0..100 {
+        cloud.set_capacity("web", 11 + i).await;
+        let new = cloud
+            .instances("web")
+            .await
+            .into_iter()
+            .find(|id| !known.contains(id))
+            .unwrap();
+        let sent = Instant::now();
+        cloud.send(&launch_successful("web", &new)).await;
+        wait_for("the new entry", async || {
+            h.entries("default")
+                .await
+                .iter()
+                .any(|o| instance_of(o) == new)
+                .then_some(())
+        })
+        .await;
+        samples.push(sent.elapsed());
+        known.push(new);
+    }
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "event -> WorkloadEntry over {} events: p50 {:?}, p99 {:?}, max {:?}",
+        samples.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+    running.stop().await;
+}
