@@ -1,0 +1,271 @@
+//! The pure core at fleet size: `desired` and `plan` for 10,000 instances x 2
+//! workloads, in steady state (actual == desired) and from empty. Prints the
+//! median of several runs; asserts nothing about time.
+//!
+//! `cargo bench -p meshmirror --no-default-features --features demo --bench core`
+//! (`MESHMIRROR_BENCH=short` or `-- --short` for CI: fewer runs).
+
+#![allow(clippy::print_stdout)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hint::black_box;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use meshmirror::config;
+use meshmirror::crd::{ScalingGroupMirrorSpec, SyncPolicy};
+use meshmirror::desired::{self, Desired, DesiredEntry, Mirror};
+use meshmirror::names::entry_name;
+use meshmirror::plan::{self, ActualEntry, DeletePolicy};
+use meshmirror::workloadentry::keys;
+use meshmirror_provider::{Health, Instance, InstanceState};
+use sha2::{Digest, Sha256};
+
+#[path = "common/mode.rs"]
+mod mode;
+
+const INSTANCES: usize = 10_000;
+
+const SPEC: &str = "
+provider: {sim: {group: web}}
+copyTags: [team, tier]
+workloads:
+  - name: api
+    labels: {app: api, version: v1}
+    ports: {http: 8080, grpc: 9090}
+    serviceAccount: api-sa
+  - name: exporter
+    labels: {app: exporter}
+    ports: {metrics: 9100}
+    serviceAccount: exporter-sa
+";
+
+fn fleet(n: usize) -> Vec<Instance> {
+    (0..n)
+        .map(|i| {
+            let mut inst = Instance::running(
+                format!("i-{i:017x}"),
+                Ipv4Addr::new(
+                    10,
+                    (i / 65536) as u8,
+                    (i / 256 % 256) as u8,
+                    (i % 256) as u8,
+                ),
+            );
+            inst.ipv6 = Some(Ipv6Addr::new(
+                0x2001,
+                0xdb8,
+                0,
+                0,
+                0,
+                0,
+                (i >> 16) as u16,
+                i as u16,
+            ));
+            inst.region = Some("us-east-1".into());
+            inst.zone = Some(format!("us-east-1{}", ['a', 'b', 'c'][i % 3]));
+            inst.state = InstanceState::Running;
+            inst.health = Health::Healthy;
+            inst.tags = BTreeMap::from([
+                ("team".to_string(), "payments".to_string()),
+                ("tier".to_string(), format!("t{}", i % 4)),
+                ("Name".to_string(), format!("web-{i}")),
+            ]);
+            inst
+        })
+        .collect()
+}
+
+/// What the API server holds once `desired` was applied.
+fn applied(desired: &Desired) -> Vec<ActualEntry> {
+    desired
+        .entries
+        .iter()
+        .map(|e| {
+            let mut annotations = e.annotations.clone();
+            annotations.insert(keys::APPLIED_HASH.into(), e.hash.clone());
+            ActualEntry {
+                name: e.name.clone(),
+                labels: e.labels.clone(),
+                annotations,
+                spec: e.spec.clone(),
+                healthy: e.healthy,
+            }
+        })
+        .collect()
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, Duration, Duration) {
+    let samples: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            black_box(f());
+            started.elapsed()
+        })
+        .collect();
+    let min = *samples.iter().min().unwrap_or(&Duration::ZERO);
+    let max = *samples.iter().max().unwrap_or(&Duration::ZERO);
+    (median(samples), min, max)
+}
+
+fn report(what: &str, (median, min, max): (Duration, Duration, Duration), per: usize) {
+    println!(
+        "{what:<46} median {:>8.2} ms  (min {:>7.2}, max {:>7.2})  {:>6.2} us/instance",
+        median.as_secs_f64() * 1e3,
+        min.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3,
+        median.as_secs_f64() * 1e6 / per as f64,
+    );
+}
+
+/// The content hash as src/desired.rs computes it today: a serde_json::Value
+/// tree of clones, rendered to a String, then hashed. A replica, for the
+/// breakdown below.
+fn hash_via_value(e: &DesiredEntry) -> String {
+    let body = serde_json::json!([e.labels, e.annotations, e.spec, e.healthy]);
+    let digest = Sha256::digest(body.to_string().as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The same bytes serialized straight into the hasher: no tree of the labels
+/// and annotations, no String.
+fn hash_streamed(e: &DesiredEntry) -> String {
+    struct Sink(Sha256);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    // The spec goes through a Value so that its keys stay sorted as today
+    // (a struct serializes in field order): the same bytes, so the same hash.
+    let spec = serde_json::to_value(&e.spec).expect("spec serializes");
+    let mut sink = Sink(Sha256::new());
+    serde_json::to_writer(&mut sink, &(&e.labels, &e.annotations, &spec, e.healthy))
+        .expect("plain maps serialize");
+    let digest = sink.0.finalize();
+    let mut out = String::with_capacity(16);
+    for b in digest.iter().take(8) {
+        out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+        out.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
+    }
+    out
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn main() {
+    let mode = mode::Mode::from_env();
+    let runs = if mode.short { 3 } else { 15 };
+    let spec: ScalingGroupMirrorSpec = serde_yaml::from_str(SPEC).expect("bench spec parses");
+    let config = config::validate(&spec).expect("bench spec is valid");
+    let mirror = Mirror {
+        name: "web",
+        spec: &spec,
+        config: &config,
+    };
+    let groups = BTreeMap::new();
+    let members = fleet(INSTANCES);
+    let policy = DeletePolicy {
+        policy: SyncPolicy::Sync,
+        max_per_pass: 100,
+    };
+    let leaving = BTreeSet::new();
+
+    let want = desired::desired(mirror, &groups, &members);
+    assert_eq!(want.entries.len(), INSTANCES * 2, "2 entries per instance");
+    let actual = applied(&want);
+    let steady = plan::plan(&want.entries, &actual, &leaving, policy);
+    assert!(
+        steady.is_empty(),
+        "steady state plans nothing: {} writes",
+        steady.writes()
+    );
+    let empty = plan::plan(&want.entries, &[], &leaving, policy);
+    assert_eq!(empty.creates.len(), INSTANCES * 2);
+
+    println!(
+        "meshmirror pure core: {INSTANCES} instances x 2 workloads = {} entries, {runs} runs ({} mode); load average {}",
+        want.entries.len(),
+        mode.name(),
+        load_average()
+    );
+    report(
+        "desired (10k instances -> 20k entries)",
+        time(runs, || desired::desired(mirror, &groups, &members)),
+        INSTANCES,
+    );
+    report(
+        "plan, steady state (actual == desired)",
+        time(runs, || {
+            plan::plan(&want.entries, &actual, &leaving, policy)
+        }),
+        INSTANCES,
+    );
+    report(
+        "plan, from empty (20k creates)",
+        time(runs, || plan::plan(&want.entries, &[], &leaving, policy)),
+        INSTANCES,
+    );
+    report(
+        "desired + plan, steady state",
+        time(runs, || {
+            let d = desired::desired(mirror, &groups, &members);
+            plan::plan(&d.entries, &actual, &leaving, policy)
+        }),
+        INSTANCES,
+    );
+    report(
+        "desired + plan, from empty",
+        time(runs, || {
+            let d = desired::desired(mirror, &groups, &members);
+            plan::plan(&d.entries, &[], &leaving, policy)
+        }),
+        INSTANCES,
+    );
+
+    // Where desired's time goes (a breakdown, not part of the pass).
+    for e in &want.entries {
+        assert_eq!(hash_via_value(e), e.hash, "the replica matches src/desired.rs");
+        assert_eq!(hash_streamed(e), e.hash, "streaming hashes the same bytes");
+    }
+    println!("breakdown of desired, per 20k entries:");
+    report(
+        "  entry_name",
+        time(runs, || {
+            want.entries
+                .iter()
+                .map(|e| entry_name("web", &e.workload, &e.instance_id).len())
+                .sum::<usize>()
+        }),
+        INSTANCES,
+    );
+    report(
+        "  content hash via a json! Value (today)",
+        time(runs, || want.entries.iter().map(hash_via_value).count()),
+        INSTANCES,
+    );
+    report(
+        "  content hash streamed into the hasher",
+        time(runs, || want.entries.iter().map(hash_streamed).count()),
+        INSTANCES,
+    );
+    report(
+        "  deep clone of every DesiredEntry",
+        time(runs, || want.entries.clone()),
+        INSTANCES,
+    );
+    println!("load average at the end: {}", load_average());
+}

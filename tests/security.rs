@@ -1,0 +1,401 @@
+//! Tenancy: a mirror writes only into its own namespace and reads only its
+//! own namespace's WorkloadGroups; `--allowed-groups` keeps one team from
+//! pulling another team's VMs into its namespace.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::ObjectMeta;
+use meshmirror::app::{self, AppError, RunOptions};
+use meshmirror::crd::ScalingGroupMirror;
+use meshmirror::workloadentry::{EntryVersion, keys};
+use meshmirror_sim::{SimCloud, SimInstance};
+use meshmirror_testkit::apiserver::Verb;
+
+/// A running controller with these options; stops when dropped.
+struct Controller(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if let Some(stop) = self.0.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn run_with(h: &Harness, opts: RunOptions) -> Controller {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let opts = RunOptions {
+        sim_cloud: Some(h.sim.clone()),
+        kube_qps: 0.0,
+        ..opts
+    };
+    tokio::spawn(app::run(h.client.clone(), opts, async {
+        let _ = rx.await;
+    }));
+    Controller(Some(tx))
+}
+
+async fn namespaces(h: &Harness, names: &[&str]) {
+    let api: Api<Namespace> = Api::all(h.client.clone());
+    for name in names {
+        let _ = api
+            .create(
+                &PostParams::default(),
+                &Namespace {
+                    metadata: ObjectMeta {
+                        name: Some((*name).into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await;
+    }
+}
+
+/// A sim cloud with these groups, `n` instances each, addresses unique across
+/// the cloud.
+fn sim_groups(groups: &[(&str, u8)]) -> SimCloud {
+    let sim = SimCloud::new();
+    for (g, (name, n)) in groups.iter().enumerate() {
+        sim.ensure_group(name, "us-east-1");
+        for i in 1..=*n {
+            sim.add_instance(
+                name,
+                SimInstance::running(
+                    format!("{name}-{i}"),
+                    Ipv4Addr::new(10, 9, g as u8, i),
+                ),
+            )
+            .unwrap();
+        }
+    }
+    sim
+}
+
+fn mirror_of(ns: &str, name: &str, group: &str) -> String {
+    mirror_yaml(ns, name, "  workloads: [{name: app}]\n")
+        .replace("group: web", &format!("group: {group}"))
+}
+
+/// Every entry in every namespace.
+async fn all_entries(h: &Harness) -> Vec<DynamicObject> {
+    let api: Api<DynamicObject> =
+        Api::all_with(h.client.clone(), &EntryVersion::V1.workload_entries());
+    api.list(&ListParams::default()).await.unwrap().items
+}
+
+async fn wait_event(h: &Harness, ns: &str, reason: &str) -> String {
+    let events: Api<Event> = Api::namespaced(h.client.clone(), ns);
+    let started = Instant::now();
+    loop {
+        let list = events.list(&Default::default()).await.unwrap();
+        if let Some(note) = list
+            .items
+            .iter()
+            .find(|e| e.reason.as_deref() == Some(reason))
+            .and_then(|e| e.note.clone())
+        {
+            return note;
+        }
+        assert!(started.elapsed() < CONVERGE, "no {reason} Event in {ns}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn allowed_groups_deny_another_teams_group_before_the_cloud_is_asked() {
+    let sim = sim_groups(&[("team-a-web", 2), ("team-b-db", 1), ("secret", 3)]);
+    let h = Harness::without_controller(sim).await;
+    namespaces(&h, &["team-a", "team-b"]).await;
+    let _controller = run_with(
+        &h,
+        RunOptions {
+            allowed_groups: vec![
+                "team-a=sim:team-a-*".into(),
+                "team-b=sim:team-b-*".into(),
+            ],
+            ..RunOptions::default()
+        },
+    );
+    let requests = h.server.requests();
+    h.create_mirror(&mirror_of("team-a", "web", "team-a-web"))
+        .await;
+    h.create_mirror(&mirror_of("team-b", "db", "team-b-db"))
+        .await;
+    // team-b tries to pull team-a's VMs, and a group nobody may mirror.
+    h.create_mirror(&mirror_of("team-b", "steal", "team-a-web"))
+        .await;
+    h.create_mirror(&mirror_of("team-b", "secret", "secret"))
+        .await;
+
+    h.wait_entries("team-a", "team-a's own 2", |e| e.len() == 2)
+        .await;
+    h.wait_entries("team-b", "team-b's own 1", |e| e.len() == 1)
+        .await;
+    for name in ["steal", "secret"] {
+        let status = h
+            .wait_status("team-b", name, "GroupNotAllowed", |s| {
+                condition(s, "Ready").is_some_and(|c| c.reason == "GroupNotAllowed")
+            })
+            .await;
+        let ready = condition(&status, "Ready").unwrap();
+        assert_eq!(ready.status, "False");
+        assert!(
+            ready.message.contains("not allowed in namespace team-b"),
+            "{}",
+            ready.message
+        );
+        let degraded = condition(&status, "Degraded").unwrap();
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "GroupNotAllowed")
+        );
+        assert_eq!((status.members, status.entries), (0, 0));
+    }
+    let note = wait_event(&h, "team-b", "GroupNotAllowed").await;
+    assert!(note.contains("--allowed-groups"), "{note}");
+
+    // No entry for a denied mirror anywhere, and the cloud was never asked
+    // about a group nobody may mirror.
+    let entries = all_entries(&h).await;
+    assert!(
+        entries
+            .iter()
+            .all(|e| !["steal", "secret"].contains(&label(e, keys::MIRROR).as_str())),
+        "{:?}",
+        entries.iter().map(|e| &e.metadata.name).collect::<Vec<_>>()
+    );
+    assert_eq!(entries.len(), 3);
+    assert_eq!(h.sim.members_calls_for("secret").unwrap(), 0);
+    let during = h.server.requests().since(&requests);
+    assert_eq!(
+        during.get(Verb::Patch, "workloadentries"),
+        3,
+        "only the allowed entries were written: {:?}",
+        during.entries()
+    );
+
+    // Pointing the denied mirror at its own team's group makes it work.
+    let patch = serde_json::json!({"spec": {"provider": {"sim": {"group": "team-b-db"}}}});
+    h.mirrors("team-b")
+        .patch("steal", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    h.wait_status("team-b", "steal", "Ready", is_ready).await;
+    h.wait_entries("team-b", "db mirrored twice", |e| e.len() == 2)
+        .await;
+}
+
+#[tokio::test]
+async fn a_wildcard_namespace_rule_allows_a_shared_group_everywhere() {
+    let sim = sim_groups(&[("shared-dns", 1), ("team-a-web", 1)]);
+    let h = Harness::without_controller(sim).await;
+    namespaces(&h, &["team-a", "team-b"]).await;
+    let _controller = run_with(
+        &h,
+        RunOptions {
+            allowed_groups: vec!["*=sim:shared-*".into(), "team-a=sim:team-a-*".into()],
+            ..RunOptions::default()
+        },
+    );
+    h.create_mirror(&mirror_of("team-a", "dns", "shared-dns"))
+        .await;
+    h.create_mirror(&mirror_of("team-b", "dns", "shared-dns"))
+        .await;
+    h.create_mirror(&mirror_of("team-b", "web", "team-a-web"))
+        .await;
+    h.wait_entries("team-a", "shared in team-a", |e| e.len() == 1)
+        .await;
+    h.wait_entries("team-b", "shared in team-b", |e| e.len() == 1)
+        .await;
+    h.wait_status("team-b", "web", "denied", |s| {
+        condition(s, "Ready").is_some_and(|c| c.reason == "GroupNotAllowed")
+    })
+    .await;
+    assert!(
+        h.entries("team-b")
+            .await
+            .iter()
+            .all(|e| label(e, keys::MIRROR) == "dns")
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_allow_list_refuses_to_start() {
+    let h = Harness::without_controller(sim_with(1)).await;
+    let err = app::run(
+        h.client.clone(),
+        RunOptions {
+            sim_cloud: Some(h.sim.clone()),
+            allowed_groups: vec!["team-a".into()],
+            ..RunOptions::default()
+        },
+        std::future::pending(),
+    )
+    .await
+    .unwrap_err();
+    match err {
+        AppError::Invalid(message) => {
+            assert!(message.contains("NAMESPACE=PATTERN"), "{message}")
+        }
+        other => panic!("expected Invalid, got {other}"),
+    }
+    assert_eq!(h.server.requests().writes(), 0);
+}
+
+/// Entries land in the mirror's namespace, owned by that mirror; same-named
+/// mirrors in two namespaces stay apart; an impostor in another namespace
+/// that points at a mirror's uid is never touched.
+#[tokio::test]
+async fn entries_stay_in_their_mirrors_namespace_and_never_touch_another() {
+    let sim = sim_groups(&[("web", 3)]);
+    let h = Harness::without_controller(sim).await;
+    namespaces(&h, &["team-a", "team-b"]).await;
+    let _controller = run_with(&h, RunOptions::default());
+    let a = h.create_mirror(&mirror_of("team-a", "web", "web")).await;
+    let b = h.create_mirror(&mirror_of("team-b", "web", "web")).await;
+    h.wait_entries("team-a", "3 in team-a", |e| e.len() == 3)
+        .await;
+    h.wait_entries("team-b", "3 in team-b", |e| e.len() == 3)
+        .await;
+
+    let uid_ns: BTreeMap<String, String> = [&a, &b]
+        .iter()
+        .map(|m| {
+            (
+                m.metadata.uid.clone().unwrap(),
+                m.metadata.namespace.clone().unwrap(),
+            )
+        })
+        .collect();
+    for e in all_entries(&h).await {
+        let owners = e.metadata.owner_references.clone().unwrap_or_default();
+        assert_eq!(owners.len(), 1, "{:?}", e.metadata.name);
+        assert_eq!(
+            uid_ns.get(&owners[0].uid),
+            e.metadata.namespace.as_ref(),
+            "{:?} is not in its owner's namespace",
+            e.metadata.name
+        );
+    }
+
+    // An impostor in team-b claiming to be team-a's: labels and an
+    // ownerReference to team-a's mirror uid.
+    let impostor: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "WorkloadEntry",
+        "metadata": {
+            "name": "impostor", "namespace": "team-b",
+            "labels": {keys::MANAGED_BY: keys::MANAGER, keys::MIRROR: "web"},
+            "annotations": {keys::INSTANCE_ID: "web-1"},
+            "ownerReferences": [{
+                "apiVersion": "meshmirror.io/v1alpha1", "kind": "ScalingGroupMirror",
+                "name": "web", "uid": a.metadata.uid.clone().unwrap(), "controller": true,
+            }],
+        },
+        "spec": {"address": "10.99.0.1"},
+    }))
+    .unwrap();
+    h.entries_api("team-b")
+        .create(&PostParams::default(), &impostor)
+        .await
+        .unwrap();
+
+    let impostor = h.entries_api("team-b").get("impostor").await.unwrap();
+
+    // Scaling in makes each mirror delete its own entries, never the impostor.
+    h.sim.scale_in("web", 1).unwrap();
+    h.wait_entries("team-a", "2 in team-a", |e| e.len() == 2)
+        .await;
+    h.wait_entries("team-b", "2 + the impostor in team-b", |e| e.len() == 3)
+        .await;
+    // Deleting team-b's mirror takes its entries only.
+    h.mirrors("team-b")
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    let left = h
+        .wait_entries("team-b", "only the impostor", |e| e.len() == 1)
+        .await;
+    assert_eq!(left[0].metadata.name.as_deref(), Some("impostor"));
+    assert_eq!(
+        left[0].metadata.resource_version, impostor.metadata.resource_version,
+        "the impostor was never written"
+    );
+    assert_eq!(h.entries("team-a").await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_workload_group_is_only_read_from_the_mirrors_own_namespace() {
+    let h = Harness::without_controller(sim_with(1)).await;
+    namespaces(&h, &["team-a", "team-b"]).await;
+    let groups: Api<DynamicObject> = Api::namespaced_with(
+        h.client.clone(),
+        "team-b",
+        &EntryVersion::V1.workload_groups(),
+    );
+    let group: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "WorkloadGroup",
+        "metadata": {"name": "payments", "namespace": "team-b"},
+        "spec": {"metadata": {"labels": {"app": "payments"}},
+                 "template": {"serviceAccount": "team-b-sa", "ports": {"http": 8080}}},
+    }))
+    .unwrap();
+    groups
+        .create(&PostParams::default(), &group)
+        .await
+        .unwrap();
+    let _controller = run_with(&h, RunOptions::default());
+    h.create_mirror(&mirror_yaml(
+        "team-a",
+        "web",
+        "  workloads: [{name: app, workloadGroup: payments}]\n",
+    ))
+    .await;
+    let status = h
+        .wait_status("team-a", "web", "WorkloadGroupNotFound", |s| {
+            condition(s, "Ready").is_some_and(|c| c.reason == "WorkloadGroupNotFound")
+        })
+        .await;
+    assert!(
+        condition(&status, "Ready")
+            .unwrap()
+            .message
+            .contains("namespace team-a"),
+        "{status:?}"
+    );
+    assert!(all_entries(&h).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_namespaced_controller_ignores_mirrors_elsewhere() {
+    let h = Harness::without_controller(sim_with(2)).await;
+    namespaces(&h, &["team-a", "team-b"]).await;
+    let _controller = run_with(
+        &h,
+        RunOptions {
+            namespace: Some("team-a".into()),
+            ..RunOptions::default()
+        },
+    );
+    h.create_mirror(&mirror_of("team-b", "web", "web")).await;
+    h.create_mirror(&mirror_of("team-a", "web", "web")).await;
+    h.wait_entries("team-a", "2 in team-a", |e| e.len() == 2)
+        .await;
+    // team-a's mirror converged after team-b's was created: team-b's was seen
+    // by no one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let other: ScalingGroupMirror = h.mirrors("team-b").get("web").await.unwrap();
+    assert!(other.status.is_none(), "{:?}", other.status);
+    assert!(h.entries("team-b").await.is_empty());
+}
