@@ -16,10 +16,11 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use meshmirror_provider::{Ack, GroupEvent, GroupEventKind};
 
+use crate::cluster::{EventType, Owner};
 use crate::config;
 use crate::crd::ScalingGroupMirror;
 use crate::kube_cluster::managed_selector;
-use crate::metrics::{EventLabels, Metrics};
+use crate::metrics::EventLabels;
 use crate::reconcile::Reconciler;
 use crate::workloadentry::EntryVersion;
 
@@ -158,14 +159,15 @@ fn event_triggers(
     events: impl futures::Stream<Item = GroupEvent> + Send + 'static,
     mirrors: Store<ScalingGroupMirror>,
     pending: PendingAcks,
-    metrics: Arc<Metrics>,
+    reconciler: Arc<Reconciler>,
 ) -> impl futures::Stream<Item = ObjectRef<ScalingGroupMirror>> + Send + 'static {
     events
         .then(move |event| {
             let mirrors = mirrors.clone();
+            let reconciler = reconciler.clone();
             let pending = pending.clone();
-            let metrics = metrics.clone();
             async move {
+                let metrics = &reconciler.metrics;
                 // Mapping before the cache is filled would drop events for
                 // mirrors not seen yet.
                 let _ = mirrors.wait_until_ready().await;
@@ -198,6 +200,24 @@ fn event_triggers(
                 if let GroupEventKind::Advisory { instance_id, what } = &event.kind {
                     tracing::info!(group = %event.group, instance = %instance_id, what = %what,
                         "advisory cloud event recorded; it changes nothing");
+                    for mirror in mirrors.state().iter().filter(|m| {
+                        targets.iter().any(|t| *t == ObjectRef::from_obj(m.as_ref()))
+                    }) {
+                        let owner = Owner {
+                            namespace: mirror.namespace().unwrap_or_default(),
+                            name: mirror.name_any(),
+                            uid: mirror.uid().unwrap_or_default(),
+                        };
+                        reconciler
+                            .cluster
+                            .event(
+                                &owner,
+                                EventType::Normal,
+                                "CloudAdvisory",
+                                &format!("{what} for instance {instance_id}; nothing changes until the cloud acts"),
+                            )
+                            .await;
+                    }
                 }
                 if targets.is_empty() {
                     tracing::debug!(group = %event.group, "event for a group no mirror names; dropped");
@@ -250,7 +270,7 @@ pub async fn run(
             stream::select_all(feeds),
             controller.store(),
             pending.clone(),
-            reconciler.metrics.clone(),
+            reconciler.clone(),
         );
         controller.reconcile_on(triggers)
     };

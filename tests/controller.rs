@@ -715,3 +715,49 @@ async fn entries_can_be_written_as_v1beta1_for_older_meshes() {
         "{managed:?}"
     );
 }
+
+#[tokio::test]
+async fn an_advisory_event_is_recorded_on_the_mirror_and_changes_nothing() {
+    let h = Harness::start(sim_with(2)).await;
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        "  workloads: [{name: app}]\n",
+    ))
+    .await;
+    let before = h
+        .wait_entries("default", "2 entries", |e| e.len() == 2)
+        .await;
+    h.sim.push_event(
+        "web",
+        meshmirror_provider::GroupEventKind::Advisory {
+            instance_id: "i-01".into(),
+            what: "rebalance recommendation".into(),
+        },
+    );
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(h.client.clone(), "default");
+    let started = Instant::now();
+    loop {
+        let list = events.list(&Default::default()).await.unwrap();
+        if list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("CloudAdvisory")
+                && e.note.as_deref().unwrap_or("").contains("i-01")
+        }) {
+            break;
+        }
+        assert!(started.elapsed() < CONVERGE, "no CloudAdvisory event");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = h.entries("default").await;
+    assert_eq!(
+        after
+            .iter()
+            .map(|e| &e.metadata.resource_version)
+            .collect::<Vec<_>>(),
+        before
+            .iter()
+            .map(|e| &e.metadata.resource_version)
+            .collect::<Vec<_>>()
+    );
+}
