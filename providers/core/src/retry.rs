@@ -49,6 +49,26 @@ impl<P: Provider> Retrying<P> {
     pub fn new(inner: P, policy: RetryPolicy) -> Self {
         Retrying { inner, policy }
     }
+
+    /// Calls `call` until it succeeds, fails for good, or the attempts run out.
+    async fn retry<T, F, Fut>(&self, operation: &str, mut call: F) -> Result<T, ProviderError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match call().await {
+                Err(err) if err.is_retryable() && attempt + 1 < self.policy.attempts => {
+                    let delay = self.policy.delay(attempt, &err);
+                    tracing::debug!(provider = self.inner.name(), operation, %err, ?delay, "retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -58,18 +78,7 @@ impl<P: Provider> Provider for Retrying<P> {
     }
 
     async fn members(&self, group: &GroupRef) -> Result<Vec<Instance>, ProviderError> {
-        let mut attempt = 0;
-        loop {
-            match self.inner.members(group).await {
-                Err(err) if err.is_retryable() && attempt + 1 < self.policy.attempts => {
-                    let delay = self.policy.delay(attempt, &err);
-                    tracing::debug!(provider = self.inner.name(), %group, %err, ?delay, "retrying members");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        self.retry("members", || self.inner.members(group)).await
     }
 
     fn events(&self) -> Option<BoxEventStream> {
@@ -81,16 +90,10 @@ impl<P: Provider> Provider for Retrying<P> {
         action: &LifecycleAction,
         outcome: Outcome,
     ) -> Result<(), ProviderError> {
-        let mut attempt = 0;
-        loop {
-            match self.inner.complete_lifecycle(action, outcome).await {
-                Err(err) if err.is_retryable() && attempt + 1 < self.policy.attempts => {
-                    tokio::time::sleep(self.policy.delay(attempt, &err)).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        self.retry("complete_lifecycle", || {
+            self.inner.complete_lifecycle(action, outcome)
+        })
+        .await
     }
 }
 
