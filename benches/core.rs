@@ -10,13 +10,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kube::api::DynamicObject;
+use meshmirror::cluster::Owner;
 use meshmirror::config;
 use meshmirror::crd::{ScalingGroupMirrorSpec, SyncPolicy};
 use meshmirror::desired::{self, Desired, DesiredEntry, Mirror};
+use meshmirror::kube_cluster::{entry_manifest, owned_entry};
 use meshmirror::names::entry_name;
 use meshmirror::plan::{self, ActualEntry, DeletePolicy};
+use meshmirror::workloadentry::EntryVersion;
 use meshmirror::workloadentry::keys;
 use meshmirror_provider::{Health, Instance, InstanceState};
 use sha2::{Digest, Sha256};
@@ -160,6 +165,106 @@ fn hash_streamed(e: &DesiredEntry) -> String {
     out
 }
 
+/// 10,000 entries as the controller's watch cache holds them: 100 mirrors of
+/// 100 instances, each entry as the API server serves it after a server-side
+/// apply (uid, resourceVersion, and a managedFields record of about 800 bytes).
+fn cache(with_managed_fields: bool) -> (Vec<Arc<DynamicObject>>, Owner) {
+    let spec: ScalingGroupMirrorSpec = serde_yaml::from_str(
+        "provider: {sim: {group: g}}\nworkloads: [{name: app, labels: {app: web}, ports: {http: 8080}, serviceAccount: app}]\n",
+    )
+    .expect("spec");
+    let config = config::validate(&spec).expect("valid");
+    let owners: Vec<Owner> = (0..100)
+        .map(|m| Owner {
+            namespace: format!("fleet-{}", m % 10),
+            name: format!("m{m:03}"),
+            uid: format!("00000000-0000-4000-8000-{m:012}"),
+        })
+        .collect();
+    let mut out = Vec::with_capacity(10_000);
+    for (m, owner) in owners.iter().enumerate() {
+        let mirror = Mirror {
+            name: &owner.name,
+            spec: &spec,
+            config: &config,
+        };
+        let members: Vec<Instance> = fleet(100)
+            .into_iter()
+            .map(|mut i| {
+                i.id = format!("i-{m:03}{}", i.id);
+                i
+            })
+            .collect();
+        for e in desired::desired(mirror, &BTreeMap::new(), &members).entries {
+            let mut json = entry_manifest(EntryVersion::V1, owner, &e);
+            let meta = json["metadata"].as_object_mut().expect("metadata");
+            meta.insert("uid".into(), format!("{:032x}", out.len()).into());
+            meta.insert(
+                "resourceVersion".into(),
+                (out.len() + 1000).to_string().into(),
+            );
+            meta.insert("generation".into(), 1.into());
+            meta.insert("creationTimestamp".into(), "2026-01-01T00:00:00Z".into());
+            if with_managed_fields {
+                let fields = |keys: Vec<&String>| {
+                    serde_json::Value::Object(
+                        keys.into_iter()
+                            .map(|k| (format!("f:{k}"), serde_json::json!({})))
+                            .collect(),
+                    )
+                };
+                let v1 = serde_json::json!({
+                    "f:metadata": {
+                        "f:annotations": fields(meta["annotations"].as_object().map(|o| o.keys().collect()).unwrap_or_default()),
+                        "f:labels": fields(meta["labels"].as_object().map(|o| o.keys().collect()).unwrap_or_default()),
+                        "f:ownerReferences": {format!("k:{{\"uid\":\"{}\"}}", owner.uid): {}},
+                    },
+                    "f:spec": {"f:address": {}, "f:labels": {"f:app": {}, "f:service.istio.io/workload-name": {}},
+                               "f:locality": {}, "f:ports": {"f:http": {}}, "f:serviceAccount": {}},
+                });
+                meta.insert(
+                    "managedFields".into(),
+                    serde_json::json!([{"manager": "meshmirror", "operation": "Apply",
+                        "apiVersion": "networking.istio.io/v1", "time": "2026-01-01T00:00:00Z",
+                        "fieldsType": "FieldsV1", "fieldsV1": v1}]),
+                );
+            }
+            out.push(Arc::new(
+                serde_json::from_value::<DynamicObject>(json).expect("an entry"),
+            ));
+        }
+    }
+    (out, owners[42].clone())
+}
+
+/// The ownership test of `owned_entry`, on borrowed labels: what a pass
+/// needs before it copies anything (a replica of the proposed pre-filter).
+fn owned_by(obj: &DynamicObject, owner: &Owner) -> bool {
+    let meta = &obj.metadata;
+    meta.namespace.as_deref() == Some(owner.namespace.as_str())
+        && meta.labels.as_ref().is_some_and(|l| {
+            l.get(keys::MIRROR) == Some(&owner.name)
+                && l.get(keys::MANAGED_BY).map(String::as_str) == Some(keys::MANAGER)
+        })
+        && meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.uid == owner.uid)
+}
+
+/// This process's resident memory, MiB.
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -169,6 +274,15 @@ fn load_average() -> String {
 fn main() {
     let mode = mode::Mode::from_env();
     let runs = if mode.short { 3 } else { 15 };
+    // Measured first, while the heap is fresh: freed memory would be reused
+    // and hide the growth.
+    let before = rss_mib();
+    let stripped = cache(false).0;
+    let without = rss_mib() - before;
+    let before = rss_mib();
+    let (objects, owner) = cache(true);
+    let with = rss_mib() - before;
+    drop(stripped);
     let spec: ScalingGroupMirrorSpec = serde_yaml::from_str(SPEC).expect("bench spec parses");
     let config = config::validate(&spec).expect("bench spec is valid");
     let mirror = Mirror {
@@ -238,7 +352,11 @@ fn main() {
 
     // Where desired's time goes (a breakdown, not part of the pass).
     for e in &want.entries {
-        assert_eq!(hash_via_value(e), e.hash, "the replica matches src/desired.rs");
+        assert_eq!(
+            hash_via_value(e),
+            e.hash,
+            "the replica matches src/desired.rs"
+        );
         assert_eq!(hash_streamed(e), e.hash, "streaming hashes the same bytes");
     }
     println!("breakdown of desired, per 20k entries:");
@@ -266,6 +384,37 @@ fn main() {
         "  deep clone of every DesiredEntry",
         time(runs, || want.entries.clone()),
         INSTANCES,
+    );
+
+    println!(
+        "watch cache of 10k entries (100 mirrors x 100) as DynamicObjects: RSS +{with:.1} MiB with managedFields, +{without:.1} MiB without"
+    );
+    let owned = objects
+        .iter()
+        .filter_map(|o| owned_entry(o, &owner))
+        .count();
+    assert_eq!(owned, 100, "one mirror owns 100 of them");
+    println!("the pass's read of its own entries from that cache (one mirror of 100):");
+    report(
+        "  owned_entry over all 10k (today, per pass)",
+        time(runs, || {
+            objects
+                .iter()
+                .filter_map(|o| owned_entry(o, &owner))
+                .count()
+        }),
+        100,
+    );
+    report(
+        "  borrowed pre-filter, then owned_entry on 100",
+        time(runs, || {
+            objects
+                .iter()
+                .filter(|o| owned_by(o, &owner))
+                .filter_map(|o| owned_entry(o, &owner))
+                .count()
+        }),
+        100,
     );
     println!("load average at the end: {}", load_average());
 }

@@ -17,7 +17,7 @@
 //!
 //! `cargo bench -p meshmirror --no-default-features --features demo --bench fleet`
 //! (`MESHMIRROR_BENCH=short` or `-- --short`: 10 mirrors x 20 instances, 100
-//! events, no curve).
+//! events, a 2-point curve). docs/benchmarks.md explains every figure.
 
 #![allow(clippy::print_stdout)]
 
@@ -91,7 +91,12 @@ fn controller_main() {
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         let words: Vec<&str> = line.split_whitespace().collect();
-        let num = |i: usize| words.get(i).and_then(|w| w.parse::<usize>().ok()).unwrap_or(0);
+        let num = |i: usize| {
+            words
+                .get(i)
+                .and_then(|w| w.parse::<usize>().ok())
+                .unwrap_or(0)
+        };
         let reply = match words.first().copied() {
             Some("populate") => {
                 for g in 0..num(1) {
@@ -118,14 +123,23 @@ fn controller_main() {
                 }));
                 "ok".to_string()
             }
-            Some("out") => sim.scale_out(words[1], num(2)).expect("scale out").join(" "),
+            Some("out") => sim
+                .scale_out(words[1], num(2))
+                .expect("scale out")
+                .join(" "),
             Some("in") => sim.scale_in(words[1], num(2)).expect("scale in").join(" "),
             Some("outall") => {
-                let n: usize = groups.iter().map(|g| sim.scale_out(g, num(1)).map(|v| v.len()).unwrap_or(0)).sum();
+                let n: usize = groups
+                    .iter()
+                    .map(|g| sim.scale_out(g, num(1)).map(|v| v.len()).unwrap_or(0))
+                    .sum();
                 n.to_string()
             }
             Some("inall") => {
-                let n: usize = groups.iter().map(|g| sim.scale_in(g, num(1)).map(|v| v.len()).unwrap_or(0)).sum();
+                let n: usize = groups
+                    .iter()
+                    .map(|g| sim.scale_in(g, num(1)).map(|v| v.len()).unwrap_or(0))
+                    .sum();
                 n.to_string()
             }
             // A Changed event for every group: one pass of every mirror through
@@ -244,8 +258,8 @@ impl Controller {
 
     /// (VmRSS, VmHWM) in MiB.
     fn memory(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         let kib = |key: &str| {
             status
                 .lines()
@@ -371,15 +385,17 @@ struct Converge {
     wall: Duration,
     cpu: Duration,
     writes: u64,
+    /// From the last entry's arrival until the controller stopped writing.
+    tail: Duration,
+    /// What it wrote in that tail.
+    tail_writes: RequestCounts,
     rss_peak: f64,
 }
 
 impl Fleet {
     async fn start(mirrors: usize, instances: usize, qps: f64, burst: u32, tag: &str) -> Fleet {
-        let dir = std::env::temp_dir().join(format!(
-            "meshmirror-bench-{}-{tag}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("meshmirror-bench-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");
         let server = ApiServer::builder()
@@ -446,17 +462,20 @@ impl Fleet {
             .unwrap_or_else(|| panic!("converge: {} of {target} entries", self.watch.count()));
         let wall = done - started;
         let cpu = self.ctl.cpu() - cpu;
-        self.settle(self.instances).await;
         let writes = self
             .server
             .requests()
             .since(&requests)
             .get(Verb::Patch, "workloadentries");
+        self.settle(self.instances).await;
+        let (tail, tail_writes) = self.quiet(done).await;
         Converge {
             entries: target,
             wall,
             cpu,
             writes,
+            tail,
+            tail_writes,
             rss_peak: self.ctl.memory().1,
         }
     }
@@ -467,7 +486,10 @@ impl Fleet {
         let api: Api<ScalingGroupMirror> = Api::all(self.client.clone());
         let started = Instant::now();
         loop {
-            let list = api.list(&ListParams::default()).await.expect("list mirrors");
+            let list = api
+                .list(&ListParams::default())
+                .await
+                .expect("list mirrors");
             let settled = list.items.iter().all(|m| {
                 m.status.as_ref().is_some_and(|s| {
                     s.entries as usize == per_mirror
@@ -485,14 +507,39 @@ impl Fleet {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    /// Waits until the controller stops writing (no write reaches the API
+    /// server for 2 s): steady state. Returns how long that took after
+    /// `since` and what was written meanwhile.
+    async fn quiet(&self, since: Instant) -> (Duration, RequestCounts) {
+        let start = self.server.requests();
+        let mut last = start.writes();
+        let mut last_change = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let writes = self.server.requests().writes();
+            if writes != last {
+                last = writes;
+                last_change = Instant::now();
+            } else if last_change.elapsed() >= Duration::from_secs(2) {
+                return (last_change - since, self.server.requests().since(&start));
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(300),
+                "the controller never stopped writing"
+            );
+        }
     }
 
     /// Every mirror's status as JSON (without lastSyncTime and transition
     /// times, which only change with a write), by namespace/name.
     async fn statuses(&self) -> std::collections::BTreeMap<String, String> {
         let api: Api<ScalingGroupMirror> = Api::all(self.client.clone());
-        let list = api.list(&ListParams::default()).await.expect("list mirrors");
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .expect("list mirrors");
         list.items
             .iter()
             .map(|m| {
@@ -548,7 +595,10 @@ impl Fleet {
             if self.ctl.ask_num("acked") >= acked + sent {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(120), "round never acked");
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "round never acked"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let wall = started.elapsed();
@@ -565,7 +615,9 @@ impl Fleet {
         let cpu = self.ctl.cpu();
         let started = Instant::now();
         let command = if per_group > 0 { "outall" } else { "inall" };
-        let changed = self.ctl.ask_num(&format!("{command} {}", per_group.unsigned_abs()));
+        let changed = self
+            .ctl
+            .ask_num(&format!("{command} {}", per_group.unsigned_abs()));
         let done = self
             .watch
             .until(Duration::from_secs(300), |s| s.present.len() == target)
@@ -575,6 +627,7 @@ impl Fleet {
         let cpu = self.ctl.cpu() - cpu;
         self.instances = (self.instances as i64 + per_group) as usize;
         self.settle(self.instances).await;
+        self.quiet(done).await;
         (changed as usize, wall, cpu)
     }
 
@@ -603,7 +656,12 @@ impl Fleet {
                     }
                 })
                 .await
-                .unwrap_or_else(|| panic!("event {k}: {name} never {}", if launch { "arrived" } else { "went" }));
+                .unwrap_or_else(|| {
+                    panic!(
+                        "event {k}: {name} never {}",
+                        if launch { "arrived" } else { "went" }
+                    )
+                });
             out.push(at - started);
         }
         out
@@ -651,6 +709,11 @@ fn print_converge(c: &Converge, rate: &str) {
         c.cpu.as_secs_f64(),
         c.writes,
         c.rss_peak
+    );
+    println!(
+        "  after the last entry arrived the controller kept writing for {:.2} s: {:?}",
+        c.tail.as_secs_f64(),
+        c.tail_writes.entries()
     );
 }
 
@@ -723,7 +786,9 @@ async fn driver(mode: mode::Mode) {
     println!(
         "meshmirror fleet bench ({} mode): {mirrors} mirrors x {instances} instances x 1 workload; {} cores; load average {}",
         mode.name(),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
         load_average()
     );
 
@@ -771,19 +836,23 @@ async fn driver(mode: mode::Mode) {
         (true, false) => &[10, 25, 50, 100],
     };
     println!("scaling curve (unlimited write rate; {instances} instances per mirror):");
-    println!("| entries | converge (s) | entries/s | controller CPU (s) | steady round CPU (ms) | peak RSS (MiB) |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| entries | converge (s) | entries/s | controller CPU (s) | writes after converge (entries / statuses) | steady round CPU (ms) | peak RSS (MiB) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for &m in sizes {
         let mut fleet = Fleet::start(m, instances, 0.0, 1, &format!("curve-{m}")).await;
         let c = fleet.converge().await;
         let steady = steady_rounds_quiet(&mut fleet, &mut violations).await;
         let (_, hwm) = fleet.ctl.memory();
         println!(
-            "| {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.1} |",
+            "| {} | {:.2} | {:.0} | {:.2} | {} / {} | {:.2} | {:.1} |",
             c.entries,
             c.wall.as_secs_f64(),
             c.entries as f64 / c.wall.as_secs_f64(),
             c.cpu.as_secs_f64(),
+            c.tail_writes.get(Verb::Patch, "workloadentries"),
+            c.tail_writes.get(Verb::Patch, "scalinggroupmirrors/status"),
             ms(steady),
             hwm
         );

@@ -69,7 +69,8 @@ pub fn managed_selector() -> String {
 /// not ours and is never touched.
 pub fn owned_entry(obj: &DynamicObject, owner: &Owner) -> Option<ActualEntry> {
     let meta = &obj.metadata;
-    let labels = meta.labels.clone().unwrap_or_default();
+    // Checked on borrowed data first: a pass looks at every cached entry.
+    let labels = meta.labels.as_ref()?;
     if labels.get(keys::MANAGED_BY).map(String::as_str) != Some(keys::MANAGER)
         || labels.get(keys::MIRROR) != Some(&owner.name)
         || meta.namespace.as_deref() != Some(owner.namespace.as_str())
@@ -81,6 +82,7 @@ pub fn owned_entry(obj: &DynamicObject, owner: &Owner) -> Option<ActualEntry> {
     {
         return None;
     }
+    let labels = labels.clone();
     let spec: WorkloadEntrySpec = obj
         .data
         .get("spec")

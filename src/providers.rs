@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use meshmirror_provider::{
@@ -12,6 +12,10 @@ use meshmirror_provider::{
 };
 
 use crate::metrics::{Metrics, ProviderErrorLabels, ProviderOpLabels};
+
+/// The longest one cloud call may take before it counts as a transient
+/// failure, so a hung call cannot stall its mirror (or its events) forever.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Providers by name ("aws", "azure", "gcp", "sim").
 #[derive(Clone, Default)]
@@ -45,6 +49,20 @@ impl Providers {
     pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Provider>> {
         self.0.values()
     }
+}
+
+async fn deadline<T>(
+    operation: &str,
+    call: impl std::future::Future<Output = Result<T, ProviderError>>,
+) -> Result<T, ProviderError> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ProviderError::Transient(format!(
+                "{operation} took longer than {}s",
+                CALL_TIMEOUT.as_secs()
+            )))
+        })
 }
 
 /// Counts and times every provider call.
@@ -88,7 +106,7 @@ impl<P: Provider> Provider for Instrumented<P> {
 
     async fn members(&self, group: &GroupRef) -> Result<Vec<Instance>, ProviderError> {
         let started = Instant::now();
-        let result = self.inner.members(group).await;
+        let result = deadline("members", self.inner.members(group)).await;
         self.record("members", started, &result);
         result
     }
@@ -103,7 +121,11 @@ impl<P: Provider> Provider for Instrumented<P> {
         outcome: Outcome,
     ) -> Result<(), ProviderError> {
         let started = Instant::now();
-        let result = self.inner.complete_lifecycle(action, outcome).await;
+        let result = deadline(
+            "complete_lifecycle",
+            self.inner.complete_lifecycle(action, outcome),
+        )
+        .await;
         self.record("complete_lifecycle", started, &result);
         result
     }

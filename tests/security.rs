@@ -70,10 +70,7 @@ fn sim_groups(groups: &[(&str, u8)]) -> SimCloud {
         for i in 1..=*n {
             sim.add_instance(
                 name,
-                SimInstance::running(
-                    format!("{name}-{i}"),
-                    Ipv4Addr::new(10, 9, g as u8, i),
-                ),
+                SimInstance::running(format!("{name}-{i}"), Ipv4Addr::new(10, 9, g as u8, i)),
             )
             .unwrap();
         }
@@ -119,10 +116,7 @@ async fn allowed_groups_deny_another_teams_group_before_the_cloud_is_asked() {
     let _controller = run_with(
         &h,
         RunOptions {
-            allowed_groups: vec![
-                "team-a=sim:team-a-*".into(),
-                "team-b=sim:team-b-*".into(),
-            ],
+            allowed_groups: vec!["team-a=sim:team-a-*".into(), "team-b=sim:team-b-*".into()],
             ..RunOptions::default()
         },
     );
@@ -351,10 +345,7 @@ async fn a_workload_group_is_only_read_from_the_mirrors_own_namespace() {
                  "template": {"serviceAccount": "team-b-sa", "ports": {"http": 8080}}},
     }))
     .unwrap();
-    groups
-        .create(&PostParams::default(), &group)
-        .await
-        .unwrap();
+    groups.create(&PostParams::default(), &group).await.unwrap();
     let _controller = run_with(&h, RunOptions::default());
     h.create_mirror(&mirror_yaml(
         "team-a",
