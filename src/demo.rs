@@ -106,22 +106,19 @@ pub async fn run(follow: bool) -> Result<(), AppError> {
     let mirror: ScalingGroupMirror =
         serde_yaml::from_str(MIRROR).map_err(|e| AppError::Invalid(format!("demo mirror: {e}")))?;
 
-    let started = Instant::now();
     mirrors.create(&PostParams::default(), &mirror).await?;
     let took = wait_for(&entries, |e| e.len() == 6).await?;
     show(
         &mut out,
         "1. mirror created: 3 VMs x 2 workloads",
-        started,
         took,
         &entries,
     )
     .await?;
 
-    let started = Instant::now();
     sim.scale_out(GROUP, 2)?;
     let took = wait_for(&entries, |e| e.len() == 10).await?;
-    show(&mut out, "2. scale out by 2 VMs", started, took, &entries).await?;
+    show(&mut out, "2. scale out by 2 VMs", took, &entries).await?;
 
     let started = Instant::now();
     let leaving = sim.scale_in(GROUP, 2)?;
@@ -132,7 +129,6 @@ pub async fn run(follow: bool) -> Result<(), AppError> {
             "3. scale in by 2 ({}): entries leave first",
             leaving.join(", ")
         ),
-        started,
         took,
         &entries,
     )
@@ -151,7 +147,6 @@ pub async fn run(follow: bool) -> Result<(), AppError> {
         ),
     );
 
-    let started = Instant::now();
     let patch = serde_json::json!({"spec": {"workloads": [
         {"name": "api", "labels": {"app": "web-api", "version": "v2"}, "ports": {"http": 8080}, "serviceAccount": "web-api"},
         {"name": "exporter", "labels": {"app": "node-exporter"}, "ports": {"metrics": 9100}, "serviceAccount": "node-exporter"}
@@ -168,7 +163,6 @@ pub async fn run(follow: bool) -> Result<(), AppError> {
     show(
         &mut out,
         "4. label version=v2 on workload api (updated in place)",
-        started,
         took,
         &entries,
     )
@@ -232,11 +226,9 @@ async fn wait_for(
 async fn show(
     out: &mut impl Write,
     title: &str,
-    started: Instant,
     took: Duration,
     entries: &Api<DynamicObject>,
 ) -> Result<(), AppError> {
-    let _ = started;
     say(
         out,
         format!(

@@ -270,7 +270,7 @@ impl Reconciler {
         let after = entries_after(&actual, &plan, &report);
         let mut requeue = config.interval;
         if let Some(next) = self
-            .answer_hooks(owner, mirror, &desired, &members, &after)
+            .answer_hooks(owner, mirror, &members, &after)
             .await
             .map(|(answered, next)| {
                 report.hooks_answered = answered;
@@ -442,7 +442,6 @@ impl Reconciler {
         &self,
         owner: &Owner,
         mirror: &ScalingGroupMirror,
-        desired: &Desired,
         members: &[meshmirror_provider::Instance],
         after: &BTreeMap<String, InstanceEntries>,
     ) -> Option<(usize, Option<Duration>)> {
@@ -461,7 +460,6 @@ impl Reconciler {
                 after,
             )
         };
-        let _ = desired;
         let mut answered = 0;
         for completion in decisions.complete {
             let action = &completion.action;
