@@ -11,7 +11,8 @@ use meshmirror_sim::SimCloud;
 
 use crate::clouds::{self, CloudArgs};
 use crate::cluster::{Cluster, DryRun, Offline, Owner};
-use crate::controller::{self, Caches, Scope};
+use crate::controller::{self, Scope};
+use crate::entry_cache::EntryCache;
 use crate::crd::ScalingGroupMirror;
 use crate::http::{self, Readiness};
 use crate::kube_cluster::{KubeCluster, entry_manifest};
@@ -155,11 +156,11 @@ pub async fn run(
         return Ok(controller::run_once(&client, &scope, &reconciler).await?);
     }
 
-    let (caches, _cache_task) = Caches::start(&client, &scope);
+    let (entries, _cache_task) = EntryCache::start(&client, &scope);
     let kube = KubeCluster::new(
         client.clone(),
         opts.version,
-        Some(caches.entries.clone()),
+        Some(entries.clone()),
         writes,
         pod,
     );
@@ -171,9 +172,9 @@ pub async fn run(
     let leader_gauge = metrics.leader.clone();
     let reconciler = Arc::new(Reconciler::new(providers, cluster, metrics, allowed));
     {
-        let ready = ready.clone();
+        let (ready, entries) = (ready.clone(), entries.clone());
         tokio::spawn(async move {
-            if caches.ready().await {
+            if entries.ready().await {
                 ready.set_ready(true);
             }
         });
@@ -181,7 +182,7 @@ pub async fn run(
     match opts.leader {
         None => {
             leader_gauge.set(1);
-            controller::run(client, scope, reconciler, shutdown).await;
+            controller::run(client, scope, reconciler, entries, shutdown).await;
         }
         Some(config) => {
             let leadership = Leadership::new(client.clone(), config)
@@ -189,9 +190,13 @@ pub async fn run(
                 .with_gauge(leader_gauge);
             leadership
                 .run(shutdown, |stop| {
-                    let (client, scope, reconciler) =
-                        (client.clone(), scope.clone(), reconciler.clone());
-                    controller::run(client, scope, reconciler, stop.stopped())
+                    let (client, scope, reconciler, entries) = (
+                        client.clone(),
+                        scope.clone(),
+                        reconciler.clone(),
+                        entries.clone(),
+                    );
+                    controller::run(client, scope, reconciler, entries, stop.stopped())
                 })
                 .await;
         }

@@ -46,6 +46,12 @@ impl ClusterError {
 pub trait Cluster: Send + Sync {
     /// The WorkloadEntries `owner` owns (its labels and ownerReference).
     async fn owned_entries(&self, owner: &Owner) -> Result<Vec<ActualEntry>, ClusterError>;
+    /// A number that changes whenever `owner`'s entries may have changed, when
+    /// the implementation can tell (a watch cache); equal numbers mean
+    /// [`Cluster::owned_entries`] would answer the same.
+    fn entries_version(&self, _owner: &Owner) -> Option<u64> {
+        None
+    }
     /// A WorkloadGroup's defaults, or None when it does not exist.
     async fn workload_group(
         &self,
@@ -80,6 +86,9 @@ pub struct DryRun<C>(pub C);
 impl<C: Cluster> Cluster for DryRun<C> {
     async fn owned_entries(&self, owner: &Owner) -> Result<Vec<ActualEntry>, ClusterError> {
         self.0.owned_entries(owner).await
+    }
+    fn entries_version(&self, owner: &Owner) -> Option<u64> {
+        self.0.entries_version(owner)
     }
     async fn workload_group(
         &self,

@@ -11,15 +11,15 @@ use std::time::Duration;
 use futures::{StreamExt, stream};
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use meshmirror_provider::{Ack, GroupEvent, GroupEventKind};
 
 use crate::cluster::{EventType, Owner};
 use crate::config;
 use crate::crd::ScalingGroupMirror;
-use crate::kube_cluster::managed_selector;
+use crate::entry_cache::EntryCache;
 use crate::metrics::EventLabels;
 use crate::reconcile::Reconciler;
 use crate::workloadentry::EntryVersion;
@@ -45,51 +45,6 @@ impl Scope {
         match &self.namespace {
             Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
             None => Api::all_with(client.clone(), &ar),
-        }
-    }
-}
-
-/// The watch cache of every entry meshmirror manages, read by every pass. It
-/// runs for the life of the process, leader or not, so a standby that takes
-/// over starts with a warm cache.
-pub struct Caches {
-    pub entries: Store<DynamicObject>,
-}
-
-impl Caches {
-    /// Starts the watch; it runs until the returned task is dropped.
-    pub fn start(client: &Client, scope: &Scope) -> (Caches, tokio::task::JoinHandle<()>) {
-        let writer = reflector::store::Writer::new(scope.version.workload_entries());
-        let entries = writer.as_reader();
-        let stream = watcher(
-            scope.entries(client),
-            watcher::Config::default().labels(&managed_selector()),
-        )
-        .default_backoff()
-        // Passes never read managedFields; dropping them halves the cache.
-        .modify(|entry| entry.metadata.managed_fields = None)
-        .reflect(writer);
-        (
-            Caches { entries },
-            tokio::spawn(drive(stream, "workloadentries")),
-        )
-    }
-
-    /// Resolves once the cache holds a full list.
-    pub async fn ready(&self) -> bool {
-        self.entries.wait_until_ready().await.is_ok()
-    }
-}
-
-async fn drive<T, E: std::fmt::Display>(
-    stream: impl futures::Stream<Item = Result<T, E>>,
-    what: &'static str,
-) {
-    futures::pin_mut!(stream);
-    while let Some(item) = stream.next().await {
-        if let Err(err) = item {
-            // The watcher backs off and re-lists (410 Expired included).
-            tracing::debug!(resource = what, %err, "watch error");
         }
     }
 }
@@ -244,21 +199,21 @@ fn event_triggers(
 }
 
 /// Runs the controller until `shutdown` resolves; called once per leadership
-/// term. Its own watches list every mirror at the start, so each gets a pass.
+/// term. Its watch lists every mirror at the start, so each gets a pass.
+/// Entries are not watched again here: `entries` (the cache passes read)
+/// names the mirrors whose entries somebody else changed.
 pub async fn run(
     client: Client,
     scope: Scope,
     reconciler: Arc<Reconciler>,
+    entries: Arc<EntryCache>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let owned = watcher(
-        scope.entries(&client),
-        watcher::Config::default().labels(&managed_selector()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let changed = entries
+        .changes()
+        .map(|m| ObjectRef::new(&m.name).within(&m.namespace));
     let controller = Controller::new(scope.mirrors(&client), watcher::Config::default())
-        .owns_stream_with(owned, scope.version.workload_entries());
+        .reconcile_on(changed);
     let pending: PendingAcks = Arc::default();
     let feeds: Vec<_> = reconciler
         .providers

@@ -6,22 +6,24 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
-use kube::runtime::reflector::Store;
 use kube::{Client, Resource};
 use serde_json::{Value, json};
+
+use std::sync::Arc;
 
 use crate::cluster::{Cluster, ClusterError, EventType, Owner};
 use crate::crd::{ScalingGroupMirror, ScalingGroupMirrorStatus};
 use crate::desired::DesiredEntry;
+use crate::entry_cache::{Cached, EntryCache};
 use crate::plan::ActualEntry;
 use crate::ratelimit::RateLimiter;
-use crate::workloadentry::{EntryVersion, FIELD_MANAGER, GroupTemplate, WorkloadEntrySpec, keys};
+use crate::workloadentry::{EntryVersion, FIELD_MANAGER, GroupTemplate, keys};
 
 /// The API server, with owned entries read from a watch cache when one is given.
 pub struct KubeCluster {
     client: Client,
     version: EntryVersion,
-    entries: Option<Store<DynamicObject>>,
+    entries: Option<Arc<EntryCache>>,
     recorder: Recorder,
     writes: RateLimiter,
 }
@@ -30,7 +32,7 @@ impl KubeCluster {
     pub fn new(
         client: Client,
         version: EntryVersion,
-        entries: Option<Store<DynamicObject>>,
+        entries: Option<Arc<EntryCache>>,
         writes: RateLimiter,
         reporter_instance: Option<String>,
     ) -> Self {
@@ -68,45 +70,9 @@ pub fn managed_selector() -> String {
 /// mirror's uid. Anything else (Istio's auto-registered entries included) is
 /// not ours and is never touched.
 pub fn owned_entry(obj: &DynamicObject, owner: &Owner) -> Option<ActualEntry> {
-    let meta = &obj.metadata;
-    // Checked on borrowed data first: a pass looks at every cached entry.
-    let labels = meta.labels.as_ref()?;
-    if labels.get(keys::MANAGED_BY).map(String::as_str) != Some(keys::MANAGER)
-        || labels.get(keys::MIRROR) != Some(&owner.name)
-        || meta.namespace.as_deref() != Some(owner.namespace.as_str())
-        || !meta
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|r| r.uid == owner.uid)
-    {
-        return None;
-    }
-    let labels = labels.clone();
-    let spec: WorkloadEntrySpec = obj
-        .data
-        .get("spec")
-        .and_then(|s| serde_json::from_value(s.clone()).ok())
-        .unwrap_or_default();
-    let healthy = obj.data["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == "Healthy")
-        .and_then(|c| c["status"].as_str())
-        .map(|s| s == "True");
-    Some(ActualEntry {
-        name: meta.name.clone().unwrap_or_default(),
-        labels: labels.into_iter().collect(),
-        annotations: meta
-            .annotations
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect(),
-        spec,
-        healthy,
-    })
+    Cached::from_object(obj)
+        .filter(|c| c.owned_by(owner))
+        .map(|c| c.entry)
 }
 
 /// The server-side-apply body of an entry: everything meshmirror owns, nothing else.
@@ -148,12 +114,8 @@ pub fn entry_manifest(version: EntryVersion, owner: &Owner, entry: &DesiredEntry
 #[async_trait]
 impl Cluster for KubeCluster {
     async fn owned_entries(&self, owner: &Owner) -> Result<Vec<ActualEntry>, ClusterError> {
-        if let Some(store) = &self.entries {
-            return Ok(store
-                .state()
-                .iter()
-                .filter_map(|obj| owned_entry(obj, owner))
-                .collect());
+        if let Some(cache) = &self.entries {
+            return Ok(cache.owned(owner));
         }
         let selector = format!("{},{}={}", managed_selector(), keys::MIRROR, owner.name);
         let list = self
@@ -165,6 +127,10 @@ impl Cluster for KubeCluster {
             .iter()
             .filter_map(|obj| owned_entry(obj, owner))
             .collect())
+    }
+
+    fn entries_version(&self, owner: &Owner) -> Option<u64> {
+        self.entries.as_ref().map(|cache| cache.version(owner))
     }
 
     async fn workload_group(
@@ -188,13 +154,17 @@ impl Cluster for KubeCluster {
     async fn apply_entry(&self, owner: &Owner, entry: &DesiredEntry) -> Result<(), ClusterError> {
         self.writes.acquire().await;
         let body = entry_manifest(self.version, owner, entry);
-        self.entries_api(&owner.namespace)
+        let written = self
+            .entries_api(&owner.namespace)
             .patch(
                 &entry.name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&body),
             )
             .await?;
+        if let Some(cache) = &self.entries {
+            cache.wrote(&written);
+        }
         Ok(())
     }
 
@@ -219,13 +189,17 @@ impl Cluster for KubeCluster {
                 "lastTransitionTime": now,
             }]},
         });
-        self.entries_api(&owner.namespace)
+        let written = self
+            .entries_api(&owner.namespace)
             .patch_status(
                 name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&body),
             )
             .await?;
+        if let Some(cache) = &self.entries {
+            cache.wrote(&written);
+        }
         Ok(())
     }
 
@@ -236,10 +210,14 @@ impl Cluster for KubeCluster {
             .delete(name, &DeleteParams::background())
             .await
         {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(e.into()),
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
         }
+        if let Some(cache) = &self.entries {
+            cache.deleted(&owner.namespace, name);
+        }
+        Ok(())
     }
 
     async fn write_status(

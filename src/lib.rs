@@ -10,12 +10,14 @@ pub mod crd;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod desired;
+pub mod entry_cache;
 pub mod http;
 pub mod kube_cluster;
 pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
 pub mod names;
+pub mod pass_memo;
 pub mod plan;
 pub mod policy;
 pub mod providers;

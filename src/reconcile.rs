@@ -16,6 +16,7 @@ use crate::crd::{Condition, ScalingGroupMirror, ScalingGroupMirrorStatus};
 use crate::desired::{self, Desired, DesiredEntry, Mirror};
 use crate::lifecycle::{InstanceEntries, LifecycleTracker};
 use crate::metrics::{EntryOpLabels, LifecycleLabels, Metrics, PassLabels, mirror_labels};
+use crate::pass_memo::{Clean, PassMemo};
 use crate::plan::{self, ActualEntry, DeletePolicy, Plan};
 use crate::policy::AllowedGroups;
 use crate::providers::Providers;
@@ -61,6 +62,7 @@ pub struct Reconciler {
     /// Warnings last reported per mirror, so an unchanged problem does not
     /// write an Event every pass.
     reported: Mutex<HashMap<String, BTreeSet<String>>>,
+    memo: PassMemo,
 }
 
 fn now_rfc3339() -> String {
@@ -88,6 +90,7 @@ impl Reconciler {
             allowed,
             lifecycle: Mutex::default(),
             reported: Mutex::default(),
+            memo: PassMemo::default(),
         }
     }
 
@@ -181,7 +184,7 @@ impl Reconciler {
             };
         }
 
-        let members = match self.members(&config).await {
+        let mut members = match self.members(&config).await {
             Ok(members) => members,
             Err(err) => {
                 // Fail static: nothing is deleted on a provider error.
@@ -199,6 +202,9 @@ impl Reconciler {
                 return self.fail(owner, &old, status, failure).await;
             }
         };
+
+        // Providers need not answer in a stable order; the memo compares lists.
+        members.sort_unstable_by(|a, b| a.id.cmp(&b.id));
 
         let mut groups = BTreeMap::new();
         for (i, workload) in spec.workloads.iter().enumerate() {
@@ -235,39 +241,69 @@ impl Reconciler {
             }
         }
 
-        let desired = desired::desired(
-            Mirror {
-                name: &owner.name,
-                spec,
-                config: &config,
-            },
-            &groups,
-            &members,
-        );
-        let actual = match self.cluster.owned_entries(owner).await {
-            Ok(actual) => actual,
-            Err(err) => {
-                let failure = Failure {
-                    reason: "KubernetesError",
-                    message: format!("listing owned WorkloadEntries: {err}"),
-                    requeue: Duration::from_secs(5),
+        let desired = self
+            .memo
+            .desired(&owner.uid, generation, &members, &groups, || {
+                desired::desired(
+                    Mirror {
+                        name: &owner.name,
+                        spec,
+                        config: &config,
+                    },
+                    &groups,
+                    &members,
+                )
+            });
+        // Read before the entries, so a change in between is never missed.
+        let entries_version = self.cluster.entries_version(owner);
+        let (plan, mut report, after) =
+            if let Some(clean) = self.memo.clean(&owner.uid, &desired, entries_version) {
+                // Nothing changed since a pass that found nothing to write.
+                let plan = Plan {
+                    deferred_deletes: clean.deferred_deletes,
+                    ..Plan::default()
                 };
-                return self.fail(owner, &old, status, failure).await;
-            }
-        };
-        let plan = plan::plan(
-            &desired.entries,
-            &actual,
-            &desired.leaving,
-            DeletePolicy {
-                policy: spec.sync.policy,
-                max_per_pass: spec.sync.max_deletes_per_pass,
-            },
-        );
-        let mut report = self.apply(owner, &plan).await;
+                (plan, PassReport::default(), clean.after)
+            } else {
+                let actual = match self.cluster.owned_entries(owner).await {
+                    Ok(actual) => actual,
+                    Err(err) => {
+                        let failure = Failure {
+                            reason: "KubernetesError",
+                            message: format!("listing owned WorkloadEntries: {err}"),
+                            requeue: Duration::from_secs(5),
+                        };
+                        return self.fail(owner, &old, status, failure).await;
+                    }
+                };
+                let plan = plan::plan(
+                    &desired.entries,
+                    &actual,
+                    &desired.leaving,
+                    DeletePolicy {
+                        policy: spec.sync.policy,
+                        max_per_pass: spec.sync.max_deletes_per_pass,
+                    },
+                );
+                let report = self.apply(owner, &plan).await;
+                let after = Arc::new(entries_after(&actual, &plan, &report));
+                if plan.is_empty()
+                    && let Some(entries_version) = entries_version
+                {
+                    self.memo.mark_clean(
+                        &owner.uid,
+                        &desired,
+                        Clean {
+                            entries_version,
+                            after: after.clone(),
+                            deferred_deletes: plan.deferred_deletes,
+                        },
+                    );
+                }
+                (plan, report, after)
+            };
         report.deferred_deletes = plan.deferred_deletes;
 
-        let after = entries_after(&actual, &plan, &report);
         let mut requeue = config.interval;
         if let Some(next) = self
             .answer_hooks(owner, mirror, &members, &after)
@@ -599,9 +635,22 @@ impl Reconciler {
         if !status_differs(old, &status) {
             return false;
         }
+        let now = Instant::now();
+        if self
+            .memo
+            .status_recently_written(&owner.uid, now, |written| {
+                !status_differs(written, &status)
+            })
+        {
+            // The mirror cache has not caught up with the last write yet.
+            return false;
+        }
         status.last_sync_time = Some(now_rfc3339());
         match self.cluster.write_status(owner, &status).await {
-            Ok(()) => true,
+            Ok(()) => {
+                self.memo.status_written(&owner.uid, &status, now);
+                true
+            }
             Err(err) => {
                 tracing::warn!(namespace = %owner.namespace, mirror = %owner.name, %err,
                     "could not write status");
@@ -612,6 +661,7 @@ impl Reconciler {
 
     /// Forgets a deleted mirror's in-memory state.
     pub fn forget(&self, uid: &str) {
+        self.memo.forget(uid);
         if let Ok(mut t) = self.lifecycle.lock() {
             t.remove(uid);
         }

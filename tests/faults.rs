@@ -19,6 +19,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use meshmirror::cluster::Cluster;
 use meshmirror::controller::{self, Scope};
+use meshmirror::entry_cache::EntryCache;
 use meshmirror::kube_cluster::KubeCluster;
 use meshmirror::metrics::Metrics;
 use meshmirror::names::{entry_name, is_dns_subdomain};
@@ -66,11 +67,11 @@ fn retry(attempts: u32) -> RetryPolicy {
 /// Runs until the returned sender is dropped.
 fn spawn_controller(h: &Harness, providers: Providers) -> tokio::sync::oneshot::Sender<()> {
     let scope = Scope::default();
-    let (caches, cache_task) = controller::Caches::start(&h.client, &scope);
+    let (entries, cache_task) = EntryCache::start(&h.client, &scope);
     let cluster: Arc<dyn Cluster> = Arc::new(KubeCluster::new(
         h.client.clone(),
         EntryVersion::V1,
-        Some(caches.entries.clone()),
+        Some(entries.clone()),
         RateLimiter::unlimited(),
         None,
     ));
@@ -81,7 +82,7 @@ fn spawn_controller(h: &Harness, providers: Providers) -> tokio::sync::oneshot::
         AllowedGroups::default(),
     ));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let run = controller::run(h.client.clone(), scope, reconciler, async {
+    let run = controller::run(h.client.clone(), scope, reconciler, entries, async {
         let _ = rx.await;
     });
     tokio::spawn(async move {

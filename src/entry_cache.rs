@@ -1,0 +1,681 @@
+//! The controller's cache of the WorkloadEntries meshmirror manages: one watch
+//! for the life of the process, kept slim (only what a pass reads), indexed by
+//! owning mirror, and aware of the controller's own writes.
+//!
+//! Own writes matter twice. A pass that runs before the watch delivers the
+//! previous pass's writes would see a stale cache and write again, so a write
+//! shows in the cache at once and stays there until the watch delivers it.
+//! And the watch delivering an own write is no reason to reconcile, so only
+//! changes made by somebody else trigger the owning mirror.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use kube::Client;
+use kube::api::DynamicObject;
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::{broadcast, watch};
+
+use crate::cluster::Owner;
+use crate::controller::Scope;
+use crate::kube_cluster::managed_selector;
+use crate::plan::ActualEntry;
+use crate::workloadentry::{WorkloadEntrySpec, keys};
+
+/// How long an own write stands in for the watch before the cache gives up
+/// waiting for its echo (a write the watch never delivers, such as one
+/// overtaken by another writer's change before it was recorded).
+const ECHO_WAIT: Duration = Duration::from_secs(30);
+/// Pending triggers a slow controller may fall behind by before it loses some
+/// (its mirrors' intervals still catch up).
+const TRIGGER_CAPACITY: usize = 4096;
+/// Never kept: large, and a pass does not read it.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// A mirror whose entries somebody else changed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MirrorRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+type ObjKey = (String, String);
+type BucketKey = (String, String);
+
+/// One entry as a pass reads it, plus what the index needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cached {
+    pub entry: ActualEntry,
+    pub namespace: String,
+    /// The `meshmirror.io/mirror` label.
+    pub mirror: String,
+    /// (uid, name) of every ownerReference.
+    pub owners: Vec<(String, String)>,
+    pub resource_version: Option<String>,
+}
+
+impl Cached {
+    /// The slim form of an entry carrying meshmirror's managed-by label; None
+    /// for anything else.
+    pub fn from_object(obj: &DynamicObject) -> Option<Cached> {
+        let meta = &obj.metadata;
+        let labels = meta.labels.as_ref()?;
+        if labels.get(keys::MANAGED_BY).map(String::as_str) != Some(keys::MANAGER) {
+            return None;
+        }
+        let spec: WorkloadEntrySpec = obj
+            .data
+            .get("spec")
+            .and_then(|s| WorkloadEntrySpec::deserialize(s).ok())
+            .unwrap_or_default();
+        let healthy = obj.data["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Healthy")
+            .and_then(|c| c["status"].as_str())
+            .map(|s| s == "True");
+        let annotations = meta
+            .annotations
+            .iter()
+            .flatten()
+            .filter(|(k, _)| k.as_str() != LAST_APPLIED)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Some(Cached {
+            entry: ActualEntry {
+                name: meta.name.clone().unwrap_or_default(),
+                labels: labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                annotations,
+                spec,
+                healthy,
+            },
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            mirror: labels.get(keys::MIRROR).cloned().unwrap_or_default(),
+            owners: meta
+                .owner_references
+                .iter()
+                .flatten()
+                .map(|r| (r.uid.clone(), r.name.clone()))
+                .collect(),
+            resource_version: meta.resource_version.clone(),
+        })
+    }
+
+    /// Whether `owner` owns this entry: its namespace, its mirror label and
+    /// an ownerReference to its uid. Anything else (Istio's auto-registered
+    /// entries included) is never touched.
+    pub fn owned_by(&self, owner: &Owner) -> bool {
+        self.namespace == owner.namespace
+            && self.mirror == owner.name
+            && self.owners.iter().any(|(uid, _)| *uid == owner.uid)
+    }
+
+    fn key(&self) -> ObjKey {
+        (self.namespace.clone(), self.entry.name.clone())
+    }
+
+    fn buckets(&self) -> impl Iterator<Item = BucketKey> + '_ {
+        self.owners
+            .iter()
+            .map(|(uid, _)| (self.namespace.clone(), uid.clone()))
+    }
+
+    fn mirrors(&self) -> impl Iterator<Item = MirrorRef> + '_ {
+        self.owners.iter().map(|(_, name)| MirrorRef {
+            namespace: self.namespace.clone(),
+            name: name.clone(),
+        })
+    }
+}
+
+/// An own write the watch has not delivered yet.
+struct Pending {
+    /// The resourceVersion the write produced, or None for a delete.
+    expect: Option<String>,
+    /// What the watch last said about the object: shown again if the echo
+    /// never comes.
+    base: Option<Cached>,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct Bucket {
+    names: BTreeSet<String>,
+    version: u64,
+}
+
+#[derive(Default)]
+struct State {
+    objects: HashMap<ObjKey, Cached>,
+    buckets: HashMap<BucketKey, Bucket>,
+    pending: HashMap<ObjKey, Pending>,
+    /// Filled between a watch (re)start and its InitDone.
+    relist: Option<HashMap<ObjKey, Cached>>,
+    clock: u64,
+    last_sweep: Option<Instant>,
+}
+
+impl State {
+    /// Shows `new` (or nothing) for `key`, keeping the owner index current.
+    fn put(&mut self, key: &ObjKey, new: Option<Cached>) {
+        self.clock += 1;
+        let clock = self.clock;
+        if let Some(old) = self.objects.remove(key) {
+            for b in old.buckets() {
+                if let Some(bucket) = self.buckets.get_mut(&b) {
+                    bucket.names.remove(&key.1);
+                    bucket.version = clock;
+                    if bucket.names.is_empty() {
+                        self.buckets.remove(&b);
+                    }
+                }
+            }
+        }
+        if let Some(new) = new {
+            for b in new.buckets() {
+                let bucket = self.buckets.entry(b).or_default();
+                bucket.names.insert(key.1.clone());
+                bucket.version = clock;
+            }
+            self.objects.insert(key.clone(), new);
+        }
+    }
+
+    fn shown_version(&self, key: &ObjKey) -> Option<&str> {
+        self.objects
+            .get(key)
+            .and_then(|c| c.resource_version.as_deref())
+    }
+
+    /// The watch says `key` is now `seen`. Returns the mirrors to trigger.
+    fn observe(&mut self, key: ObjKey, seen: Option<Cached>) -> Vec<MirrorRef> {
+        if let Some(pending) = self.pending.get_mut(&key) {
+            let echo = match (&pending.expect, &seen) {
+                (Some(rv), Some(c)) => c.resource_version.as_ref() == Some(rv),
+                (None, None) => true,
+                _ => false,
+            };
+            if echo {
+                self.pending.remove(&key);
+                if seen.is_some() {
+                    self.put(&key, seen);
+                }
+                return Vec::new();
+            }
+            // Older news than the own write, or a change right after it:
+            // either way the owner looks again.
+            let triggers = seen.iter().flat_map(Cached::mirrors).collect();
+            pending.base = seen;
+            return triggers;
+        }
+        let unchanged = match (self.objects.get(&key), &seen) {
+            (Some(old), Some(new)) => old == new,
+            (None, None) => true,
+            _ => false,
+        };
+        if unchanged {
+            return Vec::new();
+        }
+        let mut triggers: Vec<MirrorRef> = self
+            .objects
+            .get(&key)
+            .map(|c| c.mirrors().collect())
+            .unwrap_or_default();
+        triggers.extend(seen.iter().flat_map(Cached::mirrors));
+        self.put(&key, seen);
+        triggers
+    }
+
+    /// A relist finished: it replaces everything, own writes included (the
+    /// list is at least as new as any write that finished before it began).
+    fn replace(&mut self, listed: HashMap<ObjKey, Cached>) -> Vec<MirrorRef> {
+        let mut triggers = Vec::new();
+        for (key, old) in &self.objects {
+            if listed.get(key) != Some(old) {
+                triggers.extend(old.mirrors());
+            }
+        }
+        for (key, new) in &listed {
+            if self.objects.get(key) != Some(new) {
+                triggers.extend(new.mirrors());
+            }
+        }
+        self.pending.clear();
+        let keys: Vec<ObjKey> = self.objects.keys().cloned().collect();
+        for key in keys {
+            if !listed.contains_key(&key) {
+                self.put(&key, None);
+            }
+        }
+        for (key, new) in listed {
+            if self.objects.get(&key) != Some(&new) {
+                self.put(&key, Some(new));
+            }
+        }
+        triggers
+    }
+
+    /// Gives up on echoes that did not come: shows the watch's view again.
+    fn sweep(&mut self, now: Instant) -> Vec<MirrorRef> {
+        if self
+            .last_sweep
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return Vec::new();
+        }
+        self.last_sweep = Some(now);
+        let expired: Vec<ObjKey> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.since) >= ECHO_WAIT)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut triggers = Vec::new();
+        for key in expired {
+            if let Some(p) = self.pending.remove(&key) {
+                triggers.extend(p.base.iter().flat_map(Cached::mirrors));
+                if let Some(shown) = self.objects.get(&key) {
+                    triggers.extend(shown.mirrors());
+                }
+                self.put(&key, p.base);
+            }
+        }
+        triggers
+    }
+
+    /// Shows an own write at once, until the watch delivers it.
+    fn wrote(&mut self, key: ObjKey, written: Option<Cached>, now: Instant) {
+        let expect = written.as_ref().map(|c| c.resource_version.clone());
+        let already = match &expect {
+            // A write that changed nothing keeps its resourceVersion and
+            // never comes back through the watch.
+            Some(rv) => rv.is_some() && self.shown_version(&key) == rv.as_deref(),
+            None => !self.objects.contains_key(&key),
+        };
+        if already && !self.pending.contains_key(&key) {
+            return;
+        }
+        let base = self.objects.get(&key).cloned();
+        let pending = self.pending.entry(key.clone()).or_insert(Pending {
+            expect: None,
+            base,
+            since: now,
+        });
+        pending.expect = expect.flatten();
+        pending.since = now;
+        self.put(&key, written);
+    }
+}
+
+/// The cache. Cheap to share: every method takes `&self`.
+pub struct EntryCache {
+    state: Mutex<State>,
+    ready: watch::Sender<bool>,
+    triggers: broadcast::Sender<MirrorRef>,
+}
+
+impl Default for EntryCache {
+    fn default() -> Self {
+        EntryCache {
+            state: Mutex::default(),
+            ready: watch::Sender::new(false),
+            triggers: broadcast::Sender::new(TRIGGER_CAPACITY),
+        }
+    }
+}
+
+impl EntryCache {
+    /// Starts the watch of every managed entry in `scope`; it runs until the
+    /// returned task is aborted.
+    pub fn start(
+        client: &Client,
+        scope: &Scope,
+    ) -> (std::sync::Arc<EntryCache>, tokio::task::JoinHandle<()>) {
+        let cache = std::sync::Arc::new(EntryCache::default());
+        let stream = watcher(
+            scope.entries(client),
+            watcher::Config::default().labels(&managed_selector()),
+        )
+        .default_backoff();
+        let feed = cache.clone();
+        let task = tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(event) => feed.handle(event),
+                    // The watcher backs off and re-lists (410 Expired included).
+                    Err(err) => tracing::debug!(%err, "WorkloadEntry watch error"),
+                }
+            }
+        });
+        (cache, task)
+    }
+
+    /// Applies one watch event.
+    pub fn handle(&self, event: watcher::Event<DynamicObject>) {
+        let triggers = {
+            let Ok(mut state) = self.state.lock() else {
+                return;
+            };
+            let mut triggers = state.sweep(Instant::now());
+            match event {
+                watcher::Event::Apply(obj) => {
+                    let key = object_key(&obj);
+                    triggers.extend(state.observe(key, Cached::from_object(&obj)));
+                }
+                watcher::Event::Delete(obj) => {
+                    triggers.extend(state.observe(object_key(&obj), None));
+                }
+                watcher::Event::Init => state.relist = Some(HashMap::new()),
+                watcher::Event::InitApply(obj) => {
+                    if let (Some(relist), Some(c)) = (&mut state.relist, Cached::from_object(&obj))
+                    {
+                        relist.insert(c.key(), c);
+                    }
+                }
+                watcher::Event::InitDone => {
+                    let listed = state.relist.take().unwrap_or_default();
+                    triggers.extend(state.replace(listed));
+                    self.ready.send_replace(true);
+                }
+            }
+            triggers
+        };
+        self.send(triggers);
+    }
+
+    fn send(&self, triggers: Vec<MirrorRef>) {
+        let mut seen = HashSet::new();
+        for t in triggers {
+            if seen.insert(t.clone()) {
+                // No receiver (not leading) is fine: nothing to trigger.
+                let _ = self.triggers.send(t);
+            }
+        }
+    }
+
+    /// Resolves once the cache holds a full list.
+    pub async fn ready(&self) -> bool {
+        self.ready.subscribe().wait_for(|r| *r).await.is_ok()
+    }
+
+    /// The entries `owner` owns.
+    pub fn owned(&self, owner: &Owner) -> Vec<ActualEntry> {
+        let Ok(state) = self.state.lock() else {
+            return Vec::new();
+        };
+        let Some(bucket) = state
+            .buckets
+            .get(&(owner.namespace.clone(), owner.uid.clone()))
+        else {
+            return Vec::new();
+        };
+        bucket
+            .names
+            .iter()
+            .filter_map(|name| state.objects.get(&(owner.namespace.clone(), name.clone())))
+            .filter(|c| c.owned_by(owner))
+            .map(|c| c.entry.clone())
+            .collect()
+    }
+
+    /// Changes whenever an entry `owner` may own changes; equal values mean
+    /// [`EntryCache::owned`] would answer the same.
+    pub fn version(&self, owner: &Owner) -> u64 {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| {
+                s.buckets
+                    .get(&(owner.namespace.clone(), owner.uid.clone()))
+                    .map(|b| b.version)
+            })
+            .unwrap_or(0)
+    }
+
+    /// Records an entry as the API server answered an own write.
+    pub fn wrote(&self, obj: &DynamicObject) {
+        let written = Cached::from_object(obj);
+        if let Ok(mut state) = self.state.lock() {
+            state.wrote(object_key(obj), written, Instant::now());
+        }
+    }
+
+    /// Records an own delete.
+    pub fn deleted(&self, namespace: &str, name: &str) {
+        if let Ok(mut state) = self.state.lock() {
+            state.wrote((namespace.into(), name.into()), None, Instant::now());
+        }
+    }
+
+    /// How many entries the cache shows.
+    pub fn len(&self) -> usize {
+        self.state.lock().map(|s| s.objects.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Mirrors whose entries somebody else changed, from now on.
+    pub fn changes(&self) -> impl Stream<Item = MirrorRef> + Send + 'static {
+        tokio_stream::wrappers::BroadcastStream::new(self.triggers.subscribe()).filter_map(
+            |t| async move {
+                match t {
+                    Ok(t) => Some(t),
+                    Err(err) => {
+                        // Lost triggers: the mirrors' intervals catch up.
+                        tracing::warn!(%err, "entry change triggers dropped");
+                        None
+                    }
+                }
+            },
+        )
+    }
+}
+
+fn object_key(obj: &DynamicObject) -> ObjKey {
+    (
+        obj.metadata.namespace.clone().unwrap_or_default(),
+        obj.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn label_map<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> std::collections::BTreeMap<String, String> {
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn owner() -> Owner {
+        Owner {
+            namespace: "ns".into(),
+            name: "m".into(),
+            uid: "u1".into(),
+        }
+    }
+
+    fn obj(name: &str, rv: &str, address: &str) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "WorkloadEntry",
+            "metadata": {
+                "name": name, "namespace": "ns", "resourceVersion": rv,
+                "labels": {keys::MANAGED_BY: keys::MANAGER, keys::MIRROR: "m"},
+                "ownerReferences": [{"apiVersion": "meshmirror.io/v1alpha1",
+                    "kind": "ScalingGroupMirror", "name": "m", "uid": "u1"}],
+                "managedFields": [{"manager": "meshmirror", "operation": "Apply"}],
+            },
+            "spec": {"address": address},
+        }))
+        .unwrap()
+    }
+
+    fn listed(cache: &EntryCache, objs: &[DynamicObject]) {
+        cache.handle(watcher::Event::Init);
+        for o in objs {
+            cache.handle(watcher::Event::InitApply(o.clone()));
+        }
+        cache.handle(watcher::Event::InitDone);
+    }
+
+    fn addresses(cache: &EntryCache) -> Vec<(String, String)> {
+        cache
+            .owned(&owner())
+            .into_iter()
+            .map(|e| (e.name, e.spec.address))
+            .collect()
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn owned_reads_only_the_owners_bucket_and_checks_ownership() {
+        let cache = EntryCache::default();
+        let mut impostor = obj("x", "5", "10.0.0.9");
+        impostor.metadata.labels.as_mut().unwrap().insert(keys::MIRROR.into(), "other".into());
+        let mut foreign = obj("f", "6", "10.0.0.8");
+        foreign.metadata.labels.as_mut().unwrap().remove(keys::MANAGED_BY);
+        listed(&cache, &[obj("a", "1", "10.0.0.1"), impostor, foreign]);
+        assert_eq!(addresses(&cache), pairs(&[("a", "10.0.0.1")]));
+        let elsewhere = Owner {
+            namespace: "other-ns".into(),
+            ..owner()
+        };
+        assert!(cache.owned(&elsewhere).is_empty());
+        assert_eq!(cache.len(), 2, "the foreign entry is not cached");
+    }
+
+    #[test]
+    fn an_own_write_shows_at_once_and_its_echo_triggers_nothing() {
+        let cache = EntryCache::default();
+        listed(&cache, &[obj("a", "1", "10.0.0.1")]);
+        let mut changes = Box::pin(cache.changes());
+        let v0 = cache.version(&owner());
+        cache.wrote(&obj("b", "2", "10.0.0.2"));
+        assert_eq!(
+            addresses(&cache),
+            pairs(&[("a", "10.0.0.1"), ("b", "10.0.0.2")])
+        );
+        let v1 = cache.version(&owner());
+        assert_ne!(v0, v1);
+        // The echo changes nothing and triggers nothing.
+        cache.handle(watcher::Event::Apply(obj("b", "2", "10.0.0.2")));
+        // Somebody else's change triggers the owner.
+        cache.handle(watcher::Event::Apply(obj("a", "3", "10.9.9.9")));
+        let first = futures::executor::block_on(changes.next()).unwrap();
+        assert_eq!(
+            first,
+            MirrorRef {
+                namespace: "ns".into(),
+                name: "m".into()
+            }
+        );
+        assert_eq!(
+            addresses(&cache),
+            pairs(&[("a", "10.9.9.9"), ("b", "10.0.0.2")])
+        );
+        assert!(
+            futures::FutureExt::now_or_never(changes.next()).is_none(),
+            "one trigger only"
+        );
+    }
+
+    #[test]
+    fn a_lagging_watch_does_not_undo_an_own_write() {
+        let cache = EntryCache::default();
+        listed(&cache, &[obj("a", "1", "10.0.0.1")]);
+        cache.wrote(&obj("a", "4", "10.0.0.4"));
+        // An older event still in flight arrives after the write.
+        cache.handle(watcher::Event::Apply(obj("a", "2", "10.0.0.2")));
+        assert_eq!(addresses(&cache), pairs(&[("a", "10.0.0.4")]));
+        cache.handle(watcher::Event::Apply(obj("a", "4", "10.0.0.4")));
+        cache.handle(watcher::Event::Apply(obj("a", "5", "10.0.0.5")));
+        assert_eq!(addresses(&cache), pairs(&[("a", "10.0.0.5")]));
+    }
+
+    #[test]
+    fn an_own_delete_hides_the_entry_until_the_watch_confirms_it() {
+        let cache = EntryCache::default();
+        listed(&cache, &[obj("a", "1", "10.0.0.1"), obj("b", "2", "10.0.0.2")]);
+        let mut changes = Box::pin(cache.changes());
+        cache.deleted("ns", "a");
+        assert_eq!(addresses(&cache), pairs(&[("b", "10.0.0.2")]));
+        cache.handle(watcher::Event::Apply(obj("a", "1", "10.0.0.1")));
+        assert_eq!(addresses(&cache), pairs(&[("b", "10.0.0.2")]));
+        cache.handle(watcher::Event::Delete(obj("a", "1", "10.0.0.1")));
+        assert_eq!(addresses(&cache), pairs(&[("b", "10.0.0.2")]));
+        // Only the stale event triggered; the confirmed delete did not.
+        assert!(futures::executor::block_on(changes.next()).is_some());
+        assert!(futures::FutureExt::now_or_never(changes.next()).is_none());
+        // Somebody else deleting an entry triggers its owner.
+        cache.handle(watcher::Event::Delete(obj("b", "2", "10.0.0.2")));
+        assert!(futures::executor::block_on(changes.next()).is_some());
+        assert!(cache.owned(&owner()).is_empty());
+        assert_eq!(cache.version(&owner()), 0);
+    }
+
+    #[test]
+    fn a_write_that_changed_nothing_waits_for_no_echo() {
+        let cache = EntryCache::default();
+        listed(&cache, &[obj("a", "1", "10.0.0.1")]);
+        let v = cache.version(&owner());
+        cache.wrote(&obj("a", "1", "10.0.0.1"));
+        assert_eq!(cache.version(&owner()), v);
+        assert!(cache.state.lock().unwrap().pending.is_empty());
+    }
+
+    #[test]
+    fn an_echo_that_never_comes_gives_way_to_the_watch() {
+        let cache = EntryCache::default();
+        listed(&cache, &[obj("a", "1", "10.0.0.1")]);
+        let start = Instant::now();
+        {
+            let mut s = cache.state.lock().unwrap();
+            s.wrote(("ns".into(), "a".into()), Cached::from_object(&obj("a", "2", "10.0.0.2")), start);
+            // Overtaken: somebody's newer change arrived, ours never will.
+            s.observe(("ns".into(), "a".into()), Cached::from_object(&obj("a", "3", "10.0.0.3")));
+            assert!(s.sweep(start + Duration::from_secs(5)).is_empty());
+            assert!(!s.sweep(start + ECHO_WAIT + Duration::from_secs(2)).is_empty());
+        }
+        assert_eq!(addresses(&cache), pairs(&[("a", "10.0.0.3")]));
+    }
+
+    #[test]
+    fn a_relist_replaces_own_writes_and_triggers_only_changed_owners() {
+        let cache = EntryCache::default();
+        listed(&cache, &[obj("a", "1", "10.0.0.1")]);
+        cache.wrote(&obj("b", "2", "10.0.0.2"));
+        let mut changes = Box::pin(cache.changes());
+        listed(&cache, &[obj("a", "1", "10.0.0.1"), obj("b", "2", "10.0.0.2")]);
+        assert!(futures::FutureExt::now_or_never(changes.next()).is_none());
+        assert!(cache.state.lock().unwrap().pending.is_empty());
+        listed(&cache, &[obj("b", "2", "10.0.0.2")]);
+        assert!(futures::executor::block_on(changes.next()).is_some());
+        assert_eq!(addresses(&cache), pairs(&[("b", "10.0.0.2")]));
+    }
+
+    #[test]
+    fn managed_fields_and_last_applied_are_not_kept() {
+        let mut o = obj("a", "1", "10.0.0.1");
+        o.metadata.annotations = Some(label_map([(LAST_APPLIED, "{...}"), ("x", "y")]));
+        let c = Cached::from_object(&o).unwrap();
+        assert_eq!(c.entry.annotations, label_map([("x", "y")]));
+    }
+}
