@@ -212,8 +212,8 @@ pub async fn run(
     let changed = entries
         .changes()
         .map(|m| ObjectRef::new(&m.name).within(&m.namespace));
-    let controller = Controller::new(scope.mirrors(&client), watcher::Config::default())
-        .reconcile_on(changed);
+    let controller =
+        Controller::new(scope.mirrors(&client), watcher::Config::default()).reconcile_on(changed);
     let pending: PendingAcks = Arc::default();
     let feeds: Vec<_> = reconciler
         .providers

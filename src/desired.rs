@@ -310,15 +310,40 @@ fn entry(
     }
 }
 
-fn content_hash(
+/// The hash kept in the applied-hash annotation: SHA-256 of the JSON array
+/// `[labels, annotations, spec, healthy]` (maps with sorted keys), first 8
+/// bytes in hex. Serialized straight into the hasher; the bytes must never
+/// change, or every entry would be rewritten on upgrade.
+pub fn content_hash(
     labels: &BTreeMap<String, String>,
     annotations: &BTreeMap<String, String>,
     spec: &WorkloadEntrySpec,
     healthy: Option<bool>,
 ) -> String {
-    let body = serde_json::json!([labels, annotations, spec, healthy]);
-    let digest = Sha256::digest(body.to_string().as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    struct Sink(Sha256);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    // Through a Value, the spec's keys come out sorted (a struct would
+    // serialize in field order); it is small.
+    let spec = serde_json::to_value(spec).unwrap_or_default();
+    let mut sink = Sink(Sha256::new());
+    // Maps of strings and a Value cannot fail to serialize.
+    let _ = serde_json::to_writer(&mut sink, &(labels, annotations, &spec, healthy));
+    let digest = sink.0.finalize();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(16);
+    for b in digest.iter().take(8) {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -582,6 +607,34 @@ mod tests {
         let d = run("health: Cloud\nworkloads: [{name: a}]", &members);
         let health: Vec<_> = d.entries.iter().map(|e| e.healthy).collect();
         assert_eq!(health, [Some(true), Some(false)]);
+    }
+
+    #[test]
+    fn the_content_hash_keeps_the_bytes_of_the_first_release() {
+        // As 0.1 computed it: a json! Value rendered to a String. A change
+        // here rewrites every entry of every user on upgrade.
+        let labels = BTreeMap::from([("app".to_string(), "api".to_string())]);
+        let annotations = BTreeMap::from([(keys::INSTANCE_ID.to_string(), "i-ü".to_string())]);
+        for (spec, healthy) in [
+            (WorkloadEntrySpec::default(), None),
+            (
+                WorkloadEntrySpec {
+                    address: "10.0.0.1".into(),
+                    ports: BTreeMap::from([("http".to_string(), 8080)]),
+                    labels: labels.clone(),
+                    network: Some("n1".into()),
+                    locality: Some("r/z".into()),
+                    weight: Some(3),
+                    service_account: Some("sa".into()),
+                },
+                Some(true),
+            ),
+        ] {
+            let body = serde_json::json!([labels, annotations, spec, healthy]);
+            let digest = Sha256::digest(body.to_string().as_bytes());
+            let old: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            assert_eq!(content_hash(&labels, &annotations, &spec, healthy), old);
+        }
     }
 
     #[test]

@@ -13,10 +13,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use serde::Deserialize;
 use kube::Client;
 use kube::api::DynamicObject;
 use kube::runtime::{WatchStreamExt, watcher};
+use serde::Deserialize;
 use tokio::sync::{broadcast, watch};
 
 use crate::cluster::Owner;
@@ -549,9 +549,19 @@ mod tests {
     fn owned_reads_only_the_owners_bucket_and_checks_ownership() {
         let cache = EntryCache::default();
         let mut impostor = obj("x", "5", "10.0.0.9");
-        impostor.metadata.labels.as_mut().unwrap().insert(keys::MIRROR.into(), "other".into());
+        impostor
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(keys::MIRROR.into(), "other".into());
         let mut foreign = obj("f", "6", "10.0.0.8");
-        foreign.metadata.labels.as_mut().unwrap().remove(keys::MANAGED_BY);
+        foreign
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .remove(keys::MANAGED_BY);
         listed(&cache, &[obj("a", "1", "10.0.0.1"), impostor, foreign]);
         assert_eq!(addresses(&cache), pairs(&[("a", "10.0.0.1")]));
         let elsewhere = Owner {
@@ -613,7 +623,10 @@ mod tests {
     #[test]
     fn an_own_delete_hides_the_entry_until_the_watch_confirms_it() {
         let cache = EntryCache::default();
-        listed(&cache, &[obj("a", "1", "10.0.0.1"), obj("b", "2", "10.0.0.2")]);
+        listed(
+            &cache,
+            &[obj("a", "1", "10.0.0.1"), obj("b", "2", "10.0.0.2")],
+        );
         let mut changes = Box::pin(cache.changes());
         cache.deleted("ns", "a");
         assert_eq!(addresses(&cache), pairs(&[("b", "10.0.0.2")]));
@@ -648,11 +661,21 @@ mod tests {
         let start = Instant::now();
         {
             let mut s = cache.state.lock().unwrap();
-            s.wrote(("ns".into(), "a".into()), Cached::from_object(&obj("a", "2", "10.0.0.2")), start);
+            s.wrote(
+                ("ns".into(), "a".into()),
+                Cached::from_object(&obj("a", "2", "10.0.0.2")),
+                start,
+            );
             // Overtaken: somebody's newer change arrived, ours never will.
-            s.observe(("ns".into(), "a".into()), Cached::from_object(&obj("a", "3", "10.0.0.3")));
+            s.observe(
+                ("ns".into(), "a".into()),
+                Cached::from_object(&obj("a", "3", "10.0.0.3")),
+            );
             assert!(s.sweep(start + Duration::from_secs(5)).is_empty());
-            assert!(!s.sweep(start + ECHO_WAIT + Duration::from_secs(2)).is_empty());
+            assert!(
+                !s.sweep(start + ECHO_WAIT + Duration::from_secs(2))
+                    .is_empty()
+            );
         }
         assert_eq!(addresses(&cache), pairs(&[("a", "10.0.0.3")]));
     }
@@ -663,7 +686,10 @@ mod tests {
         listed(&cache, &[obj("a", "1", "10.0.0.1")]);
         cache.wrote(&obj("b", "2", "10.0.0.2"));
         let mut changes = Box::pin(cache.changes());
-        listed(&cache, &[obj("a", "1", "10.0.0.1"), obj("b", "2", "10.0.0.2")]);
+        listed(
+            &cache,
+            &[obj("a", "1", "10.0.0.1"), obj("b", "2", "10.0.0.2")],
+        );
         assert!(futures::FutureExt::now_or_never(changes.next()).is_none());
         assert!(cache.state.lock().unwrap().pending.is_empty());
         listed(&cache, &[obj("b", "2", "10.0.0.2")]);

@@ -158,7 +158,12 @@ mod tests {
             .collect()
     }
 
-    fn computed(memo: &PassMemo, generation: i64, m: &[Instance], calls: &Cell<u32>) -> Arc<Desired> {
+    fn computed(
+        memo: &PassMemo,
+        generation: i64,
+        m: &[Instance],
+        calls: &Cell<u32>,
+    ) -> Arc<Desired> {
         memo.desired("u", Some(generation), m, &BTreeMap::new(), || {
             calls.set(calls.get() + 1);
             Desired {
@@ -193,7 +198,7 @@ mod tests {
         computed(&memo, 2, &moved, &calls);
         assert_eq!(calls.get(), 4, "a member's address changed");
         let groups = BTreeMap::from([("g".to_string(), GroupTemplate::default())]);
-        memo.desired("u", Some(2), &moved, &groups, || Desired::default());
+        memo.desired("u", Some(2), &moved, &groups, Desired::default);
         let c = Cell::new(0);
         memo.desired("u", Some(2), &moved, &groups, || {
             c.set(1);
@@ -233,11 +238,7 @@ mod tests {
         memo.status_written("u", &status, t);
         assert!(memo.status_recently_written("u", t, |s| s.entries == 3));
         assert!(!memo.status_recently_written("u", t, |s| s.entries == 4));
-        assert!(!memo.status_recently_written(
-            "u",
-            t + STATUS_ECHO_WAIT,
-            |s| s.entries == 3
-        ));
+        assert!(!memo.status_recently_written("u", t + STATUS_ECHO_WAIT, |s| s.entries == 3));
         memo.forget("u");
         assert!(!memo.status_recently_written("u", t, |_| true));
     }

@@ -157,10 +157,16 @@ impl Reconciler {
         status.group = Some(config.group.to_string());
 
         if let Err(message) = self.allowed.check(&owner.namespace, &config.group) {
+            let deferred = self.withdraw(owner, spec).await;
             let failure = Failure {
                 reason: "GroupNotAllowed",
                 message,
-                requeue: INVALID_SPEC_RECHECK,
+                // Entries still to withdraw go at the pace of a sync.
+                requeue: if deferred > 0 {
+                    Duration::from_secs(1)
+                } else {
+                    INVALID_SPEC_RECHECK
+                },
             };
             return self.fail(owner, &old, status, failure).await;
         }
@@ -381,6 +387,44 @@ impl Reconciler {
         report.status_written = self.write_status_if_changed(owner, &old, status).await;
         report.requeue = requeue;
         report
+    }
+
+    /// Deletes the entries a mirror wrote before its group was denied (the
+    /// allow-list was narrowed), within the mirror's delete policy. Returns
+    /// how many wait for a later pass.
+    async fn withdraw(&self, owner: &Owner, spec: &crate::crd::ScalingGroupMirrorSpec) -> usize {
+        let actual = match self.cluster.owned_entries(owner).await {
+            Ok(actual) if !actual.is_empty() => actual,
+            Ok(_) => return 0,
+            Err(err) => {
+                tracing::warn!(namespace = %owner.namespace, mirror = %owner.name, %err,
+                    "could not list the entries of a denied group");
+                return 0;
+            }
+        };
+        let plan = plan::plan(
+            &[],
+            &actual,
+            &BTreeSet::new(),
+            DeletePolicy {
+                policy: spec.sync.policy,
+                max_per_pass: spec.sync.max_deletes_per_pass,
+            },
+        );
+        let report = self.apply(owner, &plan).await;
+        if report.deleted > 0 {
+            let note = format!(
+                "deleted {} WorkloadEntries: the allow-list (--allowed-groups) no longer allows this group",
+                report.deleted
+            );
+            tracing::info!(namespace = %owner.namespace, mirror = %owner.name,
+                deleted = report.deleted, deferred = plan.deferred_deletes,
+                "entries of a denied group withdrawn");
+            self.cluster
+                .event(owner, EventType::Normal, "EntriesWithdrawn", &note)
+                .await;
+        }
+        plan.deferred_deletes + report.failed_writes
     }
 
     async fn members(
@@ -638,9 +682,7 @@ impl Reconciler {
         let now = Instant::now();
         if self
             .memo
-            .status_recently_written(&owner.uid, now, |written| {
-                !status_differs(written, &status)
-            })
+            .status_recently_written(&owner.uid, now, |written| !status_differs(written, &status))
         {
             // The mirror cache has not caught up with the last write yet.
             return false;

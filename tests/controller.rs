@@ -761,3 +761,65 @@ async fn an_advisory_event_is_recorded_on_the_mirror_and_changes_nothing() {
             .collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn an_entry_changed_or_deleted_by_hand_is_restored_at_once_and_own_writes_cause_no_loop() {
+    let h = Harness::start(sim_with(3)).await;
+    // An interval far beyond the test's patience: only the entry watch can do it.
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        &format!("{TWO_WORKLOADS}  sync: {{interval: 1h}}\n"),
+    ))
+    .await;
+    let entries = h
+        .wait_entries("default", "6 entries", |e| e.len() == 6)
+        .await;
+    // Quiet: own writes coming back through the watch start no further pass.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let quiet = h.server.requests();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let during = h.server.requests().since(&quiet);
+    assert_eq!(during.writes(), 0, "{:?}", during.entries());
+
+    let name = entries[0].metadata.name.clone().unwrap();
+    let address = entries[0].data["spec"]["address"].clone();
+    h.entries_api("default")
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"address": "10.9.9.9"}})),
+        )
+        .await
+        .unwrap();
+    h.wait_entries("default", "the edited address restored", |e| {
+        e.iter().any(|o| {
+            o.metadata.name.as_deref() == Some(name.as_str())
+                && o.data["spec"]["address"] == address
+        })
+    })
+    .await;
+
+    let gone = entries[1].metadata.name.clone().unwrap();
+    let before = h.server.requests();
+    h.entries_api("default")
+        .delete(&gone, &DeleteParams::default())
+        .await
+        .unwrap();
+    h.wait_entries("default", "the deleted entry back", |e| {
+        e.len() == 6
+            && e.iter()
+                .any(|o| o.metadata.name.as_deref() == Some(gone.as_str()))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let during = h.server.requests().since(&before);
+    // Our delete plus one re-create: nothing else was rewritten.
+    assert_eq!(
+        during.get(Verb::Patch, "workloadentries"),
+        1,
+        "{:?}",
+        during.entries()
+    );
+    assert_eq!(during.get(Verb::Delete, "workloadentries"), 1);
+}

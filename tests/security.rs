@@ -390,3 +390,57 @@ async fn a_namespaced_controller_ignores_mirrors_elsewhere() {
     assert!(other.status.is_none(), "{:?}", other.status);
     assert!(h.entries("team-b").await.is_empty());
 }
+
+#[tokio::test]
+async fn a_narrowed_allow_list_withdraws_entries_within_the_delete_policy() {
+    let sim = sim_groups(&[("team-a-web", 5), ("team-b-db", 1)]);
+    let h = Harness::without_controller(sim).await;
+    namespaces(&h, &["team-b"]).await;
+    let mirror = |name: &str, sync: &str| {
+        mirror_yaml(
+            "team-b",
+            name,
+            &format!("  workloads: [{{name: app}}]\n  sync: {sync}\n"),
+        )
+        .replace("group: web", "group: team-a-web")
+    };
+    h.create_mirror(&mirror("steal", "{maxDeletesPerPass: 2}"))
+        .await;
+    h.create_mirror(&mirror("keep", "{policy: UpsertOnly}"))
+        .await;
+    {
+        // Before the allow-list: team-b mirrors team-a's VMs.
+        let _open = run_with(&h, RunOptions::default());
+        h.wait_entries("team-b", "5 + 5 entries", |e| e.len() == 10)
+            .await;
+    }
+    let requests = h.server.requests();
+    let _narrowed = run_with(
+        &h,
+        RunOptions {
+            allowed_groups: vec!["team-b=sim:team-b-*".into()],
+            ..RunOptions::default()
+        },
+    );
+    let left = h
+        .wait_entries("team-b", "steal's entries withdrawn", |e| {
+            e.iter().all(|o| label(o, keys::MIRROR) == "keep")
+        })
+        .await;
+    assert_eq!(left.len(), 5, "UpsertOnly never deletes");
+    let status = h
+        .wait_status("team-b", "steal", "GroupNotAllowed", |s| {
+            condition(s, "Ready").is_some_and(|c| c.reason == "GroupNotAllowed")
+        })
+        .await;
+    assert_eq!(condition(&status, "Degraded").unwrap().status, "True");
+    let note = wait_event(&h, "team-b", "EntriesWithdrawn").await;
+    assert!(note.contains("--allowed-groups"), "{note}");
+    let during = h.server.requests().since(&requests);
+    assert_eq!(during.get(Verb::Delete, "workloadentries"), 5);
+    assert_eq!(
+        during.get(Verb::Patch, "workloadentries"),
+        0,
+        "nothing written for a denied group"
+    );
+}
