@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use meshmirror_provider::Instance;
 
 use crate::crd::ScalingGroupMirrorStatus;
-use crate::desired::Desired;
 use crate::lifecycle::InstanceEntries;
 use crate::workloadentry::GroupTemplate;
 
@@ -20,17 +19,22 @@ const STATUS_ECHO_WAIT: Duration = Duration::from_secs(30);
 /// Entries per instance after a pass, as lifecycle decisions read them.
 pub type EntriesAfter = BTreeMap<String, InstanceEntries>;
 
-/// A pass that found nothing to write.
-#[derive(Clone)]
+/// A pass that found nothing to write, and what its status was made of.
+#[derive(Clone, Debug)]
 pub struct Clean {
     /// The entry cache's version for the mirror when the pass read it.
     pub entries_version: u64,
     pub after: Arc<EntriesAfter>,
     pub deferred_deletes: usize,
+    /// Members counted in status.
+    pub members: usize,
+    /// Members skipped (no address, duplicate address).
+    pub skipped: usize,
 }
 
-/// Everything `desired` is computed from (the mirror's name and uid are
-/// fixed for the memo's key).
+/// Everything the desired state is computed from (the mirror's name and uid
+/// are fixed for the memo's key). The members are kept, not the desired
+/// entries: they are a fraction of the size.
 struct Inputs {
     generation: Option<i64>,
     members: Vec<Instance>,
@@ -39,8 +43,7 @@ struct Inputs {
 
 #[derive(Default)]
 struct Memo {
-    desired: Option<(Inputs, Arc<Desired>)>,
-    clean: Option<Clean>,
+    clean: Option<(Inputs, Clean)>,
     status: Option<(ScalingGroupMirrorStatus, Instant)>,
 }
 
@@ -51,68 +54,51 @@ pub struct PassMemo {
 }
 
 impl PassMemo {
-    /// The desired state for these inputs: the previous one when they did
-    /// not change, else `compute()`'s (which forgets the clean mark).
-    pub fn desired(
+    /// The clean pass to repeat, when neither the inputs of the desired
+    /// state nor the entries (by the cache's version) changed since it.
+    pub fn clean(
         &self,
         uid: &str,
         generation: Option<i64>,
         members: &[Instance],
         groups: &BTreeMap<String, GroupTemplate>,
-        compute: impl FnOnce() -> Desired,
-    ) -> Arc<Desired> {
-        if let Ok(mirrors) = self.mirrors.lock()
-            && let Some((inputs, desired)) = mirrors.get(uid).and_then(|m| m.desired.as_ref())
-            && inputs.generation == generation
-            && inputs.members == members
-            && inputs.groups == *groups
-        {
-            return desired.clone();
-        }
-        let desired = Arc::new(compute());
-        if let Ok(mut mirrors) = self.mirrors.lock() {
-            let memo = mirrors.entry(uid.to_string()).or_default();
-            memo.desired = Some((
-                Inputs {
-                    generation,
-                    members: members.to_vec(),
-                    groups: groups.clone(),
-                },
-                desired.clone(),
-            ));
-            memo.clean = None;
-        }
-        desired
-    }
-
-    /// The clean pass to repeat, when neither the desired state (`desired`
-    /// must be the memo's own) nor the entries changed since it.
-    pub fn clean(
-        &self,
-        uid: &str,
-        desired: &Arc<Desired>,
         entries_version: Option<u64>,
     ) -> Option<Clean> {
         let version = entries_version?;
         let mirrors = self.mirrors.lock().ok()?;
-        let memo = mirrors.get(uid)?;
-        let (_, current) = memo.desired.as_ref()?;
-        memo.clean
-            .as_ref()
-            .filter(|c| c.entries_version == version && Arc::ptr_eq(current, desired))
-            .cloned()
+        let (inputs, clean) = mirrors.get(uid)?.clean.as_ref()?;
+        (clean.entries_version == version
+            && inputs.generation == generation
+            && inputs.members == members
+            && inputs.groups == *groups)
+            .then(|| clean.clone())
     }
 
-    /// Marks a pass against `desired` that found nothing to write.
-    pub fn mark_clean(&self, uid: &str, desired: &Arc<Desired>, clean: Clean) {
+    /// Marks a pass that found nothing to write.
+    pub fn mark_clean(
+        &self,
+        uid: &str,
+        generation: Option<i64>,
+        members: &[Instance],
+        groups: &BTreeMap<String, GroupTemplate>,
+        clean: Clean,
+    ) {
+        if let Ok(mut mirrors) = self.mirrors.lock() {
+            let inputs = Inputs {
+                generation,
+                members: members.to_vec(),
+                groups: groups.clone(),
+            };
+            mirrors.entry(uid.to_string()).or_default().clean = Some((inputs, clean));
+        }
+    }
+
+    /// Forgets the clean mark (a pass that wrote, or failed).
+    pub fn dirty(&self, uid: &str) {
         if let Ok(mut mirrors) = self.mirrors.lock()
             && let Some(memo) = mirrors.get_mut(uid)
-            && memo
-                .desired
-                .as_ref()
-                .is_some_and(|(_, d)| Arc::ptr_eq(d, desired))
         {
-            memo.clean = Some(clean);
+            memo.clean = None;
         }
     }
 
@@ -149,7 +135,6 @@ impl PassMemo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::Cell;
     use std::net::Ipv4Addr;
 
     fn members(n: u8) -> Vec<Instance> {
@@ -158,72 +143,47 @@ mod tests {
             .collect()
     }
 
-    fn computed(
-        memo: &PassMemo,
-        generation: i64,
-        m: &[Instance],
-        calls: &Cell<u32>,
-    ) -> Arc<Desired> {
-        memo.desired("u", Some(generation), m, &BTreeMap::new(), || {
-            calls.set(calls.get() + 1);
-            Desired {
-                members: m.len(),
-                ..Desired::default()
-            }
-        })
-    }
-
     fn clean(version: u64) -> Clean {
         Clean {
             entries_version: version,
             after: Arc::default(),
             deferred_deletes: 0,
+            members: 3,
+            skipped: 0,
         }
     }
 
     #[test]
-    fn desired_is_computed_again_only_when_an_input_changed() {
+    fn a_clean_mark_holds_only_while_inputs_and_entries_are_unchanged() {
         let memo = PassMemo::default();
-        let calls = Cell::new(0);
-        let a = computed(&memo, 1, &members(3), &calls);
-        let b = computed(&memo, 1, &members(3), &calls);
-        assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(calls.get(), 1);
-        computed(&memo, 2, &members(3), &calls);
-        assert_eq!(calls.get(), 2, "a new generation");
-        computed(&memo, 2, &members(4), &calls);
-        assert_eq!(calls.get(), 3, "a new member");
-        let mut moved = members(4);
-        moved[0].private_ipv4 = Some(Ipv4Addr::new(10, 9, 9, 9));
-        computed(&memo, 2, &moved, &calls);
-        assert_eq!(calls.get(), 4, "a member's address changed");
-        let groups = BTreeMap::from([("g".to_string(), GroupTemplate::default())]);
-        memo.desired("u", Some(2), &moved, &groups, Desired::default);
-        let c = Cell::new(0);
-        memo.desired("u", Some(2), &moved, &groups, || {
-            c.set(1);
-            Desired::default()
-        });
-        assert_eq!(c.get(), 0, "same WorkloadGroups");
-    }
-
-    #[test]
-    fn a_clean_mark_holds_only_for_its_desired_state_and_entries_version() {
-        let memo = PassMemo::default();
-        let calls = Cell::new(0);
-        let d = computed(&memo, 1, &members(2), &calls);
-        assert!(memo.clean("u", &d, Some(7)).is_none());
-        memo.mark_clean("u", &d, clean(7));
-        assert!(memo.clean("u", &d, Some(7)).is_some());
-        assert!(memo.clean("u", &d, Some(8)).is_none(), "entries changed");
-        assert!(memo.clean("u", &d, None).is_none(), "no watch cache");
-        let d2 = computed(&memo, 1, &members(3), &calls);
-        assert!(memo.clean("u", &d2, Some(7)).is_none(), "desired changed");
-        memo.mark_clean("u", &d, clean(9));
-        assert!(
-            memo.clean("u", &d2, Some(9)).is_none(),
-            "a stale desired state cannot mark clean"
+        let none = BTreeMap::new();
+        let m = members(3);
+        assert!(memo.clean("u", Some(1), &m, &none, Some(7)).is_none());
+        memo.mark_clean("u", Some(1), &m, &none, clean(7));
+        assert_eq!(
+            memo.clean("u", Some(1), &m, &none, Some(7))
+                .map(|c| c.members),
+            Some(3)
         );
+        let missed = |generation, m: &[Instance], groups, version, why: &str| {
+            assert!(
+                memo.clean("u", Some(generation), m, groups, version)
+                    .is_none(),
+                "{why}"
+            );
+        };
+        missed(1, &m, &none, Some(8), "entries changed");
+        missed(1, &m, &none, None, "no watch cache");
+        missed(2, &m, &none, Some(7), "a new generation");
+        missed(1, &members(4), &none, Some(7), "a new member");
+        let mut moved = members(3);
+        moved[0].private_ipv4 = Some(Ipv4Addr::new(10, 9, 9, 9));
+        missed(1, &moved, &none, Some(7), "an address changed");
+        let groups = BTreeMap::from([("g".to_string(), GroupTemplate::default())]);
+        missed(1, &m, &groups, Some(7), "a WorkloadGroup appeared");
+        assert!(memo.clean("other", Some(1), &m, &none, Some(7)).is_none());
+        memo.dirty("u");
+        missed(1, &m, &none, Some(7), "dirtied");
     }
 
     #[test]

@@ -247,10 +247,22 @@ impl Reconciler {
             }
         }
 
-        let desired = self
+        // Read before the entries, so a change in between is never missed.
+        let entries_version = self.cluster.entries_version(owner);
+        let memo_hit = self
             .memo
-            .desired(&owner.uid, generation, &members, &groups, || {
-                desired::desired(
+            .clean(&owner.uid, generation, &members, &groups, entries_version);
+        let (plan, mut report, summary) = match memo_hit {
+            // Nothing changed since a pass that found nothing to write.
+            Some(clean) => {
+                let plan = Plan {
+                    deferred_deletes: clean.deferred_deletes,
+                    ..Plan::default()
+                };
+                (plan, PassReport::default(), clean)
+            }
+            None => {
+                let desired = desired::desired(
                     Mirror {
                         name: &owner.name,
                         spec,
@@ -258,19 +270,7 @@ impl Reconciler {
                     },
                     &groups,
                     &members,
-                )
-            });
-        // Read before the entries, so a change in between is never missed.
-        let entries_version = self.cluster.entries_version(owner);
-        let (plan, mut report, after) =
-            if let Some(clean) = self.memo.clean(&owner.uid, &desired, entries_version) {
-                // Nothing changed since a pass that found nothing to write.
-                let plan = Plan {
-                    deferred_deletes: clean.deferred_deletes,
-                    ..Plan::default()
-                };
-                (plan, PassReport::default(), clean.after)
-            } else {
+                );
                 let actual = match self.cluster.owned_entries(owner).await {
                     Ok(actual) => actual,
                     Err(err) => {
@@ -292,22 +292,28 @@ impl Reconciler {
                     },
                 );
                 let report = self.apply(owner, &plan).await;
-                let after = Arc::new(entries_after(&actual, &plan, &report));
-                if plan.is_empty()
-                    && let Some(entries_version) = entries_version
-                {
-                    self.memo.mark_clean(
+                self.report_changes(owner, &plan, &report, &desired).await;
+                let clean = Clean {
+                    entries_version: entries_version.unwrap_or_default(),
+                    after: Arc::new(entries_after(&actual, &plan, &report)),
+                    deferred_deletes: plan.deferred_deletes,
+                    members: desired.members,
+                    skipped: desired.skipped.len(),
+                };
+                match entries_version {
+                    Some(_) if plan.is_empty() => self.memo.mark_clean(
                         &owner.uid,
-                        &desired,
-                        Clean {
-                            entries_version,
-                            after: after.clone(),
-                            deferred_deletes: plan.deferred_deletes,
-                        },
-                    );
+                        generation,
+                        &members,
+                        &groups,
+                        clean.clone(),
+                    ),
+                    _ => self.memo.dirty(&owner.uid),
                 }
-                (plan, report, after)
-            };
+                (plan, report, clean)
+            }
+        };
+        let after = summary.after;
         report.deferred_deletes = plan.deferred_deletes;
 
         let mut requeue = config.interval;
@@ -323,17 +329,15 @@ impl Reconciler {
             requeue = requeue.min(next);
         }
 
-        self.report_changes(owner, &plan, &report, &desired).await;
-
         let entry_count = after.values().map(|e| e.present).sum::<usize>();
-        status.members = desired.members as u32;
+        status.members = summary.members as u32;
         status.entries = entry_count as u32;
-        status.skipped = desired.skipped.len() as u32;
+        status.skipped = summary.skipped as u32;
         let labels = mirror_labels(&owner.namespace, &owner.name);
         self.metrics
             .members
             .get_or_create(&labels)
-            .set(desired.members as i64);
+            .set(summary.members as i64);
         self.metrics
             .entries
             .get_or_create(&labels)
@@ -341,7 +345,7 @@ impl Reconciler {
         self.metrics
             .skipped
             .get_or_create(&labels)
-            .set(desired.skipped.len() as i64);
+            .set(summary.skipped as i64);
         self.metrics
             .deferred_deletes
             .get_or_create(&labels)
@@ -364,9 +368,7 @@ impl Reconciler {
         } else {
             let mut message = format!(
                 "{} entries for {} members ({} skipped)",
-                entry_count,
-                desired.members,
-                desired.skipped.len()
+                entry_count, summary.members, summary.skipped
             );
             if plan.deferred_deletes > 0 {
                 message.push_str(&format!(
