@@ -23,6 +23,7 @@ use crate::cluster::Owner;
 use crate::controller::Scope;
 use crate::kube_cluster::managed_selector;
 use crate::plan::ActualEntry;
+use crate::slim::{Interner, SlimEntry, Str};
 use crate::workloadentry::{WorkloadEntrySpec, keys};
 
 /// How long an own write stands in for the watch before the cache gives up
@@ -48,19 +49,19 @@ type BucketKey = (String, String);
 /// One entry as a pass reads it, plus what the index needs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cached {
-    pub entry: ActualEntry,
-    pub namespace: String,
+    pub entry: SlimEntry,
+    namespace: Str,
     /// The `meshmirror.io/mirror` label.
-    pub mirror: String,
+    mirror: Str,
     /// (uid, name) of every ownerReference.
-    pub owners: Vec<(String, String)>,
-    pub resource_version: Option<String>,
+    owners: Box<[(Str, Str)]>,
+    resource_version: Option<Str>,
 }
 
 impl Cached {
     /// The slim form of an entry carrying meshmirror's managed-by label; None
     /// for anything else.
-    pub fn from_object(obj: &DynamicObject) -> Option<Cached> {
+    pub fn from_object(obj: &DynamicObject, strings: &mut Interner) -> Option<Cached> {
         let meta = &obj.metadata;
         let labels = meta.labels.as_ref()?;
         if labels.get(keys::MANAGED_BY).map(String::as_str) != Some(keys::MANAGER) {
@@ -85,23 +86,29 @@ impl Cached {
             .filter(|(k, _)| k.as_str() != LAST_APPLIED)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        let entry = ActualEntry {
+            name: meta.name.clone().unwrap_or_default(),
+            labels: labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            annotations,
+            spec,
+            healthy,
+        };
         Some(Cached {
-            entry: ActualEntry {
-                name: meta.name.clone().unwrap_or_default(),
-                labels: labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                annotations,
-                spec,
-                healthy,
-            },
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            mirror: labels.get(keys::MIRROR).cloned().unwrap_or_default(),
+            entry: SlimEntry::new(&entry, strings),
+            namespace: strings.get(meta.namespace.as_deref().unwrap_or_default()),
+            mirror: strings.get(
+                labels
+                    .get(keys::MIRROR)
+                    .map(String::as_str)
+                    .unwrap_or_default(),
+            ),
             owners: meta
                 .owner_references
                 .iter()
                 .flatten()
-                .map(|r| (r.uid.clone(), r.name.clone()))
+                .map(|r| (strings.get(&r.uid), strings.get(&r.name)))
                 .collect(),
-            resource_version: meta.resource_version.clone(),
+            resource_version: meta.resource_version.as_deref().map(|rv| strings.get(rv)),
         })
     }
 
@@ -109,25 +116,25 @@ impl Cached {
     /// an ownerReference to its uid. Anything else (Istio's auto-registered
     /// entries included) is never touched.
     pub fn owned_by(&self, owner: &Owner) -> bool {
-        self.namespace == owner.namespace
-            && self.mirror == owner.name
-            && self.owners.iter().any(|(uid, _)| *uid == owner.uid)
+        *self.namespace == *owner.namespace
+            && *self.mirror == *owner.name
+            && self.owners.iter().any(|(uid, _)| **uid == *owner.uid)
     }
 
     fn key(&self) -> ObjKey {
-        (self.namespace.clone(), self.entry.name.clone())
+        (self.namespace.to_string(), self.entry.name().to_string())
     }
 
     fn buckets(&self) -> impl Iterator<Item = BucketKey> + '_ {
         self.owners
             .iter()
-            .map(|(uid, _)| (self.namespace.clone(), uid.clone()))
+            .map(|(uid, _)| (self.namespace.to_string(), uid.to_string()))
     }
 
     fn mirrors(&self) -> impl Iterator<Item = MirrorRef> + '_ {
         self.owners.iter().map(|(_, name)| MirrorRef {
-            namespace: self.namespace.clone(),
-            name: name.clone(),
+            namespace: self.namespace.to_string(),
+            name: name.to_string(),
         })
     }
 }
@@ -135,7 +142,7 @@ impl Cached {
 /// An own write the watch has not delivered yet.
 struct Pending {
     /// The resourceVersion the write produced, or None for a delete.
-    expect: Option<String>,
+    expect: Option<Str>,
     /// What the watch last said about the object: shown again if the echo
     /// never comes.
     base: Option<Cached>,
@@ -157,6 +164,7 @@ struct State {
     relist: Option<HashMap<ObjKey, Cached>>,
     clock: u64,
     last_sweep: Option<Instant>,
+    strings: Interner,
 }
 
 impl State {
@@ -268,6 +276,7 @@ impl State {
             return Vec::new();
         }
         self.last_sweep = Some(now);
+        self.strings.sweep_if_due();
         let expired: Vec<ObjKey> = self
             .pending
             .iter()
@@ -364,16 +373,19 @@ impl EntryCache {
             let mut triggers = state.sweep(Instant::now());
             match event {
                 watcher::Event::Apply(obj) => {
-                    let key = object_key(&obj);
-                    triggers.extend(state.observe(key, Cached::from_object(&obj)));
+                    let seen = Cached::from_object(&obj, &mut state.strings);
+                    triggers.extend(state.observe(object_key(&obj), seen));
                 }
                 watcher::Event::Delete(obj) => {
                     triggers.extend(state.observe(object_key(&obj), None));
                 }
                 watcher::Event::Init => state.relist = Some(HashMap::new()),
                 watcher::Event::InitApply(obj) => {
-                    if let (Some(relist), Some(c)) = (&mut state.relist, Cached::from_object(&obj))
-                    {
+                    let state = &mut *state;
+                    if let (Some(relist), Some(c)) = (
+                        &mut state.relist,
+                        Cached::from_object(&obj, &mut state.strings),
+                    ) {
                         relist.insert(c.key(), c);
                     }
                 }
@@ -419,7 +431,7 @@ impl EntryCache {
             .iter()
             .filter_map(|name| state.objects.get(&(owner.namespace.clone(), name.clone())))
             .filter(|c| c.owned_by(owner))
-            .map(|c| c.entry.clone())
+            .map(|c| c.entry.to_actual())
             .collect()
     }
 
@@ -439,8 +451,8 @@ impl EntryCache {
 
     /// Records an entry as the API server answered an own write.
     pub fn wrote(&self, obj: &DynamicObject) {
-        let written = Cached::from_object(obj);
         if let Ok(mut state) = self.state.lock() {
+            let written = Cached::from_object(obj, &mut state.strings);
             state.wrote(object_key(obj), written, Instant::now());
         }
     }
@@ -663,13 +675,13 @@ mod tests {
             let mut s = cache.state.lock().unwrap();
             s.wrote(
                 ("ns".into(), "a".into()),
-                Cached::from_object(&obj("a", "2", "10.0.0.2")),
+                Cached::from_object(&obj("a", "2", "10.0.0.2"), &mut Interner::default()),
                 start,
             );
             // Overtaken: somebody's newer change arrived, ours never will.
             s.observe(
                 ("ns".into(), "a".into()),
-                Cached::from_object(&obj("a", "3", "10.0.0.3")),
+                Cached::from_object(&obj("a", "3", "10.0.0.3"), &mut Interner::default()),
             );
             assert!(s.sweep(start + Duration::from_secs(5)).is_empty());
             assert!(
@@ -701,7 +713,7 @@ mod tests {
     fn managed_fields_and_last_applied_are_not_kept() {
         let mut o = obj("a", "1", "10.0.0.1");
         o.metadata.annotations = Some(label_map([(LAST_APPLIED, "{...}"), ("x", "y")]));
-        let c = Cached::from_object(&o).unwrap();
-        assert_eq!(c.entry.annotations, label_map([("x", "y")]));
+        let c = Cached::from_object(&o, &mut Interner::default()).unwrap();
+        assert_eq!(c.entry.to_actual().annotations, label_map([("x", "y")]));
     }
 }

@@ -17,6 +17,7 @@ use crate::desired::DesiredEntry;
 use crate::entry_cache::{Cached, EntryCache};
 use crate::plan::ActualEntry;
 use crate::ratelimit::RateLimiter;
+use crate::slim::Interner;
 use crate::workloadentry::{EntryVersion, FIELD_MANAGER, GroupTemplate, keys};
 
 /// The API server, with owned entries read from a watch cache when one is given.
@@ -70,9 +71,9 @@ pub fn managed_selector() -> String {
 /// mirror's uid. Anything else (Istio's auto-registered entries included) is
 /// not ours and is never touched.
 pub fn owned_entry(obj: &DynamicObject, owner: &Owner) -> Option<ActualEntry> {
-    Cached::from_object(obj)
+    Cached::from_object(obj, &mut Interner::default())
         .filter(|c| c.owned_by(owner))
-        .map(|c| c.entry)
+        .map(|c| c.entry.to_actual())
 }
 
 /// The server-side-apply body of an entry: everything meshmirror owns, nothing else.

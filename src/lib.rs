@@ -23,4 +23,5 @@ pub mod policy;
 pub mod providers;
 pub mod ratelimit;
 pub mod reconcile;
+pub mod slim;
 pub mod workloadentry;
