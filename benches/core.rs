@@ -303,7 +303,7 @@ fn main() {
         "desired + plan, steady state",
         time(runs, || {
             let d = desired::desired(mirror, &groups, &members);
-            plan::plan(&d.entries, &actual, &leaving, policy)
+            plan::plan(&d.entries, &actual, &leaving, policy).writes()
         }),
         INSTANCES,
     );
@@ -311,7 +311,7 @@ fn main() {
         "desired + plan, from empty",
         time(runs, || {
             let d = desired::desired(mirror, &groups, &members);
-            plan::plan(&d.entries, &[], &leaving, policy)
+            plan::plan(&d.entries, &[], &leaving, policy).writes()
         }),
         INSTANCES,
     );

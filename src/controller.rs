@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, stream};
 use kube::api::{Api, DynamicObject};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -198,6 +198,13 @@ fn event_triggers(
         .flatten()
 }
 
+/// Passes run at once, across all mirrors. Each holds its mirror's desired
+/// and actual entries while it waits for the write rate, so a fleet-wide
+/// scale-out of 100 mirrors at once peaked at +60 MiB; more passes would not
+/// write faster (`--kube-qps` and the writes in flight bound that). A pass
+/// stuck on a cloud call holds its slot for at most the 60 s call deadline.
+const MAX_CONCURRENT_PASSES: u16 = 16;
+
 /// Runs the controller until `shutdown` resolves; called once per leadership
 /// term. Its watch lists every mirror at the start, so each gets a pass.
 /// Entries are not watched again here: `entries` (the cache passes read)
@@ -212,8 +219,9 @@ pub async fn run(
     let changed = entries
         .changes()
         .map(|m| ObjectRef::new(&m.name).within(&m.namespace));
-    let controller =
-        Controller::new(scope.mirrors(&client), watcher::Config::default()).reconcile_on(changed);
+    let controller = Controller::new(scope.mirrors(&client), watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(MAX_CONCURRENT_PASSES))
+        .reconcile_on(changed);
     let pending: PendingAcks = Arc::default();
     let feeds: Vec<_> = reconciler
         .providers

@@ -25,3 +25,9 @@ pub mod ratelimit;
 pub mod reconcile;
 pub mod slim;
 pub mod workloadentry;
+
+/// mimalloc gives freed memory back to the system. With glibc's allocator,
+/// memory freed after a fleet-wide converge stayed resident: 120 MiB of RSS
+/// for 53 MiB of live data at 10,000 entries (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

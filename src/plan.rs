@@ -37,9 +37,11 @@ fn subset(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> b
 
 /// What one pass writes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Plan {
-    pub creates: Vec<DesiredEntry>,
-    pub updates: Vec<DesiredEntry>,
+pub struct Plan<'a> {
+    /// Borrowed from the desired state: a fleet-wide converge holds every
+    /// mirror's plan at once, and copies would double it.
+    pub creates: Vec<&'a DesiredEntry>,
+    pub updates: Vec<&'a DesiredEntry>,
     /// Entries whose `Healthy` condition must be written (Cloud health mode).
     pub health: Vec<(String, bool)>,
     /// Names to delete, leaving instances first.
@@ -48,7 +50,7 @@ pub struct Plan {
     pub deferred_deletes: usize,
 }
 
-impl Plan {
+impl Plan<'_> {
     pub fn is_empty(&self) -> bool {
         self.creates.is_empty()
             && self.updates.is_empty()
@@ -71,12 +73,12 @@ pub struct DeletePolicy {
 /// Plans the writes that turn `actual` into `desired`. `leaving` holds the ids
 /// of instances on their way out; their entries are deleted first, so the
 /// delete budget goes where traffic would otherwise be lost.
-pub fn plan(
-    desired: &[DesiredEntry],
+pub fn plan<'a>(
+    desired: &'a [DesiredEntry],
     actual: &[ActualEntry],
     leaving: &BTreeSet<String>,
     deletes: DeletePolicy,
-) -> Plan {
+) -> Plan<'a> {
     let actual_by_name: BTreeMap<&str, &ActualEntry> =
         actual.iter().map(|a| (a.name.as_str(), a)).collect();
     let wanted: BTreeSet<&str> = desired.iter().map(|d| d.name.as_str()).collect();
@@ -85,14 +87,14 @@ pub fn plan(
     for want in desired {
         match actual_by_name.get(want.name.as_str()) {
             None => {
-                out.creates.push(want.clone());
+                out.creates.push(want);
                 if let Some(h) = want.healthy {
                     out.health.push((want.name.clone(), h));
                 }
             }
             Some(have) => {
                 if !have.matches(want) {
-                    out.updates.push(want.clone());
+                    out.updates.push(want);
                 }
                 if let Some(h) = want.healthy
                     && have.healthy != Some(h)
@@ -171,7 +173,7 @@ mod tests {
         }
     }
 
-    fn names(entries: &[DesiredEntry]) -> Vec<&str> {
+    fn names<'a>(entries: &[&'a DesiredEntry]) -> Vec<&'a str> {
         entries.iter().map(|e| e.name.as_str()).collect()
     }
 
@@ -323,7 +325,7 @@ mod tests {
             })
             .collect();
         let p = plan(&desired, &[], &BTreeSet::new(), sync(100));
-        let actual: Vec<ActualEntry> = p.creates.iter().map(applied).collect();
+        let actual: Vec<ActualEntry> = p.creates.iter().map(|e| applied(e)).collect();
         assert!(plan(&desired, &actual, &BTreeSet::new(), sync(100)).is_empty());
     }
 }

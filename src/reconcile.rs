@@ -252,15 +252,9 @@ impl Reconciler {
         let memo_hit = self
             .memo
             .clean(&owner.uid, generation, &members, &groups, entries_version);
-        let (plan, mut report, summary) = match memo_hit {
+        let (writes, mut report, summary) = match memo_hit {
             // Nothing changed since a pass that found nothing to write.
-            Some(clean) => {
-                let plan = Plan {
-                    deferred_deletes: clean.deferred_deletes,
-                    ..Plan::default()
-                };
-                (plan, PassReport::default(), clean)
-            }
+            Some(clean) => (0, PassReport::default(), clean),
             None => {
                 let desired = desired::desired(
                     Mirror {
@@ -310,11 +304,12 @@ impl Reconciler {
                     ),
                     _ => self.memo.dirty(&owner.uid),
                 }
-                (plan, report, clean)
+                (plan.writes(), report, clean)
             }
         };
+        let deferred_deletes = summary.deferred_deletes;
         let after = summary.after;
-        report.deferred_deletes = plan.deferred_deletes;
+        report.deferred_deletes = deferred_deletes;
 
         let mut requeue = config.interval;
         if let Some(next) = self
@@ -349,13 +344,12 @@ impl Reconciler {
         self.metrics
             .deferred_deletes
             .get_or_create(&labels)
-            .set(plan.deferred_deletes as i64);
+            .set(deferred_deletes as i64);
 
         if report.failed_writes > 0 {
             let message = format!(
                 "{} of {} WorkloadEntry writes failed; retrying",
-                report.failed_writes,
-                plan.writes()
+                report.failed_writes, writes
             );
             set_conditions(
                 &mut status,
@@ -370,10 +364,10 @@ impl Reconciler {
                 "{} entries for {} members ({} skipped)",
                 entry_count, summary.members, summary.skipped
             );
-            if plan.deferred_deletes > 0 {
+            if deferred_deletes > 0 {
                 message.push_str(&format!(
                     "; {} stale entries wait for the next pass ({:?} policy, maxDeletesPerPass {})",
-                    plan.deferred_deletes, spec.sync.policy, spec.sync.max_deletes_per_pass
+                    deferred_deletes, spec.sync.policy, spec.sync.max_deletes_per_pass
                 ));
             }
             set_conditions(
@@ -382,7 +376,7 @@ impl Reconciler {
                 (true, "Synced", &message),
                 (false, "AsExpected", "the cloud and the API server answer"),
             );
-            if plan.deferred_deletes > 0 && spec.sync.policy == crate::crd::SyncPolicy::Sync {
+            if deferred_deletes > 0 && spec.sync.policy == crate::crd::SyncPolicy::Sync {
                 requeue = requeue.min(Duration::from_secs(1));
             }
         }
@@ -468,13 +462,13 @@ impl Reconciler {
         }
     }
 
-    async fn apply(&self, owner: &Owner, plan: &Plan) -> PassReport {
+    async fn apply(&self, owner: &Owner, plan: &Plan<'_>) -> PassReport {
         let cluster = self.cluster.as_ref();
         let ops: Vec<Op<'_>> = plan
             .creates
             .iter()
-            .map(Op::Create)
-            .chain(plan.updates.iter().map(Op::Update))
+            .map(|e| Op::Create(e))
+            .chain(plan.updates.iter().map(|e| Op::Update(e)))
             .chain(plan.deletes.iter().map(|n| Op::Delete(n)))
             .collect();
         let mut results = run_bounded(cluster, owner, ops).await;
@@ -616,7 +610,7 @@ impl Reconciler {
     async fn report_changes(
         &self,
         owner: &Owner,
-        plan: &Plan,
+        plan: &Plan<'_>,
         report: &PassReport,
         desired: &Desired,
     ) {
