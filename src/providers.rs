@@ -130,3 +130,48 @@ impl<P: Provider> Provider for Instrumented<P> {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cloud that never answers.
+    struct Hangs;
+
+    #[async_trait]
+    impl Provider for Hangs {
+        fn name(&self) -> &'static str {
+            "sim"
+        }
+        async fn members(&self, _: &GroupRef) -> Result<Vec<Instance>, ProviderError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_past_its_deadline_is_transient() {
+        let metrics = Arc::new(Metrics::new());
+        let mut providers = Providers::default();
+        let once = RetryPolicy {
+            attempts: 1,
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(10),
+        };
+        providers.add(Hangs, metrics, once);
+        let group = GroupRef::Sim {
+            group: "web".into(),
+        };
+        let started = tokio::time::Instant::now();
+        let err = providers
+            .get(&group)
+            .unwrap()
+            .members(&group)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ProviderError::Transient(m) if m.contains("60s")),
+            "{err}"
+        );
+        assert!(started.elapsed() >= CALL_TIMEOUT);
+    }
+}

@@ -386,10 +386,10 @@ impl Provider for Hanging {
     }
 }
 
-/// The core has no deadline on cloud calls (see the report of issue 8): a
-/// hung call stalls its own mirror until it returns. This checks the blast
-/// radius: other mirrors keep following their groups, and the stalled one
-/// catches up once the call returns.
+/// A hung cloud call stalls its own mirror until it returns (or until the
+/// 60 s call deadline of `providers::CALL_TIMEOUT` turns it into a Transient
+/// error). This checks the blast radius: other mirrors keep following their
+/// groups, and the stalled one catches up once the call returns.
 #[tokio::test]
 async fn a_hung_cloud_call_stalls_only_its_own_mirror() {
     let sim = sim_with(2);
