@@ -11,9 +11,8 @@ use meshmirror_sim::SimCloud;
 
 use crate::clouds::{self, CloudArgs};
 use crate::cluster::{Cluster, DryRun, Offline, Owner};
-use crate::controller::{self, Scope};
+use crate::controller::{self, Caches, Scope};
 use crate::crd::ScalingGroupMirror;
-use crate::entry_cache::EntryCache;
 use crate::http::{self, Readiness};
 use crate::kube_cluster::{KubeCluster, entry_manifest};
 use crate::leader::{Leadership, LeaseConfig};
@@ -101,6 +100,8 @@ pub struct RunOptions {
     pub version: EntryVersion,
     pub kube_qps: f64,
     pub kube_burst: u32,
+    /// Passes run at once; None: [`controller::DEFAULT_CONCURRENT_PASSES`].
+    pub max_concurrent_passes: Option<u16>,
     pub allowed_groups: Vec<String>,
     /// A simulated cloud driven from code (the demo, tests).
     pub sim_cloud: Option<SimCloud>,
@@ -130,6 +131,9 @@ pub async fn run(
     let scope = Scope {
         namespace: opts.namespace.clone(),
         version: opts.version,
+        max_concurrent_passes: opts
+            .max_concurrent_passes
+            .unwrap_or(controller::DEFAULT_CONCURRENT_PASSES),
     };
     let writes = RateLimiter::new(opts.kube_qps, opts.kube_burst);
     let pod = std::env::var("POD_NAME").ok();
@@ -156,14 +160,15 @@ pub async fn run(
         return Ok(controller::run_once(&client, &scope, &reconciler).await?);
     }
 
-    let (entries, _cache_task) = EntryCache::start(&client, &scope);
+    let (caches, _cache_tasks) = Caches::start(&client, &scope);
     let kube = KubeCluster::new(
         client.clone(),
         opts.version,
-        Some(entries.clone()),
+        Some(caches.entries.clone()),
         writes,
         pod,
-    );
+    )
+    .with_groups(caches.groups.clone());
     let cluster: Arc<dyn Cluster> = if opts.dry_run {
         Arc::new(DryRun(kube))
     } else {
@@ -172,9 +177,9 @@ pub async fn run(
     let leader_gauge = metrics.leader.clone();
     let reconciler = Arc::new(Reconciler::new(providers, cluster, metrics, allowed));
     {
-        let (ready, entries) = (ready.clone(), entries.clone());
+        let (ready, caches) = (ready.clone(), caches.clone());
         tokio::spawn(async move {
-            if entries.ready().await {
+            if caches.ready().await {
                 ready.set_ready(true);
             }
         });
@@ -182,7 +187,7 @@ pub async fn run(
     match opts.leader {
         None => {
             leader_gauge.set(1);
-            controller::run(client, scope, reconciler, entries, shutdown).await;
+            controller::run(client, scope, reconciler, caches, shutdown).await;
         }
         Some(config) => {
             let leadership = Leadership::new(client.clone(), config)
@@ -190,13 +195,13 @@ pub async fn run(
                 .with_gauge(leader_gauge);
             leadership
                 .run(shutdown, |stop| {
-                    let (client, scope, reconciler, entries) = (
+                    let (client, scope, reconciler, caches) = (
                         client.clone(),
                         scope.clone(),
                         reconciler.clone(),
-                        entries.clone(),
+                        caches.clone(),
                     );
-                    controller::run(client, scope, reconciler, entries, stop.stopped())
+                    controller::run(client, scope, reconciler, caches, stop.stopped())
                 })
                 .await;
         }

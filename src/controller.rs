@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{StreamExt, stream};
+use futures::{FutureExt, StreamExt, stream};
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -20,16 +20,29 @@ use crate::cluster::{EventType, Owner};
 use crate::config;
 use crate::crd::ScalingGroupMirror;
 use crate::entry_cache::EntryCache;
+use crate::group_cache::GroupCache;
 use crate::metrics::EventLabels;
 use crate::reconcile::Reconciler;
 use crate::workloadentry::EntryVersion;
 
 /// Where the controller looks.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Scope {
     /// One namespace, or all when None.
     pub namespace: Option<String>,
     pub version: EntryVersion,
+    /// Passes run at once, across all mirrors (`--max-concurrent-passes`).
+    pub max_concurrent_passes: u16,
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Scope {
+            namespace: None,
+            version: EntryVersion::default(),
+            max_concurrent_passes: DEFAULT_CONCURRENT_PASSES,
+        }
+    }
 }
 
 impl Scope {
@@ -46,6 +59,41 @@ impl Scope {
             Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
             None => Api::all_with(client.clone(), &ar),
         }
+    }
+}
+
+/// The watch caches passes read. They run for the life of the process,
+/// leader or not, so a standby that takes over starts warm.
+#[derive(Clone)]
+pub struct Caches {
+    pub entries: Arc<EntryCache>,
+    pub groups: Arc<GroupCache>,
+}
+
+/// The caches' watch tasks; dropping this stops them.
+pub struct CacheTasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for CacheTasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+impl Caches {
+    pub fn start(client: &Client, scope: &Scope) -> (Caches, CacheTasks) {
+        let (entries, entry_task) = EntryCache::start(client, scope);
+        let (groups, group_task) = GroupCache::start(client, scope);
+        (
+            Caches { entries, groups },
+            CacheTasks(vec![entry_task, group_task]),
+        )
+    }
+
+    /// Resolves once every cache holds a full list; false if one stopped.
+    pub async fn ready(&self) -> bool {
+        self.entries.ready().await && self.groups.ready().await
     }
 }
 
@@ -198,30 +246,57 @@ fn event_triggers(
         .flatten()
 }
 
-/// Passes run at once, across all mirrors. Each holds its mirror's desired
-/// and actual entries while it waits for the write rate, so a fleet-wide
-/// scale-out of 100 mirrors at once peaked at +60 MiB; more passes would not
-/// write faster (`--kube-qps` and the writes in flight bound that). A pass
-/// stuck on a cloud call holds its slot for at most the 60 s call deadline.
-const MAX_CONCURRENT_PASSES: u16 = 16;
+/// Passes run at once, across all mirrors, unless `--max-concurrent-passes`
+/// says otherwise. Each holds its mirror's desired and actual entries while
+/// it waits for the write rate, so a fleet-wide scale-out of 100 mirrors at
+/// once peaked at +60 MiB; more passes would not write faster (`--kube-qps`
+/// and the writes in flight bound that). A pass stuck on a cloud call holds
+/// its slot for at most the 60 s call deadline.
+pub const DEFAULT_CONCURRENT_PASSES: u16 = 16;
 
 /// Runs the controller until `shutdown` resolves; called once per leadership
 /// term. Its watch lists every mirror at the start, so each gets a pass.
-/// Entries are not watched again here: `entries` (the cache passes read)
-/// names the mirrors whose entries somebody else changed.
+/// Entries and WorkloadGroups are not watched again here: the caches passes
+/// read name the mirrors whose entries somebody else changed, and the
+/// WorkloadGroups that changed.
 pub async fn run(
     client: Client,
     scope: Scope,
     reconciler: Arc<Reconciler>,
-    entries: Arc<EntryCache>,
+    caches: Caches,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let changed = entries
+    // A pass before the caches hold their full lists would take existing
+    // entries for missing and write them all again.
+    let shutdown = shutdown.shared();
+    tokio::select! {
+        ready = caches.ready() => if !ready { return },
+        () = shutdown.clone() => return,
+    }
+    let changed = caches
+        .entries
         .changes()
         .map(|m| ObjectRef::new(&m.name).within(&m.namespace));
     let controller = Controller::new(scope.mirrors(&client), watcher::Config::default())
-        .with_config(controller::Config::default().concurrency(MAX_CONCURRENT_PASSES))
+        .with_config(controller::Config::default().concurrency(scope.max_concurrent_passes.max(1)))
         .reconcile_on(changed);
+    let mirrors = controller.store();
+    let controller = controller.reconcile_on(caches.groups.changes().flat_map(move |group| {
+        // The mirrors in the group's namespace whose workloads name it.
+        let naming: Vec<ObjectRef<ScalingGroupMirror>> = mirrors
+            .state()
+            .iter()
+            .filter(|m| {
+                m.namespace().as_deref() == Some(group.namespace.as_str())
+                    && m.spec
+                        .workloads
+                        .iter()
+                        .any(|w| w.workload_group.as_deref() == Some(group.name.as_str()))
+            })
+            .map(|m| ObjectRef::from_obj(m.as_ref()))
+            .collect();
+        stream::iter(naming)
+    }));
     let pending: PendingAcks = Arc::default();
     let feeds: Vec<_> = reconciler
         .providers

@@ -16,6 +16,7 @@ use crate::cluster::{Cluster, ClusterError, EventType, Owner};
 use crate::crd::{ScalingGroupMirror, ScalingGroupMirrorStatus};
 use crate::desired::DesiredEntry;
 use crate::entry_cache::{Cached, EntryCache};
+use crate::group_cache::GroupCache;
 use crate::plan::ActualEntry;
 use crate::ratelimit::RateLimiter;
 use crate::slim::Interner;
@@ -29,6 +30,7 @@ pub struct KubeCluster {
     recorder: Recorder,
     writes: RateLimiter,
     in_flight: Semaphore,
+    groups: Option<Arc<GroupCache>>,
 }
 
 /// Writes in flight at once, across all mirrors. Each holds a connection and
@@ -59,7 +61,14 @@ impl KubeCluster {
             recorder,
             writes,
             in_flight: Semaphore::new(MAX_WRITES_IN_FLIGHT),
+            groups: None,
         }
+    }
+
+    /// Reads WorkloadGroups from this cache instead of the API server.
+    pub fn with_groups(mut self, groups: Arc<GroupCache>) -> Self {
+        self.groups = Some(groups);
+        self
     }
 
     /// Waits for a write slot and then for the write rate.
@@ -155,17 +164,24 @@ impl Cluster for KubeCluster {
         namespace: &str,
         name: &str,
     ) -> Result<Option<GroupTemplate>, ClusterError> {
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            self.client.clone(),
-            namespace,
-            &self.version.workload_groups(),
-        );
-        match api.get_opt(name).await? {
-            None => Ok(None),
-            Some(group) => GroupTemplate::from_spec(group.data.get("spec").unwrap_or(&Value::Null))
-                .map(Some)
-                .map_err(|e| ClusterError::Other(format!("WorkloadGroup {namespace}/{name}: {e}"))),
-        }
+        let spec = match &self.groups {
+            Some(groups) => groups.spec(namespace, name),
+            None => {
+                let api: Api<DynamicObject> = Api::namespaced_with(
+                    self.client.clone(),
+                    namespace,
+                    &self.version.workload_groups(),
+                );
+                api.get_opt(name)
+                    .await?
+                    .map(|group| group.data.get("spec").cloned().unwrap_or_default())
+            }
+        };
+        spec.map(|spec| {
+            GroupTemplate::from_spec(&spec)
+                .map_err(|e| ClusterError::Other(format!("WorkloadGroup {namespace}/{name}: {e}")))
+        })
+        .transpose()
     }
 
     async fn apply_entry(&self, owner: &Owner, entry: &DesiredEntry) -> Result<(), ClusterError> {

@@ -11,6 +11,7 @@ pub mod crd;
 pub mod demo;
 pub mod desired;
 pub mod entry_cache;
+pub mod group_cache;
 pub mod http;
 pub mod kube_cluster;
 pub mod leader;

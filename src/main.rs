@@ -88,6 +88,12 @@ struct RunArgs {
     /// Write bursts allowed above --kube-qps.
     #[arg(long, default_value_t = 100)]
     kube_burst: u32,
+    /// Mirror passes run at once. Each holds its mirror's entries in memory
+    /// while it waits for the write rate; raise it for many mirrors on slow
+    /// clouds.
+    #[arg(long, default_value_t = meshmirror::controller::DEFAULT_CONCURRENT_PASSES,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_passes: u16,
     /// NAMESPACE=PATTERN: groups a namespace may mirror (`*` wildcards; group
     /// ids as in status.group). When any is given, everything else is denied.
     #[arg(long = "allowed-groups", value_delimiter = ';')]
@@ -207,6 +213,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<bool> {
                 version: args.workloadentry_version,
                 kube_qps: args.kube_qps,
                 kube_burst: args.kube_burst,
+                max_concurrent_passes: Some(args.max_concurrent_passes),
                 allowed_groups: args.allowed_groups,
                 sim_cloud: None,
                 clouds: args.clouds,

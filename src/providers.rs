@@ -24,11 +24,23 @@ pub struct Providers(BTreeMap<&'static str, Arc<dyn Provider>>);
 impl Providers {
     /// Adds a provider wrapped with retry (jitter, backoff) and metrics.
     pub fn add<P: Provider>(&mut self, provider: P, metrics: Arc<Metrics>, retry: RetryPolicy) {
+        self.add_with_deadline(provider, metrics, retry, CALL_TIMEOUT);
+    }
+
+    /// [`Providers::add`] with another deadline per call than [`CALL_TIMEOUT`].
+    pub fn add_with_deadline<P: Provider>(
+        &mut self,
+        provider: P,
+        metrics: Arc<Metrics>,
+        retry: RetryPolicy,
+        deadline: Duration,
+    ) {
         let name = provider.name();
         let wrapped = Retrying::new(
             Instrumented {
                 inner: provider,
                 metrics,
+                deadline,
             },
             retry,
         );
@@ -52,23 +64,23 @@ impl Providers {
 }
 
 async fn deadline<T>(
+    limit: Duration,
     operation: &str,
     call: impl std::future::Future<Output = Result<T, ProviderError>>,
 ) -> Result<T, ProviderError> {
-    tokio::time::timeout(CALL_TIMEOUT, call)
-        .await
-        .unwrap_or_else(|_| {
-            Err(ProviderError::Transient(format!(
-                "{operation} took longer than {}s",
-                CALL_TIMEOUT.as_secs()
-            )))
-        })
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(ProviderError::Transient(format!(
+            "{operation} took longer than {}s",
+            limit.as_secs_f64()
+        )))
+    })
 }
 
 /// Counts and times every provider call.
 struct Instrumented<P> {
     inner: P,
     metrics: Arc<Metrics>,
+    deadline: Duration,
 }
 
 impl<P: Provider> Instrumented<P> {
@@ -106,7 +118,7 @@ impl<P: Provider> Provider for Instrumented<P> {
 
     async fn members(&self, group: &GroupRef) -> Result<Vec<Instance>, ProviderError> {
         let started = Instant::now();
-        let result = deadline("members", self.inner.members(group)).await;
+        let result = deadline(self.deadline, "members", self.inner.members(group)).await;
         self.record("members", started, &result);
         result
     }
@@ -122,6 +134,7 @@ impl<P: Provider> Provider for Instrumented<P> {
     ) -> Result<(), ProviderError> {
         let started = Instant::now();
         let result = deadline(
+            self.deadline,
             "complete_lifecycle",
             self.inner.complete_lifecycle(action, outcome),
         )

@@ -632,12 +632,14 @@ async fn the_demo_runs_to_the_end() {
 }
 
 #[tokio::test]
-async fn workload_groups_give_defaults_and_a_missing_one_is_reported() {
+async fn workload_groups_give_defaults_and_their_changes_apply_at_once() {
     let h = Harness::start(sim_with(1)).await;
+    // An interval far beyond the test's patience: only the WorkloadGroup
+    // watch can bring the group's changes.
     h.create_mirror(&mirror_yaml(
         "default",
         "web",
-        "  workloads: [{name: app, workloadGroup: reviews, labels: {version: v2}}]\n  sync: {interval: 5s}\n",
+        "  workloads: [{name: app, workloadGroup: reviews, labels: {version: v2}}]\n  sync: {interval: 1h}\n",
     ))
     .await;
     let status = h
@@ -680,6 +682,36 @@ async fn workload_groups_give_defaults_and_a_missing_one_is_reported() {
     assert_eq!(spec["serviceAccount"], "bookinfo-reviews");
     assert_eq!(spec["network"], "vm-net");
     assert_eq!(spec["labels"][keys::WORKLOAD_NAME], "reviews");
+
+    let before = h.server.requests();
+    groups
+        .patch(
+            "reviews",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"template": {"ports": {"http": 9081}}}})),
+        )
+        .await
+        .unwrap();
+    h.wait_entries("default", "the group's new port", |e| {
+        e.len() == 1 && e[0].data["spec"]["ports"]["http"] == 9081
+    })
+    .await;
+    let during = h.server.requests().since(&before);
+    assert_eq!(
+        during.get(Verb::Get, "workloadgroups"),
+        0,
+        "passes read WorkloadGroups from the watch cache"
+    );
+
+    groups
+        .delete("reviews", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.wait_status("default", "web", "WorkloadGroupNotFound again", |s| {
+        condition(s, "Ready").is_some_and(|c| c.reason == "WorkloadGroupNotFound")
+    })
+    .await;
+    assert_eq!(h.entries("default").await.len(), 1, "fail static: kept");
 }
 
 #[tokio::test]
@@ -822,4 +854,35 @@ async fn an_entry_changed_or_deleted_by_hand_is_restored_at_once_and_own_writes_
         during.entries()
     );
     assert_eq!(during.get(Verb::Delete, "workloadentries"), 1);
+}
+
+#[tokio::test]
+async fn a_restarted_controller_waits_for_its_entry_cache_and_rewrites_nothing() {
+    let mut h = Harness::start(sim_with(3)).await;
+    h.create_mirror(&mirror_yaml("default", "web", TWO_WORKLOADS))
+        .await;
+    h.wait_entries("default", "6 entries", |e| e.len() == 6)
+        .await;
+    h.wait_status("default", "web", "Ready", is_ready).await;
+    h.stop_controller().await;
+
+    // The entry list answers slowly: a pass that did not wait for it would
+    // take the entries for missing and write all six again.
+    h.server.faults().delay(
+        Match::any().verb(Verb::List).resource("workloadentries"),
+        Duration::from_millis(1500),
+    );
+    let before = h.server.requests();
+    h.start_controller();
+    h.sim.scale_out("web", 1).unwrap();
+    h.wait_entries("default", "the new member's 2 entries", |e| e.len() == 8)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = h.server.requests().since(&before);
+    assert_eq!(
+        during.get(Verb::Patch, "workloadentries"),
+        2,
+        "only the new member's entries are written: {:?}",
+        during.entries()
+    );
 }

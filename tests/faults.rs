@@ -19,7 +19,6 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use meshmirror::cluster::Cluster;
 use meshmirror::controller::{self, Scope};
-use meshmirror::entry_cache::EntryCache;
 use meshmirror::kube_cluster::KubeCluster;
 use meshmirror::metrics::Metrics;
 use meshmirror::names::{entry_name, is_dns_subdomain};
@@ -67,14 +66,17 @@ fn retry(attempts: u32) -> RetryPolicy {
 /// Runs until the returned sender is dropped.
 fn spawn_controller(h: &Harness, providers: Providers) -> tokio::sync::oneshot::Sender<()> {
     let scope = Scope::default();
-    let (entries, cache_task) = EntryCache::start(&h.client, &scope);
-    let cluster: Arc<dyn Cluster> = Arc::new(KubeCluster::new(
-        h.client.clone(),
-        EntryVersion::V1,
-        Some(entries.clone()),
-        RateLimiter::unlimited(),
-        None,
-    ));
+    let (caches, cache_tasks) = controller::Caches::start(&h.client, &scope);
+    let cluster: Arc<dyn Cluster> = Arc::new(
+        KubeCluster::new(
+            h.client.clone(),
+            EntryVersion::V1,
+            Some(caches.entries.clone()),
+            RateLimiter::unlimited(),
+            None,
+        )
+        .with_groups(caches.groups.clone()),
+    );
     let reconciler = Arc::new(Reconciler::new(
         providers,
         cluster,
@@ -82,12 +84,12 @@ fn spawn_controller(h: &Harness, providers: Providers) -> tokio::sync::oneshot::
         AllowedGroups::default(),
     ));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let run = controller::run(h.client.clone(), scope, reconciler, entries, async {
+    let run = controller::run(h.client.clone(), scope, reconciler, caches, async {
         let _ = rx.await;
     });
     tokio::spawn(async move {
         run.await;
-        cache_task.abort();
+        drop(cache_tasks);
     });
     tx
 }
@@ -386,12 +388,12 @@ impl Provider for Hanging {
     }
 }
 
-/// A hung cloud call stalls its own mirror until it returns (or until the
-/// 60 s call deadline of `providers::CALL_TIMEOUT` turns it into a Transient
-/// error). This checks the blast radius: other mirrors keep following their
-/// groups, and the stalled one catches up once the call returns.
+/// A hung cloud call stalls only its own mirror, and only until the call's
+/// deadline (60 s in production, `providers::CALL_TIMEOUT`; 1 s here) turns
+/// it into an error: the mirror is Degraded, keeps its entries, and catches
+/// up once the cloud answers again. Other mirrors keep following their groups.
 #[tokio::test]
-async fn a_hung_cloud_call_stalls_only_its_own_mirror() {
+async fn a_hung_cloud_call_stalls_only_its_own_mirror_until_its_deadline() {
     let sim = sim_with(2);
     sim.ensure_group("db", "us-east-1");
     sim.add_instance(
@@ -407,7 +409,12 @@ async fn a_hung_cloud_call_stalls_only_its_own_mirror() {
         calls_hanging: Arc::default(),
     };
     let mut providers = Providers::default();
-    providers.add(hanging.clone(), Arc::new(Metrics::new()), retry(1));
+    providers.add_with_deadline(
+        hanging.clone(),
+        Arc::new(Metrics::new()),
+        retry(1),
+        Duration::from_secs(1),
+    );
     let _stop = spawn_controller(&h, providers);
     h.create_mirror(&mirror_yaml(
         "default",
@@ -445,6 +452,20 @@ async fn a_hung_cloud_call_stalls_only_its_own_mirror() {
         2,
         "the hung mirror wrote nothing"
     );
+    let status = h
+        .wait_status("default", "web", "Degraded past the deadline", |s| {
+            condition(s, "Degraded").is_some_and(|c| c.status == "True")
+        })
+        .await;
+    let degraded = condition(&status, "Degraded").unwrap();
+    assert_eq!(degraded.reason, "ProviderError");
+    assert!(
+        degraded.message.contains("took longer than 1s")
+            && degraded.message.contains("existing entries are kept"),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(status.entries, 2, "fail static: nothing deleted");
 
     hanging.hung.lock().unwrap().clear();
     hanging.release.notify_waiters();
@@ -452,6 +473,8 @@ async fn a_hung_cloud_call_stalls_only_its_own_mirror() {
         e.iter().filter(|o| is("web")(o)).count() == 3
     })
     .await;
+    h.wait_status("default", "web", "Ready again", is_ready)
+        .await;
 }
 
 // ---------------------------------------------------------------- API-server faults
