@@ -475,18 +475,7 @@ impl EntryCache {
 
     /// Mirrors whose entries somebody else changed, from now on.
     pub fn changes(&self) -> impl Stream<Item = MirrorRef> + Send + 'static {
-        tokio_stream::wrappers::BroadcastStream::new(self.triggers.subscribe()).filter_map(
-            |t| async move {
-                match t {
-                    Ok(t) => Some(t),
-                    Err(err) => {
-                        // Lost triggers: the mirrors' intervals catch up.
-                        tracing::warn!(%err, "entry change triggers dropped");
-                        None
-                    }
-                }
-            },
-        )
+        crate::triggers::subscribe(&self.triggers, "WorkloadEntry changes")
     }
 }
 

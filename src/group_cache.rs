@@ -94,16 +94,6 @@ impl GroupCache {
 
     /// WorkloadGroups that changed, from now on.
     pub fn changes(&self) -> impl Stream<Item = GroupRef> + Send + 'static {
-        tokio_stream::wrappers::BroadcastStream::new(self.changes.subscribe()).filter_map(
-            |c| async move {
-                match c {
-                    Ok(c) => Some(c),
-                    Err(err) => {
-                        tracing::warn!(%err, "WorkloadGroup change triggers dropped");
-                        None
-                    }
-                }
-            },
-        )
+        crate::triggers::subscribe(&self.changes, "WorkloadGroup changes")
     }
 }

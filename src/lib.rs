@@ -25,6 +25,7 @@ pub mod providers;
 pub mod ratelimit;
 pub mod reconcile;
 pub mod slim;
+pub mod triggers;
 pub mod workloadentry;
 
 /// mimalloc gives freed memory back to the system. With glibc's allocator,

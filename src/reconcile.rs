@@ -76,6 +76,17 @@ struct Failure {
     requeue: Duration,
 }
 
+impl Failure {
+    /// A read from the API server failed; soon tried again.
+    fn kubernetes(message: String) -> Failure {
+        Failure {
+            reason: "KubernetesError",
+            message,
+            requeue: Duration::from_secs(5),
+        }
+    }
+}
+
 impl Reconciler {
     pub fn new(
         providers: Providers,
@@ -237,11 +248,8 @@ impl Reconciler {
                     return self.fail(owner, &old, status, failure).await;
                 }
                 Err(err) => {
-                    let failure = Failure {
-                        reason: "KubernetesError",
-                        message: format!("reading WorkloadGroup {group_name:?}: {err}"),
-                        requeue: Duration::from_secs(5),
-                    };
+                    let failure =
+                        Failure::kubernetes(format!("reading WorkloadGroup {group_name:?}: {err}"));
                     return self.fail(owner, &old, status, failure).await;
                 }
             }
@@ -268,11 +276,8 @@ impl Reconciler {
                 let actual = match self.cluster.owned_entries(owner).await {
                     Ok(actual) => actual,
                     Err(err) => {
-                        let failure = Failure {
-                            reason: "KubernetesError",
-                            message: format!("listing owned WorkloadEntries: {err}"),
-                            requeue: Duration::from_secs(5),
-                        };
+                        let failure =
+                            Failure::kubernetes(format!("listing owned WorkloadEntries: {err}"));
                         return self.fail(owner, &old, status, failure).await;
                     }
                 };
