@@ -129,9 +129,8 @@ pub struct Never;
 async fn reconcile(mirror: Arc<ScalingGroupMirror>, ctx: Arc<Ctx>) -> Result<Action, Never> {
     if mirror.metadata.deletion_timestamp.is_some() {
         // Kubernetes garbage-collects the entries through their ownerReferences.
-        ctx.reconciler.forget(&mirror.uid().unwrap_or_default());
         ctx.reconciler
-            .forget_metrics(&mirror.namespace().unwrap_or_default(), &mirror.name_any());
+            .forget_mirror(&mirror.namespace().unwrap_or_default(), &mirror.name_any());
         return Ok(Action::await_change());
     }
     let key = ObjectRef::from_obj(mirror.as_ref());
@@ -315,16 +314,23 @@ pub async fn run(
         controller.reconcile_on(triggers)
     };
     let ctx = Arc::new(Ctx {
-        reconciler,
+        reconciler: reconciler.clone(),
         pending,
     });
     controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                tracing::debug!(%err, "controller");
+        .for_each(|result| {
+            match result {
+                // Triggered for a mirror no longer there: deleted.
+                Err(controller::Error::ObjectNotFound(gone)) => {
+                    reconciler
+                        .forget_mirror(gone.namespace.as_deref().unwrap_or_default(), &gone.name);
+                }
+                Err(err) => tracing::debug!(%err, "controller"),
+                Ok(_) => {}
             }
+            futures::future::ready(())
         })
         .await;
 }

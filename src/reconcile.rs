@@ -63,6 +63,8 @@ pub struct Reconciler {
     /// write an Event every pass.
     reported: Mutex<HashMap<String, BTreeSet<String>>>,
     memo: PassMemo,
+    /// (namespace, name) → uid of every mirror a pass has seen.
+    known: Mutex<HashMap<(String, String), String>>,
 }
 
 fn now_rfc3339() -> String {
@@ -102,6 +104,7 @@ impl Reconciler {
             lifecycle: Mutex::default(),
             reported: Mutex::default(),
             memo: PassMemo::default(),
+            known: Mutex::default(),
         }
     }
 
@@ -113,6 +116,15 @@ impl Reconciler {
             name: mirror.metadata.name.clone().unwrap_or_default(),
             uid: mirror.metadata.uid.clone().unwrap_or_default(),
         };
+        if let Ok(mut known) = self.known.lock() {
+            let key = (owner.namespace.clone(), owner.name.clone());
+            if let Some(old) = known.insert(key, owner.uid.clone())
+                && old != owner.uid
+            {
+                // Deleted and created again under the same name.
+                self.forget(&old);
+            }
+        }
         let labels = mirror_labels(&owner.namespace, &owner.name);
         let report = self.pass_inner(mirror, &owner).await;
         self.metrics
@@ -702,8 +714,22 @@ impl Reconciler {
         }
     }
 
-    /// Forgets a deleted mirror's in-memory state.
-    pub fn forget(&self, uid: &str) {
+    /// Forgets a deleted mirror: its in-memory state and its metric series.
+    /// A mirror deleted without finalizers is gone before any pass sees a
+    /// deletionTimestamp, so it is named by namespace and name.
+    pub fn forget_mirror(&self, namespace: &str, name: &str) {
+        let uid = self
+            .known
+            .lock()
+            .ok()
+            .and_then(|mut k| k.remove(&(namespace.to_string(), name.to_string())));
+        if let Some(uid) = uid {
+            self.forget(&uid);
+        }
+        self.forget_metrics(namespace, name);
+    }
+
+    fn forget(&self, uid: &str) {
         self.memo.forget(uid);
         if let Ok(mut t) = self.lifecycle.lock() {
             t.remove(uid);
@@ -714,7 +740,7 @@ impl Reconciler {
     }
 
     /// Drops a deleted mirror's metric series, so label sets stay bounded.
-    pub fn forget_metrics(&self, namespace: &str, name: &str) {
+    fn forget_metrics(&self, namespace: &str, name: &str) {
         let labels = mirror_labels(namespace, name);
         let m = &self.metrics;
         m.members.remove(&labels);
@@ -725,6 +751,20 @@ impl Reconciler {
         m.sync_interval.remove(&labels);
         m.last_success.remove(&labels);
         m.pass_duration.remove(&labels);
+        for result in ["success", "failure"] {
+            m.passes.remove(&PassLabels {
+                namespace: namespace.into(),
+                mirror: name.into(),
+                result: result.into(),
+            });
+        }
+        for op in ["create", "update", "delete", "health"] {
+            m.entry_writes.remove(&EntryOpLabels {
+                namespace: namespace.into(),
+                mirror: name.into(),
+                op: op.into(),
+            });
+        }
     }
 }
 

@@ -65,6 +65,15 @@ fn retry(attempts: u32) -> RetryPolicy {
 /// The controller as `app::run` wires it, but with the given providers.
 /// Runs until the returned sender is dropped.
 fn spawn_controller(h: &Harness, providers: Providers) -> tokio::sync::oneshot::Sender<()> {
+    spawn_controller_with(h, providers, Arc::new(Metrics::new()))
+}
+
+/// [`spawn_controller`] recording into `metrics`.
+fn spawn_controller_with(
+    h: &Harness,
+    providers: Providers,
+    metrics: Arc<Metrics>,
+) -> tokio::sync::oneshot::Sender<()> {
     let scope = Scope::default();
     let (caches, cache_tasks) = controller::Caches::start(&h.client, &scope);
     let cluster: Arc<dyn Cluster> = Arc::new(
@@ -80,7 +89,7 @@ fn spawn_controller(h: &Harness, providers: Providers) -> tokio::sync::oneshot::
     let reconciler = Arc::new(Reconciler::new(
         providers,
         cluster,
-        Arc::new(Metrics::new()),
+        metrics,
         AllowedGroups::default(),
     ));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -1095,4 +1104,41 @@ async fn a_cloud_not_in_this_build_is_provider_not_configured() {
         .await;
     assert!(!is_ready(&status));
     assert!(h.entries("default").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_deleted_mirror_leaves_no_metric_series_behind() {
+    let h = Harness::without_controller(sim_with(2)).await;
+    let metrics = Arc::new(Metrics::new());
+    let providers = meshmirror::app::providers(&metrics, Some(h.sim.clone()));
+    let _stop = spawn_controller_with(&h, providers, metrics.clone());
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        "  workloads: [{name: app}]\n",
+    ))
+    .await;
+    h.wait_entries("default", "2 entries", |e| e.len() == 2)
+        .await;
+    let series = |text: &str| {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.contains("mirror=\"web\""))
+            .count()
+    };
+    assert!(series(&metrics.encode()) > 5, "{}", metrics.encode());
+
+    // No finalizers: the mirror is gone before any pass sees it deleting.
+    h.mirrors("default")
+        .delete("web", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while series(&metrics.encode()) > 0 {
+        assert!(
+            started.elapsed() < CONVERGE,
+            "series left: {}",
+            metrics.encode()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
