@@ -29,6 +29,11 @@ pub enum EventType {
 pub enum ClusterError {
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("kubernetes API: {what} took longer than {}s", after.as_secs_f64())]
+    Timeout {
+        what: &'static str,
+        after: std::time::Duration,
+    },
     #[error("{0}")]
     Other(String),
 }

@@ -1,6 +1,9 @@
 //! [`Cluster`] on the Kubernetes API server.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -9,8 +12,6 @@ use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporte
 use kube::{Client, Resource};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, SemaphorePermit};
-
-use std::sync::Arc;
 
 use crate::cluster::{Cluster, ClusterError, EventType, Owner};
 use crate::crd::{ScalingGroupMirror, ScalingGroupMirrorStatus};
@@ -31,6 +32,7 @@ pub struct KubeCluster {
     writes: RateLimiter,
     in_flight: Semaphore,
     groups: Option<Arc<GroupCache>>,
+    call_timeout: Duration,
 }
 
 /// Writes in flight at once, across all mirrors. Each holds a connection and
@@ -38,6 +40,11 @@ pub struct KubeCluster {
 /// ~100 MiB of buffers, and bought no speed (`--kube-qps` bounds the rate;
 /// one write takes a few milliseconds).
 const MAX_WRITES_IN_FLIGHT: usize = 32;
+
+/// The longest one API-server call may take. kube-client sets no read
+/// timeout, so without this a server that stops answering would stall the
+/// pass (and the mirror's events) forever instead of failing it.
+pub const API_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl KubeCluster {
     pub fn new(
@@ -62,6 +69,27 @@ impl KubeCluster {
             writes,
             in_flight: Semaphore::new(MAX_WRITES_IN_FLIGHT),
             groups: None,
+            call_timeout: API_CALL_TIMEOUT,
+        }
+    }
+
+    /// Another deadline per API-server call than [`API_CALL_TIMEOUT`].
+    pub fn with_call_timeout(mut self, limit: Duration) -> Self {
+        self.call_timeout = limit;
+        self
+    }
+
+    async fn within<T>(
+        &self,
+        what: &'static str,
+        call: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, ClusterError> {
+        match tokio::time::timeout(self.call_timeout, call).await {
+            Ok(result) => result.map_err(ClusterError::from),
+            Err(_) => Err(ClusterError::Timeout {
+                what,
+                after: self.call_timeout,
+            }),
         }
     }
 
@@ -144,9 +172,12 @@ impl Cluster for KubeCluster {
             return Ok(cache.owned(owner));
         }
         let selector = format!("{},{}={}", managed_selector(), keys::MIRROR, owner.name);
+        let api = self.entries_api(&owner.namespace);
         let list = self
-            .entries_api(&owner.namespace)
-            .list(&kube::api::ListParams::default().labels(&selector))
+            .within(
+                "listing WorkloadEntries",
+                api.list(&kube::api::ListParams::default().labels(&selector)),
+            )
             .await?;
         Ok(list
             .items
@@ -172,7 +203,7 @@ impl Cluster for KubeCluster {
                     namespace,
                     &self.version.workload_groups(),
                 );
-                api.get_opt(name)
+                self.within("reading a WorkloadGroup", api.get_opt(name))
                     .await?
                     .map(|group| group.data.get("spec").cloned().unwrap_or_default())
             }
@@ -187,12 +218,15 @@ impl Cluster for KubeCluster {
     async fn apply_entry(&self, owner: &Owner, entry: &DesiredEntry) -> Result<(), ClusterError> {
         let _permit = self.write_permit().await;
         let body = entry_manifest(self.version, owner, entry);
+        let api = self.entries_api(&owner.namespace);
         let written = self
-            .entries_api(&owner.namespace)
-            .patch(
-                &entry.name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&body),
+            .within(
+                "applying a WorkloadEntry",
+                api.patch(
+                    &entry.name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&body),
+                ),
             )
             .await?;
         if let Some(cache) = &self.entries {
@@ -222,12 +256,15 @@ impl Cluster for KubeCluster {
                 "lastTransitionTime": now,
             }]},
         });
+        let api = self.entries_api(&owner.namespace);
         let written = self
-            .entries_api(&owner.namespace)
-            .patch_status(
-                name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&body),
+            .within(
+                "writing a WorkloadEntry's health",
+                api.patch_status(
+                    name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&body),
+                ),
             )
             .await?;
         if let Some(cache) = &self.entries {
@@ -238,14 +275,17 @@ impl Cluster for KubeCluster {
 
     async fn delete_entry(&self, owner: &Owner, name: &str) -> Result<(), ClusterError> {
         let _permit = self.write_permit().await;
+        let api = self.entries_api(&owner.namespace);
         match self
-            .entries_api(&owner.namespace)
-            .delete(name, &DeleteParams::background())
+            .within(
+                "deleting a WorkloadEntry",
+                api.delete(name, &DeleteParams::background()),
+            )
             .await
         {
             Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
+            Err(ClusterError::Kube(kube::Error::Api(s))) if s.code == 404 => {}
+            Err(e) => return Err(e),
         }
         if let Some(cache) = &self.entries {
             cache.deleted(&owner.namespace, name);
@@ -266,10 +306,13 @@ impl Cluster for KubeCluster {
             "metadata": {"name": owner.name, "namespace": owner.namespace},
             "status": status,
         });
-        api.patch_status(
-            &owner.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
+        self.within(
+            "writing the mirror's status",
+            api.patch_status(
+                &owner.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            ),
         )
         .await?;
         Ok(())
@@ -295,7 +338,13 @@ impl Cluster for KubeCluster {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(err) = self.recorder.publish(&event, &reference).await {
+        if let Err(err) = self
+            .within(
+                "recording an Event",
+                self.recorder.publish(&event, &reference),
+            )
+            .await
+        {
             tracing::warn!(namespace = %owner.namespace, mirror = %owner.name, reason, %err,
                 "could not record Event");
         }

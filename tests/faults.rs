@@ -74,9 +74,19 @@ fn spawn_controller_with(
     providers: Providers,
     metrics: Arc<Metrics>,
 ) -> tokio::sync::oneshot::Sender<()> {
+    spawn_controller_on(h, providers, metrics, |cluster| cluster)
+}
+
+/// [`spawn_controller_with`], its cluster adjusted by `tweak`.
+fn spawn_controller_on(
+    h: &Harness,
+    providers: Providers,
+    metrics: Arc<Metrics>,
+    tweak: impl FnOnce(KubeCluster) -> KubeCluster,
+) -> tokio::sync::oneshot::Sender<()> {
     let scope = Scope::default();
     let (caches, cache_tasks) = controller::Caches::start(&h.client, &scope);
-    let cluster: Arc<dyn Cluster> = Arc::new(
+    let cluster: Arc<dyn Cluster> = Arc::new(tweak(
         KubeCluster::new(
             h.client.clone(),
             EntryVersion::V1,
@@ -85,7 +95,7 @@ fn spawn_controller_with(
             None,
         )
         .with_groups(caches.groups.clone()),
-    );
+    ));
     let reconciler = Arc::new(Reconciler::new(
         providers,
         cluster,
@@ -1141,4 +1151,43 @@ async fn a_deleted_mirror_leaves_no_metric_series_behind() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn an_api_server_that_stops_answering_fails_the_pass_at_the_deadline_and_recovers() {
+    let h = Harness::without_controller(sim_with(2)).await;
+    let metrics = Arc::new(Metrics::new());
+    let providers = meshmirror::app::providers(&metrics, Some(h.sim.clone()));
+    let _stop = spawn_controller_on(&h, providers, metrics, |cluster| {
+        cluster.with_call_timeout(Duration::from_secs(1))
+    });
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        "  workloads: [{name: app}]\n",
+    ))
+    .await;
+    h.wait_entries("default", "2 entries", |e| e.len() == 2)
+        .await;
+
+    // Entry writes hang (the status subresource still answers).
+    h.server.faults().delay(
+        Match::any().verb(Verb::Patch).resource("workloadentries"),
+        Duration::from_secs(60),
+    );
+    h.sim.scale_out("web", 1).unwrap();
+    let status = h
+        .wait_status("default", "web", "Degraded at the deadline", |s| {
+            condition(s, "Degraded").is_some_and(|c| c.status == "True")
+        })
+        .await;
+    let degraded = condition(&status, "Degraded").unwrap();
+    assert_eq!(degraded.reason, "ApplyFailed", "{}", degraded.message);
+    assert_eq!(h.entries("default").await.len(), 2);
+
+    h.server.faults().clear();
+    h.wait_entries("default", "the new member after recovery", |e| e.len() == 3)
+        .await;
+    h.wait_status("default", "web", "Ready again", is_ready)
+        .await;
 }
