@@ -886,3 +886,29 @@ async fn a_restarted_controller_waits_for_its_entry_cache_and_rewrites_nothing()
         during.entries()
     );
 }
+
+#[tokio::test]
+async fn a_cloud_event_before_the_mirror_list_arrives_does_not_stall_the_controller() {
+    let mut h = Harness::without_controller(sim_with(2)).await;
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        "  workloads: [{name: app}]\n  sync: {interval: 1h}\n",
+    ))
+    .await;
+    // The mirror list answers slowly, and a cloud event arrives meanwhile, so
+    // the event's mapping and the controller's runner both wait for the
+    // mirror cache (kube-runtime 5 wakes only the last waiter of another
+    // task; both must stay in the controller's task).
+    h.server.faults().delay(
+        Match::any()
+            .verb(Verb::List)
+            .resource("scalinggroupmirrors"),
+        Duration::from_millis(1000),
+    );
+    h.start_controller();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.sim.scale_out("web", 1).unwrap();
+    h.wait_entries("default", "all 3 members", |e| e.len() == 3)
+        .await;
+}
