@@ -127,6 +127,10 @@ impl<P: Provider> Provider for Instrumented<P> {
         self.inner.events()
     }
 
+    fn answers_hooks(&self, group: &GroupRef, hooks: &[&str]) {
+        self.inner.answers_hooks(group, hooks);
+    }
+
     async fn complete_lifecycle(
         &self,
         action: &LifecycleAction,

@@ -213,7 +213,7 @@ impl Reconciler {
             };
         }
 
-        let mut members = match self.members(&config).await {
+        let mut members = match self.members(&config, &spec.lifecycle).await {
             Ok(members) => members,
             Err(err) => {
                 // Fail static: nothing is deleted on a provider error.
@@ -443,8 +443,17 @@ impl Reconciler {
     async fn members(
         &self,
         config: &MirrorConfig,
+        lifecycle: &crate::crd::LifecycleSpec,
     ) -> Result<Vec<meshmirror_provider::Instance>, ProviderError> {
         let provider = self.providers.get(&config.group)?;
+        let hooks: Vec<&str> = [&lifecycle.terminate_hook, &lifecycle.launch_hook]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        if !hooks.is_empty() {
+            provider.answers_hooks(&config.group, &hooks);
+        }
         provider.members(&config.group).await
     }
 

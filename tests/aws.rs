@@ -962,3 +962,60 @@ async fn bench_event_to_entry_latency() {
     );
     running.stop().await;
 }
+
+#[tokio::test]
+async fn after_a_restart_a_long_drain_is_kept_alive_without_naming_the_hook_in_flags() {
+    let Some(cloud) = cloud().await else { return };
+    cloud.group("web", 2, &[]).await;
+    // moto takes any timeout; AWS's minimum is 30 s.
+    cloud.hook("web", "drain", false, 3).await;
+    let h = harness().await;
+    // No --aws-heartbeat-hooks: the mirror's spec names the hook.
+    let running = Running::start(&h, cloud.args(), None);
+    h.create_mirror(&mirror(
+        "default",
+        "web",
+        "web",
+        "  lifecycle: {terminateHook: drain, drainSeconds: 6}\n",
+    ))
+    .await;
+    h.wait_entries("default", "2 entries", |e| e.len() == 2)
+        .await;
+    let leaving = cloud.instances("web").await[0].clone();
+    cloud
+        .proxy
+        .hold(&leaving, HoldState::TerminatingWait, "drain", Some("tok-k"));
+    cloud
+        .send(&terminate_action("web", &leaving, "drain", "tok-k"))
+        .await;
+    h.wait_entries("default", "entry gone", |e| e.len() == 1)
+        .await;
+    running.stop().await;
+    let before_restart = cloud.proxy.lifecycle_calls().len();
+
+    let running = Running::start(&h, cloud.args(), None);
+    wait_for("CONTINUE after the restart", async || {
+        completions(&cloud).await.into_iter().next()
+    })
+    .await;
+    let calls = cloud.proxy.lifecycle_calls();
+    let after: Vec<_> = calls[before_restart..].to_vec();
+    let answered = after
+        .iter()
+        .position(|c| c.action == "CompleteLifecycleAction")
+        .unwrap();
+    let beats = &after[..answered];
+    assert!(
+        !beats.is_empty(),
+        "no heartbeat after the restart: {after:?}"
+    );
+    assert!(
+        beats
+            .iter()
+            .all(|b| b.action == "RecordLifecycleActionHeartbeat"
+                && b.accepted
+                && b.instance_id.as_deref() == Some(leaving.as_str())),
+        "{after:?}"
+    );
+    running.stop().await;
+}

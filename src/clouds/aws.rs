@@ -23,9 +23,9 @@ pub struct AwsArgs {
     /// SQS queue fed by EventBridge rules and lifecycle-hook notifications.
     #[arg(long, env = "MESHMIRROR_AWS_EVENT_QUEUE_URL")]
     pub aws_event_queue_url: Option<String>,
-    /// Terminate hooks meshmirror keeps alive with heartbeats while it drains
-    /// (needed only when a hook's heartbeat timeout is shorter than
-    /// `drainSeconds`; hooks meshmirror has answered once are added by itself).
+    /// Further terminate hooks meshmirror keeps alive with heartbeats while it
+    /// drains (hooks named in a mirror's spec.lifecycle, and hooks it has
+    /// answered, are kept alive without this).
     #[arg(long, env = "MESHMIRROR_AWS_HEARTBEAT_HOOKS", value_delimiter = ',')]
     pub aws_heartbeat_hooks: Vec<String>,
     /// Static keys instead of the default chain (tests and tools only).

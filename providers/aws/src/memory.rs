@@ -78,6 +78,14 @@ impl Memory {
         hook: &str,
     ) {
         self.hooks.remove(&(instance_id.to_string(), kind));
+        self.own(group, hook);
+    }
+
+    /// Remembers `hook` as one meshmirror answers for `group`.
+    pub fn own(&mut self, group: &GroupRef, hook: &str) {
+        if self.owned.get(group).is_some_and(|o| o.contains(hook)) {
+            return;
+        }
         self.owned
             .entry(group.clone())
             .or_default()

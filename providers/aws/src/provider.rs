@@ -388,6 +388,15 @@ impl Provider for AwsProvider {
         crate::events::start(self.inner.clone())
     }
 
+    fn answers_hooks(&self, group: &GroupRef, hooks: &[&str]) {
+        // Owned hooks get heartbeats and are preferred when a group has
+        // several: after a restart too, not only once answered here.
+        let mut memory = self.inner.memory.lock().expect("memory lock");
+        for hook in hooks {
+            memory.own(group, hook);
+        }
+    }
+
     async fn complete_lifecycle(
         &self,
         action: &LifecycleAction,

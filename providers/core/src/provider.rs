@@ -21,6 +21,12 @@ pub trait Provider: Send + Sync + 'static {
         None
     }
 
+    /// The lifecycle hooks meshmirror answers for `group` (from the mirror's
+    /// spec), told before every `members` call. A provider may keep holds by
+    /// these hooks alive (AWS heartbeats), including holds that began before
+    /// this process started.
+    fn answers_hooks(&self, _group: &GroupRef, _hooks: &[&str]) {}
+
     /// Answers a lifecycle hook that holds an instance.
     async fn complete_lifecycle(
         &self,

@@ -85,6 +85,10 @@ impl<P: Provider> Provider for Retrying<P> {
         self.inner.events()
     }
 
+    fn answers_hooks(&self, group: &GroupRef, hooks: &[&str]) {
+        self.inner.answers_hooks(group, hooks);
+    }
+
     async fn complete_lifecycle(
         &self,
         action: &LifecycleAction,
