@@ -381,3 +381,105 @@ async fn a_missing_group_is_reported_and_nothing_is_written() {
         "GroupNotFound"
     );
 }
+
+/// The whole controller (`app::run`, as `meshmirror run` wires it) with the
+/// Pub/Sub feed: an audit-log message makes the mirror look at once, though
+/// its interval is an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_log_message_through_pub_sub_triggers_the_controller_at_once() {
+    use meshmirror::app::{self, RunOptions};
+    use meshmirror::clouds::CloudArgs;
+    use meshmirror_testkit::gce::PubSubEmulator;
+
+    const TOPIC: &str = "projects/project-1/topics/compute-audit";
+    const SUBSCRIPTION: &str = "projects/project-1/subscriptions/meshmirror";
+    let emulator = match PubSubEmulator::start().await {
+        Ok(e) => e,
+        Err(skip) => {
+            eprintln!("{skip}");
+            return;
+        }
+    };
+    emulator.create_topic(TOPIC).await.unwrap();
+    emulator
+        .create_subscription(SUBSCRIPTION, TOPIC, 10)
+        .await
+        .unwrap();
+
+    let server = server().await;
+    let client = server.client();
+    let mock = GceMock::start().await.expect("GCE mock starts");
+    // The group the reference audit-log entry names.
+    let key = mock.add_zonal_group(
+        "project-1",
+        "us-central1-a",
+        "instance-group-1",
+        Template::default(),
+    );
+    mock.resize(&key, 2);
+    let opts = RunOptions {
+        kube_qps: 0.0,
+        clouds: CloudArgs {
+            gcp: GcpArgs {
+                gcp_endpoint: Some(mock.endpoint()),
+                gcp_pubsub_subscription: Some(SUBSCRIPTION.into()),
+                gcp_pubsub_endpoint: Some(emulator.endpoint()),
+            },
+            ..CloudArgs::default()
+        },
+        ..RunOptions::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app::run(client.clone(), opts, async {
+        let _ = stopped.await;
+    }));
+    let yaml = "apiVersion: meshmirror.io/v1alpha1\nkind: ScalingGroupMirror\nmetadata:\n  name: web\n  namespace: default\nspec:\n  provider:\n    gcp:\n      project: project-1\n      zone: us-central1-a\n      instanceGroupManager: instance-group-1\n  workloads: [{name: app}]\n  sync: {interval: 1h}\n";
+    let mirror: ScalingGroupMirror = serde_yaml::from_str(yaml).unwrap();
+    kube::Api::<ScalingGroupMirror>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &mirror)
+        .await
+        .unwrap();
+    let entries = kube::Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        "default",
+        &EntryVersion::V1.workload_entries(),
+    );
+    let count = async || entries.list(&Default::default()).await.unwrap().items.len();
+    let wait_for = async |n: usize, what: &str| {
+        let started = std::time::Instant::now();
+        while count().await != n {
+            assert!(started.elapsed() < common::CONVERGE, "{what}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    wait_for(2, "the first pass").await;
+    let mirrors = kube::Api::<ScalingGroupMirror>::namespaced(client.clone(), "default");
+    let started = std::time::Instant::now();
+    while mirrors
+        .get("web")
+        .await
+        .unwrap()
+        .status
+        .is_none_or(|s| s.entries != 2)
+    {
+        assert!(started.elapsed() < common::CONVERGE, "status written");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Let the pass the status write itself triggers come and go.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+
+    // The MIG grows; only the audit-log message can tell the controller.
+    mock.resize(&key, 3);
+    let fixture = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/providers/gcp/tests/fixtures/audit-log-instances-insert-by-mig.json"
+    ))
+    .unwrap();
+    // The fixture's first line names its source.
+    let message = fixture.split_once('\n').unwrap().1;
+    emulator.publish(TOPIC, message).await.unwrap();
+    wait_for(3, "the event's pass").await;
+
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), running).await;
+}

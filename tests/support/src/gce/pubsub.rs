@@ -87,6 +87,92 @@ impl PubSubEmulator {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("emulator.log")).unwrap_or_default()
     }
+
+    /// Creates `projects/P/topics/T` (the emulator's REST API).
+    pub async fn create_topic(&self, topic: &str) -> Result<(), String> {
+        self.rest("PUT", topic, "{}").await
+    }
+
+    /// Creates `projects/P/subscriptions/S` on a topic.
+    pub async fn create_subscription(
+        &self,
+        subscription: &str,
+        topic: &str,
+        ack_deadline_seconds: u32,
+    ) -> Result<(), String> {
+        let body = serde_json::json!({"topic": topic, "ackDeadlineSeconds": ack_deadline_seconds});
+        self.rest("PUT", subscription, &body.to_string()).await
+    }
+
+    /// Publishes one message with `data` to a topic.
+    pub async fn publish(&self, topic: &str, data: &str) -> Result<(), String> {
+        use base64::Engine;
+        let data = base64::engine::general_purpose::STANDARD.encode(data);
+        let body = serde_json::json!({"messages": [{"data": data}]});
+        self.rest("POST", &format!("{topic}:publish"), &body.to_string())
+            .await
+    }
+
+    /// One HTTP/1.1 request with a JSON body; Ok on a 2xx answer. (The
+    /// emulator keeps the connection open whatever the request says, so the
+    /// answer is read by its Content-Length.)
+    async fn rest(&self, method: &str, resource: &str, body: &str) -> Result<(), String> {
+        let call = async {
+            use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .map_err(|e| e.to_string())?;
+            let request = format!(
+                "{method} /v1/{resource} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                self.port,
+                body.len()
+            );
+            stream
+                .write_all(request.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut reader = BufReader::new(stream);
+            let mut status_line = String::new();
+            reader
+                .read_line(&mut status_line)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader
+                    .read_line(&mut line)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut answer = vec![0; length];
+            reader
+                .read_exact(&mut answer)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = status_line.split_whitespace().nth(1).unwrap_or_default();
+            if status.starts_with('2') {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{method} {resource}: {status_line} {}",
+                    String::from_utf8_lossy(&answer)
+                ))
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .map_err(|_| format!("{method} {resource}: no answer within 20 s"))?
+    }
 }
 
 impl Drop for PubSubEmulator {
