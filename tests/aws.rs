@@ -822,29 +822,60 @@ async fn public_ipv4_and_ipv6_are_chosen_as_the_spec_says_and_tags_are_copied() 
     running.stop().await;
 }
 
+/// A group of two with the terminate hook `drain`, mirrored with that hook;
+/// then one instance is held in Terminating:Wait and its event sent.
+struct Drain {
+    /// The hook's heartbeat timeout, s (moto takes any; AWS's minimum is 30).
+    hook_timeout: i32,
+    drain_seconds: u32,
+    /// Which of the two instances leaves.
+    leaving: usize,
+    token: &'static str,
+}
+
+impl Drain {
+    /// Returns the running controller and the leaving instance.
+    async fn start(&self, cloud: &Cloud, h: &Harness, args: AwsArgs) -> (Running, String) {
+        cloud.group("web", 2, &[]).await;
+        cloud.hook("web", "drain", false, self.hook_timeout).await;
+        let running = Running::start(h, args, None);
+        h.create_mirror(&mirror(
+            "default",
+            "web",
+            "web",
+            &format!(
+                "  lifecycle: {{terminateHook: drain, drainSeconds: {}}}\n",
+                self.drain_seconds
+            ),
+        ))
+        .await;
+        h.wait_entries("default", "2 entries", |e| e.len() == 2)
+            .await;
+        let leaving = cloud.instances("web").await[self.leaving].clone();
+        cloud.proxy.hold(
+            &leaving,
+            HoldState::TerminatingWait,
+            "drain",
+            Some(self.token),
+        );
+        cloud
+            .send(&terminate_action("web", &leaving, "drain", self.token))
+            .await;
+        (running, leaving)
+    }
+}
+
 #[tokio::test]
 async fn a_restart_in_the_middle_of_a_drain_still_answers_the_hook() {
     let Some(cloud) = cloud().await else { return };
-    cloud.group("web", 2, &[]).await;
-    cloud.hook("web", "drain", false, 300).await;
     let h = harness().await;
-    let running = Running::start(&h, cloud.args(), None);
-    h.create_mirror(&mirror(
-        "default",
-        "web",
-        "web",
-        "  lifecycle: {terminateHook: drain, drainSeconds: 3}\n",
-    ))
-    .await;
-    h.wait_entries("default", "2 entries", |e| e.len() == 2)
-        .await;
-    let leaving = cloud.instances("web").await[0].clone();
-    cloud
-        .proxy
-        .hold(&leaving, HoldState::TerminatingWait, "drain", Some("tok-r"));
-    cloud
-        .send(&terminate_action("web", &leaving, "drain", "tok-r"))
-        .await;
+    let drain = Drain {
+        hook_timeout: 300,
+        drain_seconds: 3,
+        leaving: 0,
+        token: "tok-r",
+    };
+    let (running, leaving) = drain.start(&cloud, &h, cloud.args()).await;
     h.wait_entries("default", "entry gone", |e| {
         e.len() == 1 && instance_of(&e[0]) != leaving
     })
@@ -869,29 +900,16 @@ async fn a_restart_in_the_middle_of_a_drain_still_answers_the_hook() {
 #[tokio::test]
 async fn a_drain_longer_than_the_heartbeat_timeout_sends_heartbeats() {
     let Some(cloud) = cloud().await else { return };
-    cloud.group("web", 2, &[]).await;
-    // moto takes any timeout; AWS's minimum is 30 s.
-    cloud.hook("web", "drain", false, 3).await;
     let h = harness().await;
     let mut args = cloud.args();
     args.aws_heartbeat_hooks = vec!["drain".into()];
-    let running = Running::start(&h, args, None);
-    h.create_mirror(&mirror(
-        "default",
-        "web",
-        "web",
-        "  lifecycle: {terminateHook: drain, drainSeconds: 5}\n",
-    ))
-    .await;
-    h.wait_entries("default", "2 entries", |e| e.len() == 2)
-        .await;
-    let leaving = cloud.instances("web").await[1].clone();
-    cloud
-        .proxy
-        .hold(&leaving, HoldState::TerminatingWait, "drain", Some("tok-h"));
-    cloud
-        .send(&terminate_action("web", &leaving, "drain", "tok-h"))
-        .await;
+    let drain = Drain {
+        hook_timeout: 3,
+        drain_seconds: 5,
+        leaving: 1,
+        token: "tok-h",
+    };
+    let (running, leaving) = drain.start(&cloud, &h, args).await;
     wait_for("CONTINUE", async || {
         completions(&cloud).await.into_iter().next()
     })
@@ -966,28 +984,15 @@ async fn bench_event_to_entry_latency() {
 #[tokio::test]
 async fn after_a_restart_a_long_drain_is_kept_alive_without_naming_the_hook_in_flags() {
     let Some(cloud) = cloud().await else { return };
-    cloud.group("web", 2, &[]).await;
-    // moto takes any timeout; AWS's minimum is 30 s.
-    cloud.hook("web", "drain", false, 3).await;
     let h = harness().await;
+    let drain = Drain {
+        hook_timeout: 3,
+        drain_seconds: 6,
+        leaving: 0,
+        token: "tok-k",
+    };
     // No --aws-heartbeat-hooks: the mirror's spec names the hook.
-    let running = Running::start(&h, cloud.args(), None);
-    h.create_mirror(&mirror(
-        "default",
-        "web",
-        "web",
-        "  lifecycle: {terminateHook: drain, drainSeconds: 6}\n",
-    ))
-    .await;
-    h.wait_entries("default", "2 entries", |e| e.len() == 2)
-        .await;
-    let leaving = cloud.instances("web").await[0].clone();
-    cloud
-        .proxy
-        .hold(&leaving, HoldState::TerminatingWait, "drain", Some("tok-k"));
-    cloud
-        .send(&terminate_action("web", &leaving, "drain", "tok-k"))
-        .await;
+    let (running, leaving) = drain.start(&cloud, &h, cloud.args()).await;
     h.wait_entries("default", "entry gone", |e| e.len() == 1)
         .await;
     running.stop().await;

@@ -65,19 +65,30 @@ fn retry(attempts: u32) -> RetryPolicy {
 /// The controller as `app::run` wires it, but with the given providers.
 /// Runs until the returned sender is dropped.
 fn spawn_controller(h: &Harness, providers: Providers) -> tokio::sync::oneshot::Sender<()> {
-    spawn_controller_with(h, providers, Arc::new(Metrics::new()))
+    spawn_controller_on(h, providers, Arc::new(Metrics::new()), |cluster| cluster)
 }
 
-/// [`spawn_controller`] recording into `metrics`.
-fn spawn_controller_with(
-    h: &Harness,
-    providers: Providers,
-    metrics: Arc<Metrics>,
-) -> tokio::sync::oneshot::Sender<()> {
-    spawn_controller_on(h, providers, metrics, |cluster| cluster)
+/// Two sim VMs mirrored as `default/web` by the controller as `app::run`
+/// wires it (its cluster adjusted by `tweak`), converged.
+async fn web_of_two(
+    tweak: impl FnOnce(KubeCluster) -> KubeCluster,
+) -> (Harness, Arc<Metrics>, tokio::sync::oneshot::Sender<()>) {
+    let h = Harness::without_controller(sim_with(2)).await;
+    let metrics = Arc::new(Metrics::new());
+    let providers = meshmirror::app::providers(&metrics, Some(h.sim.clone()));
+    let stop = spawn_controller_on(&h, providers, metrics.clone(), tweak);
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        "  workloads: [{name: app}]\n",
+    ))
+    .await;
+    h.wait_entries("default", "2 entries", |e| e.len() == 2)
+        .await;
+    (h, metrics, stop)
 }
 
-/// [`spawn_controller_with`], its cluster adjusted by `tweak`.
+/// [`spawn_controller`] recording into `metrics`, its cluster adjusted by `tweak`.
 fn spawn_controller_on(
     h: &Harness,
     providers: Providers,
@@ -1118,18 +1129,7 @@ async fn a_cloud_not_in_this_build_is_provider_not_configured() {
 
 #[tokio::test]
 async fn a_deleted_mirror_leaves_no_metric_series_behind() {
-    let h = Harness::without_controller(sim_with(2)).await;
-    let metrics = Arc::new(Metrics::new());
-    let providers = meshmirror::app::providers(&metrics, Some(h.sim.clone()));
-    let _stop = spawn_controller_with(&h, providers, metrics.clone());
-    h.create_mirror(&mirror_yaml(
-        "default",
-        "web",
-        "  workloads: [{name: app}]\n",
-    ))
-    .await;
-    h.wait_entries("default", "2 entries", |e| e.len() == 2)
-        .await;
+    let (h, metrics, _stop) = web_of_two(|cluster| cluster).await;
     let series = |text: &str| {
         text.lines()
             .filter(|l| !l.starts_with('#') && l.contains("mirror=\"web\""))
@@ -1155,20 +1155,8 @@ async fn a_deleted_mirror_leaves_no_metric_series_behind() {
 
 #[tokio::test]
 async fn an_api_server_that_stops_answering_fails_the_pass_at_the_deadline_and_recovers() {
-    let h = Harness::without_controller(sim_with(2)).await;
-    let metrics = Arc::new(Metrics::new());
-    let providers = meshmirror::app::providers(&metrics, Some(h.sim.clone()));
-    let _stop = spawn_controller_on(&h, providers, metrics, |cluster| {
-        cluster.with_call_timeout(Duration::from_secs(1))
-    });
-    h.create_mirror(&mirror_yaml(
-        "default",
-        "web",
-        "  workloads: [{name: app}]\n",
-    ))
-    .await;
-    h.wait_entries("default", "2 entries", |e| e.len() == 2)
-        .await;
+    let (h, _metrics, _stop) =
+        web_of_two(|cluster| cluster.with_call_timeout(Duration::from_secs(1))).await;
 
     // Entry writes hang (the status subresource still answers).
     h.server.faults().delay(
