@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use kube::Client;
-use kube::api::DynamicObject;
+use kube::api::{DynamicObject, ObjectMeta};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::Deserialize;
 use tokio::sync::{broadcast, watch};
@@ -58,46 +58,70 @@ pub struct Cached {
     resource_version: Option<Str>,
 }
 
+/// An entry as a pass reads it, if it carries meshmirror's managed-by label.
+pub fn read_entry(obj: &DynamicObject) -> Option<ActualEntry> {
+    let meta = &obj.metadata;
+    let labels = meta.labels.as_ref()?;
+    if labels.get(keys::MANAGED_BY).map(String::as_str) != Some(keys::MANAGER) {
+        return None;
+    }
+    let spec: WorkloadEntrySpec = obj
+        .data
+        .get("spec")
+        .and_then(|s| WorkloadEntrySpec::deserialize(s).ok())
+        .unwrap_or_default();
+    let healthy = obj.data["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Healthy")
+        .and_then(|c| c["status"].as_str())
+        .map(|s| s == "True");
+    let annotations = meta
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.as_str() != LAST_APPLIED)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Some(ActualEntry {
+        name: meta.name.clone().unwrap_or_default(),
+        labels: labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        annotations,
+        spec,
+        healthy,
+    })
+}
+
+/// Whether `owner` owns an entry with this metadata: its namespace, its
+/// mirror label and an ownerReference to its uid. Anything else (Istio's
+/// auto-registered entries included) is never touched.
+pub fn owned_by(meta: &ObjectMeta, owner: &Owner) -> bool {
+    meta.namespace.as_deref() == Some(owner.namespace.as_str())
+        && meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(keys::MIRROR))
+            .is_some_and(|m| *m == owner.name)
+        && meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.uid == owner.uid)
+}
+
 impl Cached {
     /// The slim form of an entry carrying meshmirror's managed-by label; None
     /// for anything else.
     pub fn from_object(obj: &DynamicObject, strings: &mut Interner) -> Option<Cached> {
+        let entry = read_entry(obj)?;
         let meta = &obj.metadata;
-        let labels = meta.labels.as_ref()?;
-        if labels.get(keys::MANAGED_BY).map(String::as_str) != Some(keys::MANAGER) {
-            return None;
-        }
-        let spec: WorkloadEntrySpec = obj
-            .data
-            .get("spec")
-            .and_then(|s| WorkloadEntrySpec::deserialize(s).ok())
-            .unwrap_or_default();
-        let healthy = obj.data["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["type"] == "Healthy")
-            .and_then(|c| c["status"].as_str())
-            .map(|s| s == "True");
-        let annotations = meta
-            .annotations
-            .iter()
-            .flatten()
-            .filter(|(k, _)| k.as_str() != LAST_APPLIED)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let entry = ActualEntry {
-            name: meta.name.clone().unwrap_or_default(),
-            labels: labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            annotations,
-            spec,
-            healthy,
-        };
         Some(Cached {
             entry: SlimEntry::new(&entry, strings),
             namespace: strings.get(meta.namespace.as_deref().unwrap_or_default()),
             mirror: strings.get(
-                labels
+                entry
+                    .labels
                     .get(keys::MIRROR)
                     .map(String::as_str)
                     .unwrap_or_default(),
@@ -112,9 +136,7 @@ impl Cached {
         })
     }
 
-    /// Whether `owner` owns this entry: its namespace, its mirror label and
-    /// an ownerReference to its uid. Anything else (Istio's auto-registered
-    /// entries included) is never touched.
+    /// [`owned_by`], on the cached form.
     pub fn owned_by(&self, owner: &Owner) -> bool {
         *self.namespace == *owner.namespace
             && *self.mirror == *owner.name

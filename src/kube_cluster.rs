@@ -16,11 +16,10 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use crate::cluster::{Cluster, ClusterError, EventType, Owner};
 use crate::crd::{ScalingGroupMirror, ScalingGroupMirrorStatus};
 use crate::desired::DesiredEntry;
-use crate::entry_cache::{Cached, EntryCache};
+use crate::entry_cache::{EntryCache, owned_by, read_entry};
 use crate::group_cache::GroupCache;
 use crate::plan::ActualEntry;
 use crate::ratelimit::RateLimiter;
-use crate::slim::Interner;
 use crate::workloadentry::{EntryVersion, FIELD_MANAGER, GroupTemplate, keys};
 
 /// The API server, with owned entries read from a watch cache when one is given.
@@ -124,9 +123,10 @@ pub fn managed_selector() -> String {
 /// mirror's uid. Anything else (Istio's auto-registered entries included) is
 /// not ours and is never touched.
 pub fn owned_entry(obj: &DynamicObject, owner: &Owner) -> Option<ActualEntry> {
-    Cached::from_object(obj, &mut Interner::default())
-        .filter(|c| c.owned_by(owner))
-        .map(|c| c.entry.to_actual())
+    if !owned_by(&obj.metadata, owner) {
+        return None;
+    }
+    read_entry(obj)
 }
 
 /// The server-side-apply body of an entry: everything meshmirror owns, nothing else.
