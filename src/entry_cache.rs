@@ -24,6 +24,7 @@ use crate::controller::Scope;
 use crate::kube_cluster::managed_selector;
 use crate::plan::ActualEntry;
 use crate::slim::{Interner, SlimEntry, Str};
+use crate::triggers::Named;
 use crate::workloadentry::{WorkloadEntrySpec, keys};
 
 /// How long an own write stands in for the watch before the cache gives up
@@ -35,13 +36,6 @@ const ECHO_WAIT: Duration = Duration::from_secs(30);
 const TRIGGER_CAPACITY: usize = 4096;
 /// Never kept: large, and a pass does not read it.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// A mirror whose entries somebody else changed.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct MirrorRef {
-    pub namespace: String,
-    pub name: String,
-}
 
 type ObjKey = (String, String);
 type BucketKey = (String, String);
@@ -153,8 +147,8 @@ impl Cached {
             .map(|(uid, _)| (self.namespace.to_string(), uid.to_string()))
     }
 
-    fn mirrors(&self) -> impl Iterator<Item = MirrorRef> + '_ {
-        self.owners.iter().map(|(_, name)| MirrorRef {
+    fn mirrors(&self) -> impl Iterator<Item = Named> + '_ {
+        self.owners.iter().map(|(_, name)| Named {
             namespace: self.namespace.to_string(),
             name: name.to_string(),
         })
@@ -222,7 +216,7 @@ impl State {
     }
 
     /// The watch says `key` is now `seen`. Returns the mirrors to trigger.
-    fn observe(&mut self, key: ObjKey, seen: Option<Cached>) -> Vec<MirrorRef> {
+    fn observe(&mut self, key: ObjKey, seen: Option<Cached>) -> Vec<Named> {
         if let Some(pending) = self.pending.get_mut(&key) {
             let echo = match (&pending.expect, &seen) {
                 (Some(rv), Some(c)) => c.resource_version.as_ref() == Some(rv),
@@ -250,7 +244,7 @@ impl State {
         if unchanged {
             return Vec::new();
         }
-        let mut triggers: Vec<MirrorRef> = self
+        let mut triggers: Vec<Named> = self
             .objects
             .get(&key)
             .map(|c| c.mirrors().collect())
@@ -262,7 +256,7 @@ impl State {
 
     /// A relist finished: it replaces everything, own writes included (the
     /// list is at least as new as any write that finished before it began).
-    fn replace(&mut self, listed: HashMap<ObjKey, Cached>) -> Vec<MirrorRef> {
+    fn replace(&mut self, listed: HashMap<ObjKey, Cached>) -> Vec<Named> {
         let mut triggers = Vec::new();
         for (key, old) in &self.objects {
             if listed.get(key) != Some(old) {
@@ -290,7 +284,7 @@ impl State {
     }
 
     /// Gives up on echoes that did not come: shows the watch's view again.
-    fn sweep(&mut self, now: Instant) -> Vec<MirrorRef> {
+    fn sweep(&mut self, now: Instant) -> Vec<Named> {
         if self
             .last_sweep
             .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
@@ -346,7 +340,7 @@ impl State {
 pub struct EntryCache {
     state: Mutex<State>,
     ready: watch::Sender<bool>,
-    triggers: broadcast::Sender<MirrorRef>,
+    triggers: broadcast::Sender<Named>,
 }
 
 impl Default for EntryCache {
@@ -422,7 +416,7 @@ impl EntryCache {
         self.send(triggers);
     }
 
-    fn send(&self, triggers: Vec<MirrorRef>) {
+    fn send(&self, triggers: Vec<Named>) {
         let mut seen = HashSet::new();
         for t in triggers {
             if seen.insert(t.clone()) {
@@ -496,7 +490,7 @@ impl EntryCache {
     }
 
     /// Mirrors whose entries somebody else changed, from now on.
-    pub fn changes(&self) -> impl Stream<Item = MirrorRef> + Send + 'static {
+    pub fn changes(&self) -> impl Stream<Item = Named> + Send + 'static {
         crate::triggers::subscribe(&self.triggers, "WorkloadEntry changes")
     }
 }
@@ -615,7 +609,7 @@ mod tests {
         let first = futures::executor::block_on(changes.next()).unwrap();
         assert_eq!(
             first,
-            MirrorRef {
+            Named {
                 namespace: "ns".into(),
                 name: "m".into()
             }

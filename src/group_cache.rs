@@ -12,16 +12,10 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{broadcast, watch};
 
 use crate::controller::Scope;
+use crate::triggers::Named;
 
 /// Changes a slow controller may fall behind by before it loses some.
 const CHANGE_CAPACITY: usize = 1024;
-
-/// A WorkloadGroup that changed, appeared or went.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GroupRef {
-    pub namespace: String,
-    pub name: String,
-}
 
 pub struct GroupCache {
     store: Store<DynamicObject>,
@@ -30,7 +24,7 @@ pub struct GroupCache {
     ready: watch::Sender<bool>,
     /// The type the store is keyed by.
     resource: ApiResource,
-    changes: broadcast::Sender<GroupRef>,
+    changes: broadcast::Sender<Named>,
 }
 
 impl GroupCache {
@@ -73,7 +67,7 @@ impl GroupCache {
 
     fn changed(&self, group: &DynamicObject) {
         // No receiver (not leading) is fine: nothing to trigger.
-        let _ = self.changes.send(GroupRef {
+        let _ = self.changes.send(Named {
             namespace: group.metadata.namespace.clone().unwrap_or_default(),
             name: group.metadata.name.clone().unwrap_or_default(),
         });
@@ -93,7 +87,7 @@ impl GroupCache {
     }
 
     /// WorkloadGroups that changed, from now on.
-    pub fn changes(&self) -> impl Stream<Item = GroupRef> + Send + 'static {
+    pub fn changes(&self) -> impl Stream<Item = Named> + Send + 'static {
         crate::triggers::subscribe(&self.changes, "WorkloadGroup changes")
     }
 }

@@ -5,6 +5,14 @@
 use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
 
+/// The object a notice is about: a mirror whose entries somebody else
+/// changed, or a WorkloadGroup that changed, appeared or went.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Named {
+    pub namespace: String,
+    pub name: String,
+}
+
 /// The notices sent on `sender` from now on, skipping any lost to lag.
 pub fn subscribe<T: Clone + Send + 'static>(
     sender: &broadcast::Sender<T>,
