@@ -801,7 +801,14 @@ async fn a_mirror_and_a_group_changed_while_the_process_was_down_are_honoured_on
 
     let second = Meshmirror::start(&dir, &sim_file, "0", "1", 2);
     let ids: Vec<String> = members.iter().map(|n| instance_id(*n)).collect();
-    let entries = wait_exact(&h, &expected("web", &["api"], &ids), &second).await;
+    wait_exact(&h, &expected("web", &["api"], &ids), &second).await;
+    // The set of names can match while the relabelling updates of the same
+    // pass are still in flight: wait for the pass to finish.
+    let entries = h
+        .wait_entries("default", "relabelled", |e| {
+            e.len() == ids.len() && e.iter().all(|o| label(o, "version") == "v2")
+        })
+        .await;
     assert_no_duplicates_or_orphans(&entries, &uid, &ids);
     for e in &entries {
         assert_eq!(label(e, "version"), "v2", "{:?}", e.metadata.name);
