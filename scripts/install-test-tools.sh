@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
-# Installs the emulators the integration tests start (idempotent): moto's
-# server for AWS, Azurite for Azure Storage queues. The GCE and ARM mocks and
-# the Kubernetes API server are the project's own (crate meshmirror-testkit).
+# Installs what the tests need on a fresh machine (idempotent), then checks
+# that every tool runs, failing with the tool's name when one does not:
+#   cargo-nextest (the test runner), moto's server (AWS), Azurite (Azure
+#   Storage queues), kubernetes-validate and promtool (deploy/check.sh).
+# The Cloud CLI with its Pub/Sub emulator, Java and kubectl come with the
+# machine's image; they are checked, not installed. The GCE and ARM mocks and
+# the fake Kubernetes API server are the project's own (crate meshmirror-testkit).
+# Tools land under $HOME/.cache (scripts/env.sh), so a second run installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 
+NEXTEST_VERSION=0.9.151
 MOTO_VERSION=5.2.1
 AZURITE_VERSION=3.35.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
 
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing cargo-nextest $NEXTEST_VERSION into $MESHMIRROR_TOOLS/cargo (a few minutes, once)"
+  cargo install --quiet --locked --root "$MESHMIRROR_TOOLS/cargo" "cargo-nextest@$NEXTEST_VERSION"
+fi
 if ! python3 -c "import moto, sys; sys.exit(0 if moto.__version__ == '$MOTO_VERSION' else 1)" 2>/dev/null \
     || ! command -v moto_server >/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
@@ -20,3 +30,35 @@ fi
 if [ ! -x "$MESHMIRROR_TOOLS/node_modules/.bin/azurite" ]; then
   (cd "$MESHMIRROR_TOOLS" && npm install --silent --no-audit --no-fund "azurite@$AZURITE_VERSION" >/dev/null)
 fi
+if ! command -v promtool >/dev/null; then
+  # Debian's prometheus package; its service is not wanted here.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+  if command -v systemctl >/dev/null; then systemctl stop prometheus 2>/dev/null || true; fi
+fi
+
+# Every tool must run, not merely exist: a test that needs a broken tool fails
+# (meshmirror_testkit::tools), and this says which one before the suite starts.
+broken=()
+check() {
+  local what=$1 how=$2
+  shift 2
+  if ! "$@" >/dev/null 2>&1; then
+    broken+=("$what does not run ('$*' failed); install: $how")
+  fi
+}
+check cargo-nextest "cargo install --locked cargo-nextest@$NEXTEST_VERSION" cargo nextest --version
+check moto_server "pip install 'moto[server]==$MOTO_VERSION'" moto_server --help
+check azurite-queue "npm install azurite@$AZURITE_VERSION (in $MESHMIRROR_TOOLS)" azurite-queue --version
+check kubernetes-validate "pip install kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" kubernetes-validate --version
+check promtool "apt-get install prometheus" promtool --version
+check kubectl "the Debian package kubectl" kubectl version --client
+check gcloud "the Debian package google-cloud-cli" gcloud version
+check "the Pub/Sub emulator" "the Debian package google-cloud-cli-pubsub-emulator" \
+  env CLOUDSDK_CORE_DISABLE_PROMPTS=1 gcloud beta emulators pubsub --help
+check java "the Debian package openjdk-17-jre-headless" java -version
+if [ ${#broken[@]} -gt 0 ]; then
+  printf 'install-test-tools: %s\n' "${broken[@]}" >&2
+  exit 1
+fi
+echo "install-test-tools: cargo-nextest, moto_server, azurite-queue, kubernetes-validate, promtool, kubectl, gcloud with the Pub/Sub emulator and java all run"

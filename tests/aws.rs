@@ -3,8 +3,7 @@
 //! and the addresses moto does not model). Each test starts its own moto.
 
 #![cfg(feature = "aws")]
-// Tests say "skipped: ..." on stdout when moto is missing; the ignored
-// benchmark prints its numbers.
+// The ignored benchmark prints its numbers.
 #![allow(clippy::print_stdout)]
 
 mod common;
@@ -41,15 +40,8 @@ struct Cloud {
     subnet: String,
 }
 
-async fn cloud() -> Option<Cloud> {
-    let moto = match Moto::start().await {
-        Ok(Some(moto)) => moto,
-        Ok(None) => {
-            println!("skipped: moto_server not installed");
-            return None;
-        }
-        Err(e) => panic!("{e}"),
-    };
+async fn cloud() -> Cloud {
+    let moto = Moto::start().await.unwrap_or_else(|e| panic!("{e}"));
     let proxy = AwsProxy::start(moto.authority())
         .await
         .expect("proxy starts");
@@ -101,7 +93,7 @@ async fn cloud() -> Option<Cloud> {
         .unwrap()
         .queue_url
         .unwrap();
-    Some(Cloud {
+    Cloud {
         moto,
         proxy,
         asg,
@@ -109,7 +101,7 @@ async fn cloud() -> Option<Cloud> {
         sqs,
         queue_url,
         subnet,
-    })
+    }
 }
 
 impl Cloud {
@@ -406,7 +398,7 @@ async fn completions(cloud: &Cloud) -> Vec<LifecycleCall> {
 
 #[tokio::test]
 async fn asg_of_three_grows_to_six_and_the_entries_follow() {
-    let Some(cloud) = cloud().await else { return };
+    let cloud = cloud().await;
     cloud.group("web", 3, &[]).await;
     let h = harness().await;
     let running = Running::start(&h, cloud.args(), None);
@@ -463,7 +455,7 @@ async fn asg_of_three_grows_to_six_and_the_entries_follow() {
 
 #[tokio::test]
 async fn scale_in_through_the_terminate_hook_drains_before_continue() {
-    let Some(cloud) = cloud().await else { return };
+    let cloud = cloud().await;
     cloud.group("web", 3, &[]).await;
     cloud.hook("web", "drain", false, 300).await;
     let h = harness().await;
@@ -529,7 +521,7 @@ async fn set_healthy(h: &Harness, ns: &str, entry: &str) {
 
 #[tokio::test]
 async fn launch_hook_with_agent_health_continues_once_healthy() {
-    let Some(cloud) = cloud().await else { return };
+    let cloud = cloud().await;
     cloud.group("web", 1, &[]).await;
     cloud.hook("web", "warmup", true, 300).await;
     let h = harness().await;
@@ -582,7 +574,7 @@ async fn launch_hook_with_agent_health_continues_once_healthy() {
 
 #[tokio::test]
 async fn launch_hook_is_abandoned_when_health_never_comes() {
-    let Some(cloud) = cloud().await else { return };
+    let cloud = cloud().await;
     cloud.group("web", 1, &[]).await;
     cloud.hook("web", "warmup", true, 300).await;
     let h = harness().await;
@@ -621,7 +613,7 @@ async fn launch_hook_is_abandoned_when_health_never_comes() {
 
 #[tokio::test]
 async fn spot_interruption_removes_the_instance_at_once_but_forged_events_change_nothing() {
-    let Some(cloud) = cloud().await else { return };
+    let cloud = cloud().await;
     cloud.group("web", 3, &[]).await;
     let h = harness().await;
     let running = Running::start(&h, cloud.args(), None);
@@ -673,7 +665,7 @@ async fn spot_interruption_removes_the_instance_at_once_but_forged_events_change
 
 #[tokio::test]
 async fn throttling_deletes_nothing_reports_degraded_and_recovers() {
-    let Some(cloud) = cloud().await else { return };
+    let cloud = cloud().await;
     cloud.group("web", 3, &[]).await;
     let h = harness().await;
     let running = Running::start(&h, cloud.args(), None);
@@ -728,7 +720,7 @@ async fn scrape(addr: SocketAddr) -> String {
 
 #[tokio::test]
 async fn malformed_and_foreign_messages_are_deleted_and_counted() {
-    let Some(cloud) = cloud().await else { return };
+    let cloud = cloud().await;
     cloud.group("web", 2, &[]).await;
     cloud.group("not-mirrored", 1, &[]).await;
     let h = harness().await;
@@ -783,7 +775,7 @@ async fn malformed_and_foreign_messages_are_deleted_and_counted() {
 
 #[tokio::test]
 async fn public_ipv4_and_ipv6_are_chosen_as_the_spec_says_and_tags_are_copied() {
-    let Some(cloud) = cloud().await else { return };
+    let cloud = cloud().await;
     cloud
         .group("web", 2, &[("team", "payments"), ("cost-center", "42")])
         .await;
@@ -867,7 +859,7 @@ impl Drain {
 
 #[tokio::test]
 async fn a_restart_in_the_middle_of_a_drain_still_answers_the_hook() {
-    let Some(cloud) = cloud().await else { return };
+    let cloud = cloud().await;
     let h = harness().await;
     let drain = Drain {
         hook_timeout: 300,
@@ -899,7 +891,7 @@ async fn a_restart_in_the_middle_of_a_drain_still_answers_the_hook() {
 
 #[tokio::test]
 async fn a_drain_longer_than_the_heartbeat_timeout_sends_heartbeats() {
-    let Some(cloud) = cloud().await else { return };
+    let cloud = cloud().await;
     let h = harness().await;
     let mut args = cloud.args();
     args.aws_heartbeat_hooks = vec!["drain".into()];
@@ -939,7 +931,7 @@ async fn a_drain_longer_than_the_heartbeat_timeout_sends_heartbeats() {
 #[tokio::test]
 #[ignore = "benchmark: prints numbers, asserts none"]
 async fn bench_event_to_entry_latency() {
-    let Some(cloud) = cloud().await else { return };
+    let cloud = cloud().await;
     cloud.group("web", 10, &[]).await;
     let h = harness().await;
     let running = Running::start(&h, cloud.args(), None);
@@ -983,7 +975,7 @@ async fn bench_event_to_entry_latency() {
 
 #[tokio::test]
 async fn after_a_restart_a_long_drain_is_kept_alive_without_naming_the_hook_in_flags() {
-    let Some(cloud) = cloud().await else { return };
+    let cloud = cloud().await;
     let h = harness().await;
     let drain = Drain {
         hook_timeout: 3,

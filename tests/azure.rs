@@ -772,10 +772,7 @@ fn base64(bytes: &[u8]) -> String {
 #[tokio::test]
 async fn events_from_the_storage_queue_trigger_a_pass_and_are_deleted() {
     let ca = meshmirror_testkit::arm::TestCa::new().unwrap();
-    let Some(azurite) = Azurite::start(&ca).await.expect("azurite starts") else {
-        eprintln!("skipped: azurite not installed (npm install -g azurite@3.35.0)");
-        return;
-    };
+    let azurite = Azurite::start(&ca).await.expect("azurite starts");
     let mock = ArmMock::start_with_ca(ca).await.unwrap();
     mock.register_client_secret(TENANT, CLIENT, SECRET);
     let dir = TempDir::new();

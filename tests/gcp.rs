@@ -393,13 +393,9 @@ async fn an_audit_log_message_through_pub_sub_triggers_the_controller_at_once() 
 
     const TOPIC: &str = "projects/project-1/topics/compute-audit";
     const SUBSCRIPTION: &str = "projects/project-1/subscriptions/meshmirror";
-    let emulator = match PubSubEmulator::start().await {
-        Ok(e) => e,
-        Err(skip) => {
-            eprintln!("{skip}");
-            return;
-        }
-    };
+    let emulator = PubSubEmulator::start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     emulator.create_topic(TOPIC).await.unwrap();
     emulator
         .create_subscription(SUBSCRIPTION, TOPIC, 10)

@@ -24,10 +24,7 @@ const REGION: &str = "us-east-1";
 
 #[tokio::main]
 async fn main() {
-    let Some(moto) = Moto::start().await.expect("moto starts") else {
-        println!("skipped: moto_server not installed");
-        return;
-    };
+    let moto = Moto::start().await.unwrap_or_else(|e| panic!("{e}"));
     let proxy = AwsProxy::start(moto.authority()).await.expect("proxy");
     let shared = aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(moto.endpoint())

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use meshmirror_testkit::gce::{GceMock, Template};
+use meshmirror_testkit::tools::{self, Tool};
 
 /// Runs `gcloud ARGS` against the mock; None when gcloud is not installed.
 fn gcloud(mock: &GceMock, config: &PathBuf, args: &[&str]) -> Option<(bool, String, String)> {
@@ -28,20 +29,10 @@ fn gcloud(mock: &GceMock, config: &PathBuf, args: &[&str]) -> Option<(bool, Stri
     ))
 }
 
-fn installed() -> bool {
-    Command::new("gcloud")
-        .arg("version")
-        .env("CLOUDSDK_CORE_DISABLE_PROMPTS", "1")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcloud_reads_groups_and_instances_from_the_mock() {
-    if !installed() {
-        eprintln!("skipped: gcloud not installed (Google Cloud CLI 528, package google-cloud-cli)");
-        return;
-    }
+    tools::require(Tool::Gcloud);
     let mock = GceMock::start().await.unwrap();
     let key = mock.add_zonal_group(
         "proj",

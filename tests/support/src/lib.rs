@@ -7,6 +7,7 @@ pub mod aws;
 pub mod gce;
 pub mod schema;
 pub mod ssa;
+pub mod tools;
 
 pub use apiserver::{
     ApiServer, ApiServerBuilder, CrdError, Faults, Injected, Match, RequestCounts, StartError, Verb,

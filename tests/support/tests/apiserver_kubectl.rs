@@ -1,5 +1,6 @@
 //! The fake API server through the machine's real `kubectl`: get, apply
-//! --server-side, get -w and delete. Skips (and says so) when kubectl is absent.
+//! --server-side, get -w and delete. Fails, naming the install, when kubectl is
+//! missing (meshmirror_testkit::tools).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -8,15 +9,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use meshmirror_testkit::tools::{self, Tool};
 use meshmirror_testkit::{ApiServer, Verb};
 use serde_json::json;
-
-fn kubectl_path() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file())
-}
 
 struct Kubectl {
     bin: PathBuf,
@@ -96,10 +91,8 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_get_apply_watch_delete() {
-    let Some(bin) = kubectl_path() else {
-        eprintln!("SKIPPED kubectl_get_apply_watch_delete: kubectl is not on PATH");
-        return;
-    };
+    tools::require(Tool::Kubectl);
+    let bin = PathBuf::from("kubectl");
     let server = ApiServer::start().await.unwrap();
     let dir = temp_dir();
     let kubeconfig = dir.join("kubeconfig");

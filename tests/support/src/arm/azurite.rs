@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::TestCa;
+use crate::tools::Tool;
 
 /// The emulator's one account.
 pub const ACCOUNT: &str = "devstoreaccount1";
@@ -29,23 +30,16 @@ impl Drop for Azurite {
     }
 }
 
-/// Whether `azurite-queue` is on PATH.
-pub fn installed() -> bool {
-    Command::new("azurite-queue")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 impl Azurite {
-    /// Starts the queue service, or returns `Ok(None)` when `azurite-queue`
-    /// is not installed.
-    pub async fn start(ca: &TestCa) -> io::Result<Option<Azurite>> {
-        if !installed() {
-            return Ok(None);
-        }
+    /// Starts the queue service. A missing `azurite-queue` is an error that
+    /// names the install: tests fail, not skip.
+    pub async fn start(ca: &TestCa) -> io::Result<Azurite> {
+        crate::tools::check(Tool::Azurite).map_err(|why| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                crate::tools::missing_message(Tool::Azurite, &why),
+            )
+        })?;
         let dir = std::env::temp_dir().join(format!(
             "meshmirror-azurite-{}-{}",
             std::process::id(),
@@ -89,7 +83,7 @@ impl Azurite {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(Some(azurite))
+        Ok(azurite)
     }
 
     pub fn port(&self) -> u16 {

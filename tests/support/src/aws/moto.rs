@@ -9,12 +9,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::upstream;
+use crate::tools::Tool;
 
 /// How long moto may take to answer after it was started.
 const STARTUP: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MotoError {
+    /// `moto_server` is missing or does not run (the message says how to
+    /// install it).
+    #[error("{0}")]
+    NotInstalled(String),
     #[error("moto_server exited at start-up ({0})")]
     Exited(String),
     #[error("moto_server did not answer on {0} within {STARTUP:?}")]
@@ -43,9 +48,9 @@ fn shared_turns() -> Arc<Mutex<()>> {
 }
 
 impl Moto {
-    /// A fresh moto, or `None` when `moto_server` is not installed (and no
-    /// `MOTO_ENDPOINT` is set): the caller prints "skipped" and returns.
-    pub async fn start() -> Result<Option<Moto>, MotoError> {
+    /// A fresh moto (or the shared one `MOTO_ENDPOINT` names). A missing
+    /// `moto_server` is an error naming the install: tests fail, not skip.
+    pub async fn start() -> Result<Moto, MotoError> {
         if let Ok(endpoint) = std::env::var("MOTO_ENDPOINT") {
             let authority = endpoint
                 .trim_start_matches("http://")
@@ -58,8 +63,10 @@ impl Moto {
                 _turn: Some(turn),
             };
             moto.reset().await?;
-            return Ok(Some(moto));
+            return Ok(moto);
         }
+        crate::tools::check(Tool::Moto)
+            .map_err(|why| MotoError::NotInstalled(crate::tools::missing_message(Tool::Moto, &why)))?;
         let port = free_port().map_err(|error| MotoError::Io {
             endpoint: "127.0.0.1:0".into(),
             error,
@@ -72,7 +79,6 @@ impl Moto {
             .spawn()
         {
             Ok(child) => child,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(error) => {
                 return Err(MotoError::Io {
                     endpoint: format!("127.0.0.1:{port}"),
@@ -86,7 +92,7 @@ impl Moto {
             _turn: None,
         };
         moto.wait_ready().await?;
-        Ok(Some(moto))
+        Ok(moto)
     }
 
     async fn wait_ready(&mut self) -> Result<(), MotoError> {

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::tools::Tool;
+
 /// How long the emulator (Java) may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -20,26 +22,17 @@ pub struct PubSubEmulator {
     dir: PathBuf,
 }
 
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
-}
-
 impl PubSubEmulator {
-    /// Starts the emulator, or says why it cannot (`Err`: print it as the
-    /// test's skip message).
+    /// Starts the emulator. Any failure (not installed, would not start,
+    /// exited, never listened) is an `Err` that the test fails on; the
+    /// message names the tool and how to install it.
     pub async fn start() -> Result<PubSubEmulator, String> {
-        for program in ["gcloud", "java"] {
-            if !on_path(program) {
-                return Err(format!(
-                    "skipped: {program} not installed (needs google-cloud-cli and google-cloud-cli-pubsub-emulator 528, Java 17)"
-                ));
-            }
-        }
-        let launcher = launcher()?;
+        crate::tools::check(Tool::PubSubEmulator)
+            .map_err(|why| crate::tools::missing_message(Tool::PubSubEmulator, &why))?;
+        let launcher = crate::tools::pubsub_launcher()?;
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
-            .map_err(|e| format!("skipped: no free port: {e}"))?
+            .map_err(|e| format!("no free port: {e}"))?
             .port();
         let dir =
             std::env::temp_dir().join(format!("meshmirror-pubsub-{}-{port}", std::process::id()));
@@ -52,7 +45,7 @@ impl PubSubEmulator {
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()
-            .map_err(|e| format!("skipped: {} would not start: {e}", launcher.display()))?;
+            .map_err(|e| format!("{} would not start: {e}", launcher.display()))?;
         let mut emulator = PubSubEmulator { child, port, dir };
         let started = Instant::now();
         loop {
@@ -65,7 +58,7 @@ impl PubSubEmulator {
             }
             if let Ok(Some(status)) = emulator.child.try_wait() {
                 return Err(format!(
-                    "skipped: the Pub/Sub emulator exited ({status}); is google-cloud-cli-pubsub-emulator installed? log:\n{}",
+                    "the Pub/Sub emulator exited ({status}); log:\n{}",
                     emulator.log()
                 ));
             }
@@ -181,26 +174,5 @@ impl Drop for PubSubEmulator {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// `SDK_ROOT/platform/pubsub-emulator/bin/cloud-pubsub-emulator`, with the
-/// SDK root as gcloud reports it.
-fn launcher() -> Result<PathBuf, String> {
-    let out = Command::new("gcloud")
-        .args(["info", "--format=value(installation.sdk_root)"])
-        .env("CLOUDSDK_CORE_DISABLE_PROMPTS", "1")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("skipped: gcloud would not run: {e}"))?;
-    let root = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let launcher = PathBuf::from(root).join("platform/pubsub-emulator/bin/cloud-pubsub-emulator");
-    if launcher.is_file() {
-        Ok(launcher)
-    } else {
-        Err(format!(
-            "skipped: the Pub/Sub emulator is not installed ({} is missing; package google-cloud-cli-pubsub-emulator)",
-            launcher.display()
-        ))
     }
 }
