@@ -7,6 +7,7 @@ use std::time::Duration;
 use meshmirror_provider::{GcpLocation, GroupRef};
 
 use crate::crd::{CidrNetwork, ScalingGroupMirrorSpec};
+use crate::group_names;
 use crate::names::{is_dns_label, is_label_key, is_label_value};
 
 /// The shortest polling interval a mirror may ask for.
@@ -215,6 +216,16 @@ pub fn validate(spec: &ScalingGroupMirrorSpec) -> Result<MirrorConfig, SpecError
     })
 }
 
+/// A field that names a group, held to the cloud's naming rule.
+fn named(field: &str, value: &str, rule: group_names::Rule) -> Result<(), SpecError> {
+    rule(value).map_err(|allowed| {
+        err(
+            field,
+            format!("{value:?} is not a valid name; the cloud allows {allowed}"),
+        )
+    })
+}
+
 fn group_ref(spec: &ScalingGroupMirrorSpec) -> Result<GroupRef, SpecError> {
     let p = &spec.provider;
     let set = [
@@ -233,12 +244,37 @@ fn group_ref(spec: &ScalingGroupMirrorSpec) -> Result<GroupRef, SpecError> {
         ));
     }
     if let Some(aws) = &p.aws {
+        named(
+            "spec.provider.aws.region",
+            &aws.region,
+            group_names::aws_region,
+        )?;
+        named(
+            "spec.provider.aws.autoScalingGroupName",
+            &aws.auto_scaling_group_name,
+            group_names::aws_group,
+        )?;
         return Ok(GroupRef::Aws {
             region: aws.region.clone(),
             name: aws.auto_scaling_group_name.clone(),
         });
     }
     if let Some(azure) = &p.azure {
+        named(
+            "spec.provider.azure.subscriptionId",
+            &azure.subscription_id,
+            group_names::azure_subscription,
+        )?;
+        named(
+            "spec.provider.azure.resourceGroup",
+            &azure.resource_group,
+            group_names::azure_resource_group,
+        )?;
+        named(
+            "spec.provider.azure.scaleSetName",
+            &azure.scale_set_name,
+            group_names::azure_scale_set,
+        )?;
         return Ok(GroupRef::Azure {
             subscription_id: azure.subscription_id.clone(),
             resource_group: azure.resource_group.clone(),
@@ -246,9 +282,25 @@ fn group_ref(spec: &ScalingGroupMirrorSpec) -> Result<GroupRef, SpecError> {
         });
     }
     if let Some(gcp) = &p.gcp {
+        named(
+            "spec.provider.gcp.project",
+            &gcp.project,
+            group_names::gcp_project,
+        )?;
+        named(
+            "spec.provider.gcp.instanceGroupManager",
+            &gcp.instance_group_manager,
+            group_names::gcp_name,
+        )?;
         let location = match (&gcp.zone, &gcp.region) {
-            (Some(zone), None) => GcpLocation::Zone(zone.clone()),
-            (None, Some(region)) => GcpLocation::Region(region.clone()),
+            (Some(zone), None) => {
+                named("spec.provider.gcp.zone", zone, group_names::gcp_name)?;
+                GcpLocation::Zone(zone.clone())
+            }
+            (None, Some(region)) => {
+                named("spec.provider.gcp.region", region, group_names::gcp_name)?;
+                GcpLocation::Region(region.clone())
+            }
             _ => {
                 return Err(err(
                     "spec.provider.gcp",
@@ -266,6 +318,11 @@ fn group_ref(spec: &ScalingGroupMirrorSpec) -> Result<GroupRef, SpecError> {
         .sim
         .as_ref()
         .ok_or_else(|| err("spec.provider", "no cloud set"))?;
+    named(
+        "spec.provider.sim.group",
+        &sim.group,
+        group_names::sim_group,
+    )?;
     Ok(GroupRef::Sim {
         group: sim.group.clone(),
     })
@@ -326,8 +383,28 @@ mod tests {
                 "spec.provider: names 2 clouds",
             ),
             (
-                "provider: {gcp: {project: p, instanceGroupManager: m}}\nworkloads: [{name: a}]",
+                "provider: {gcp: {project: proj-1, instanceGroupManager: m}}\nworkloads: [{name: a}]",
                 "spec.provider.gcp: set exactly one of zone",
+            ),
+            (
+                "provider: {azure: {subscriptionId: 00000000-0000-0000-0000-000000000000, resourceGroup: team-a, scaleSetName: 'x/../../../../other-rg/providers/Microsoft.Compute/virtualMachineScaleSets/v'}}\nworkloads: [{name: a}]",
+                "spec.provider.azure.scaleSetName: \"x/../../../../other-rg/providers/Microsoft.Compute/virtualMachineScaleSets/v\" is not a valid name; the cloud allows 1 to 64 of letters",
+            ),
+            (
+                "provider: {azure: {subscriptionId: sub, resourceGroup: rg, scaleSetName: web}}\nworkloads: [{name: a}]",
+                "spec.provider.azure.subscriptionId: \"sub\" is not a valid name; the cloud allows a subscription GUID",
+            ),
+            (
+                "provider: {gcp: {project: proj-1, zone: us-central1-a, instanceGroupManager: '../m'}}\nworkloads: [{name: a}]",
+                "spec.provider.gcp.instanceGroupManager: \"../m\" is not a valid name",
+            ),
+            (
+                "provider: {aws: {region: 'us-east-1/x', autoScalingGroupName: web}}\nworkloads: [{name: a}]",
+                "spec.provider.aws.region: \"us-east-1/x\" is not a valid name; the cloud allows an AWS region",
+            ),
+            (
+                "provider: {sim: {group: 'a/b'}}\nworkloads: [{name: a}]",
+                "spec.provider.sim.group: \"a/b\" is not a valid name",
             ),
             ("workloads: []", "spec.workloads: has 0 workloads"),
             (
@@ -373,7 +450,7 @@ mod tests {
     #[test]
     fn a_valid_spec_parses() {
         let config = validate(&spec(
-            "provider: {gcp: {project: p, region: europe-west1, instanceGroupManager: m}}\nworkloads: [{name: a}]\nnetworkByCidr: [{cidr: 10.0.0.0/8, network: n1}]\nsync: {interval: 1m}",
+            "provider: {gcp: {project: proj-1, region: europe-west1, instanceGroupManager: m}}\nworkloads: [{name: a}]\nnetworkByCidr: [{cidr: 10.0.0.0/8, network: n1}]\nsync: {interval: 1m}",
         ))
         .unwrap();
         assert_eq!(config.interval, Duration::from_secs(60));
@@ -381,7 +458,7 @@ mod tests {
         assert_eq!(
             config.group,
             GroupRef::Gcp {
-                project: "p".into(),
+                project: "proj-1".into(),
                 location: GcpLocation::Region("europe-west1".into()),
                 manager: "m".into()
             }

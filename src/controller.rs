@@ -16,8 +16,8 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use meshmirror_provider::{Ack, GroupEvent, GroupEventKind};
 
+use crate::claims;
 use crate::cluster::{EventType, Owner};
-use crate::config;
 use crate::crd::ScalingGroupMirror;
 use crate::entry_cache::EntryCache;
 use crate::group_cache::GroupCache;
@@ -120,6 +120,8 @@ type PendingAcks = Arc<Mutex<HashMap<ObjectRef<ScalingGroupMirror>, Vec<Arc<Shar
 struct Ctx {
     reconciler: Arc<Reconciler>,
     pending: PendingAcks,
+    /// Every mirror in scope, for the claim rule.
+    mirrors: Store<ScalingGroupMirror>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +142,15 @@ async fn reconcile(mirror: Arc<ScalingGroupMirror>, ctx: Arc<Ctx>) -> Result<Act
         .lock()
         .map(|mut p| p.remove(&key).unwrap_or_default())
         .unwrap_or_default();
-    let report = ctx.reconciler.pass(&mirror).await;
+    let claim = {
+        let all = ctx.mirrors.state();
+        claims::claim_of(
+            &mirror,
+            all.iter().map(AsRef::as_ref),
+            &ctx.reconciler.allowed,
+        )
+    };
+    let report = ctx.reconciler.pass_claimed(&mirror, &claim).await;
     if report.ok() {
         for ack in acks {
             ack.handled();
@@ -183,16 +193,18 @@ fn event_triggers(
                         outcome: "received".into(),
                     })
                     .inc();
-                let targets: Vec<ObjectRef<ScalingGroupMirror>> = mirrors
-                    .state()
-                    .iter()
-                    .filter(|m| {
-                        config::validate(&m.spec)
-                            .map(|c| c.group == event.group)
-                            .unwrap_or(false)
-                    })
-                    .map(|m| ObjectRef::from_obj(m.as_ref()))
-                    .collect();
+                // Only the mirror that claims the group acts on its events;
+                // denied, invalid or outranked mirrors neither run for it nor
+                // hold its acknowledgement back.
+                let contenders = claims::contenders(
+                    mirrors.state().iter().map(AsRef::as_ref),
+                    &reconciler.allowed,
+                );
+                let targets: Vec<ObjectRef<ScalingGroupMirror>> =
+                    claims::claimant(&event.group, &contenders)
+                        .map(|c| ObjectRef::new(&c.name).within(&c.namespace))
+                        .into_iter()
+                        .collect();
                 let outcome = if targets.is_empty() { "ignored" } else { "handled" };
                 metrics
                     .events
@@ -280,6 +292,7 @@ pub async fn run(
         .with_config(controller::Config::default().concurrency(scope.max_concurrent_passes.max(1)))
         .reconcile_on(changed);
     let mirrors = controller.store();
+    let store = controller.store();
     let controller = controller.reconcile_on(caches.groups.changes().flat_map(move |group| {
         // The mirrors in the group's namespace whose workloads name it.
         let naming: Vec<ObjectRef<ScalingGroupMirror>> = mirrors
@@ -316,6 +329,7 @@ pub async fn run(
     let ctx = Arc::new(Ctx {
         reconciler: reconciler.clone(),
         pending,
+        mirrors: store,
     });
     controller
         .graceful_shutdown_on(shutdown)
@@ -344,7 +358,8 @@ pub async fn run_once(
     let mirrors = scope.mirrors(client).list(&Default::default()).await?;
     let mut all_ok = true;
     for mirror in &mirrors.items {
-        let report = reconciler.pass(mirror).await;
+        let claim = claims::claim_of(mirror, &mirrors.items, &reconciler.allowed);
+        let report = reconciler.pass_claimed(mirror, &claim).await;
         if let Some(err) = &report.error {
             tracing::error!(namespace = %mirror.namespace().unwrap_or_default(),
                 mirror = %mirror.name_any(), error = %err, "pass failed");

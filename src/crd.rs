@@ -81,9 +81,12 @@ pub struct ProviderSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AwsGroup {
-    #[schemars(length(min = 1))]
+    #[schemars(
+        length(min = 1, max = 32),
+        regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)+-[0-9]+$")
+    )]
     pub region: String,
-    #[schemars(length(min = 1, max = 255))]
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[^\x00-\x1f\x7f]+$"))]
     pub auto_scaling_group_name: String,
 }
 
@@ -91,11 +94,22 @@ pub struct AwsGroup {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AzureGroup {
-    #[schemars(length(min = 1))]
+    #[schemars(
+        length(min = 36, max = 36),
+        regex(
+            pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+        )
+    )]
     pub subscription_id: String,
-    #[schemars(length(min = 1))]
+    #[schemars(
+        length(min = 1, max = 90),
+        regex(pattern = r"^[-A-Za-z0-9_.()]*[-A-Za-z0-9_()]$")
+    )]
     pub resource_group: String,
-    #[schemars(length(min = 1))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z0-9_]([-A-Za-z0-9_.]*[A-Za-z0-9_])?$")
+    )]
     pub scale_set_name: String,
 }
 
@@ -107,13 +121,27 @@ pub struct AzureGroup {
     "message": "set exactly one of zone (zonal group) or region (regional group)"
 }]))]
 pub struct GcpGroup {
-    #[schemars(length(min = 1))]
+    #[schemars(
+        length(min = 6, max = 94),
+        regex(pattern = r"^([a-z0-9.-]+:)?[a-z][-a-z0-9]{4,28}[a-z0-9]$")
+    )]
     pub project: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub zone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub region: Option<String>,
-    #[schemars(length(min = 1))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub instance_group_manager: String,
 }
 
@@ -121,7 +149,10 @@ pub struct GcpGroup {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SimGroup {
-    #[schemars(length(min = 1))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub group: String,
 }
 

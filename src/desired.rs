@@ -2,7 +2,7 @@
 //! WorkloadGroups it refers to, and the group's members. No I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use meshmirror_provider::{Health, Instance, InstanceState, LifecycleKind};
 use sha2::{Digest, Sha256};
@@ -39,6 +39,12 @@ pub struct DesiredEntry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SkipReason {
     NoAddress(AddressFamily),
+    /// An address no endpoint may have (loopback, link-local, the cloud
+    /// metadata service, multicast, unspecified).
+    UnusableAddress {
+        address: IpAddr,
+        why: &'static str,
+    },
     /// Istio assumes an address is unique within a network.
     DuplicateAddress {
         address: String,
@@ -51,6 +57,9 @@ impl std::fmt::Display for SkipReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SkipReason::NoAddress(family) => write!(f, "has no {family:?} address"),
+            SkipReason::UnusableAddress { address, why } => {
+                write!(f, "has address {address}, which is {why}; not written")
+            }
             SkipReason::DuplicateAddress {
                 address,
                 network,
@@ -122,6 +131,13 @@ pub fn desired(
             });
             continue;
         };
+        if let Some(why) = unusable(address) {
+            out.skipped.push(Skip {
+                instance_id: instance.id.clone(),
+                reason: SkipReason::UnusableAddress { address, why },
+            });
+            continue;
+        }
         let network = network_for(mirror.config, spec, address);
         let key = (network.clone().unwrap_or_default(), address);
         if let Some(kept) = taken.get(&key) {
@@ -171,6 +187,49 @@ fn pick_address(family: AddressFamily, instance: &Instance) -> Option<IpAddr> {
         AddressFamily::PrivateIpv4 => instance.private_ipv4.map(IpAddr::V4),
         AddressFamily::PublicIpv4 => instance.public_ipv4.map(IpAddr::V4),
         AddressFamily::Ipv6 => instance.ipv6.map(IpAddr::V6),
+    }
+}
+
+/// Why no endpoint may carry `ip` (None: it may). Follows Kubernetes'
+/// endpoint validation (ValidateEndpointIP) and adds what a cloud makes
+/// dangerous: the instance metadata service and all multicast. IPv4-mapped
+/// IPv6 forms are judged as the IPv4 address they carry.
+pub fn unusable(ip: IpAddr) -> Option<&'static str> {
+    const AWS_IMDS_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+    match ip {
+        IpAddr::V4(v4) => {
+            if v4.is_unspecified() {
+                Some("unspecified")
+            } else if v4.is_loopback() {
+                Some("a loopback address")
+            } else if v4.octets()[..2] == [169, 254] {
+                Some("link-local (169.254.0.0/16, where the cloud metadata service listens)")
+            } else if v4.is_multicast() {
+                Some("multicast")
+            } else if v4.is_broadcast() {
+                Some("the broadcast address")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return unusable(IpAddr::V4(v4));
+            }
+            if v6.is_unspecified() {
+                Some("unspecified")
+            } else if v6.is_loopback() {
+                Some("a loopback address")
+            } else if v6.segments()[0] & 0xffc0 == 0xfe80 {
+                Some("link-local (fe80::/10)")
+            } else if v6.is_multicast() {
+                Some("multicast")
+            } else if v6 == AWS_IMDS_V6 {
+                Some("the cloud metadata service (fd00:ec2::254)")
+            } else {
+                None
+            }
+        }
     }
 }
 
@@ -607,6 +666,55 @@ mod tests {
         let d = run("health: Cloud\nworkloads: [{name: a}]", &members);
         let health: Vec<_> = d.entries.iter().map(|e| e.healthy).collect();
         assert_eq!(health, [Some(true), Some(false)]);
+    }
+
+    #[test]
+    fn addresses_no_endpoint_may_have_are_refused() {
+        for (ip, usable) in [
+            ("10.0.1.5", true),
+            ("203.0.113.9", true),
+            ("100.64.0.1", true),
+            ("2001:db8::5", true),
+            ("fd00:ec2::253", true),
+            ("0.0.0.0", false),
+            ("127.0.0.1", false),
+            ("127.9.9.9", false),
+            ("169.254.169.254", false),
+            ("169.254.0.1", false),
+            ("224.0.0.1", false),
+            ("239.1.2.3", false),
+            ("255.255.255.255", false),
+            ("::", false),
+            ("::1", false),
+            ("fe80::1", false),
+            ("febf::1", false),
+            ("ff02::1", false),
+            ("fd00:ec2::254", false),
+            ("::ffff:127.0.0.1", false),
+            ("::ffff:169.254.169.254", false),
+            ("::ffff:10.0.0.1", true),
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(unusable(ip).is_none(), usable, "{ip}: {:?}", unusable(ip));
+        }
+    }
+
+    #[test]
+    fn a_member_with_the_metadata_address_is_skipped_not_written() {
+        let mut imds = vm("i-2", 2);
+        imds.private_ipv4 = Some(std::net::Ipv4Addr::new(169, 254, 169, 254));
+        let d = run("workloads: [{name: a}]", &[vm("i-1", 1), imds]);
+        assert_eq!(d.entries.len(), 1);
+        assert_eq!(d.entries[0].instance_id, "i-1");
+        assert_eq!(d.members, 2);
+        assert!(
+            matches!(
+                &d.skipped[..],
+                [Skip { instance_id, reason: SkipReason::UnusableAddress { .. } }] if instance_id == "i-2"
+            ),
+            "{:?}",
+            d.skipped
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! WorkloadEntries.
 
 pub mod app;
+pub mod claims;
 pub mod clouds;
 pub mod cluster;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod demo;
 pub mod desired;
 pub mod entry_cache;
 pub mod group_cache;
+pub mod group_names;
 pub mod http;
 pub mod kube_cluster;
 pub mod leader;

@@ -36,10 +36,18 @@ impl AllowedGroups {
             return Ok(());
         }
         let id = group.to_string();
-        let allowed = self
-            .rules
-            .iter()
-            .any(|(ns, pattern)| (ns == "*" || ns == namespace) && glob(pattern, &id));
+        // Matched on the canonical id (Azure's case-insensitive names
+        // lowercased, patterns likewise), so no spelling escapes a rule.
+        let canonical = group.canonical();
+        let fold = matches!(group, GroupRef::Azure { .. });
+        let allowed = self.rules.iter().any(|(ns, pattern)| {
+            let pattern = if fold {
+                pattern.to_ascii_lowercase()
+            } else {
+                pattern.clone()
+            };
+            (ns == "*" || ns == namespace) && glob(&pattern, &canonical)
+        });
         if allowed {
             Ok(())
         } else {

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use meshmirror_provider::{LifecycleKind, Outcome, ProviderError};
 
+use crate::claims::Claim;
 use crate::cluster::{Cluster, EventType, Owner};
 use crate::config::{self, MirrorConfig};
 use crate::crd::{Condition, ScalingGroupMirror, ScalingGroupMirrorStatus};
@@ -108,8 +109,14 @@ impl Reconciler {
         }
     }
 
-    /// Runs one pass of `mirror`.
+    /// Runs one pass of `mirror`, as the only mirror of its group (tests and
+    /// tools that drive one mirror; the controller uses [`Self::pass_claimed`]).
     pub async fn pass(&self, mirror: &ScalingGroupMirror) -> PassReport {
+        self.pass_claimed(mirror, &Claim::Claimant).await
+    }
+
+    /// Runs one pass of `mirror`, whose claim on its group is `claim`.
+    pub async fn pass_claimed(&self, mirror: &ScalingGroupMirror, claim: &Claim) -> PassReport {
         let started = Instant::now();
         let owner = Owner {
             namespace: mirror.metadata.namespace.clone().unwrap_or_default(),
@@ -126,7 +133,7 @@ impl Reconciler {
             }
         }
         let labels = mirror_labels(&owner.namespace, &owner.name);
-        let report = self.pass_inner(mirror, &owner).await;
+        let report = self.pass_inner(mirror, &owner, claim).await;
         self.metrics
             .pass_duration
             .get_or_create(&labels)
@@ -152,7 +159,12 @@ impl Reconciler {
         report
     }
 
-    async fn pass_inner(&self, mirror: &ScalingGroupMirror, owner: &Owner) -> PassReport {
+    async fn pass_inner(
+        &self,
+        mirror: &ScalingGroupMirror,
+        owner: &Owner,
+        claim: &Claim,
+    ) -> PassReport {
         let spec = &mirror.spec;
         let generation = mirror.metadata.generation;
         let old = mirror.status.clone().unwrap_or_default();
@@ -180,7 +192,13 @@ impl Reconciler {
         status.group = Some(config.group.to_string());
 
         if let Err(message) = self.allowed.check(&owner.namespace, &config.group) {
-            let deferred = self.withdraw(owner, spec).await;
+            let deferred = self
+                .withdraw(
+                    owner,
+                    spec,
+                    "the allow-list (--allowed-groups) no longer allows this group",
+                )
+                .await;
             let failure = Failure {
                 reason: "GroupNotAllowed",
                 message,
@@ -192,6 +210,36 @@ impl Reconciler {
                 },
             };
             return self.fail(owner, &old, status, failure).await;
+        }
+
+        match claim {
+            Claim::Claimant => {}
+            // The mirror list is still filling: decide nothing, write nothing.
+            Claim::Unknown => {
+                return PassReport {
+                    requeue: Duration::from_secs(1),
+                    error: Some("the list of mirrors is not complete yet".into()),
+                    ..PassReport::default()
+                };
+            }
+            Claim::ClaimedBy { namespace, name } => {
+                let deferred = self
+                    .withdraw(owner, spec, "another mirror claims this group")
+                    .await;
+                let failure = Failure {
+                    reason: "GroupClaimed",
+                    message: format!(
+                        "group {} is claimed by mirror {namespace}/{name}, the oldest mirror naming it; a VM belongs to one namespace, so this mirror writes nothing until that one is deleted",
+                        config.group
+                    ),
+                    requeue: if deferred > 0 {
+                        Duration::from_secs(1)
+                    } else {
+                        config.interval
+                    },
+                };
+                return self.fail(owner, &old, status, failure).await;
+            }
         }
 
         if spec.paused {
@@ -405,7 +453,14 @@ impl Reconciler {
     /// Deletes the entries a mirror wrote before its group was denied (the
     /// allow-list was narrowed), within the mirror's delete policy. Returns
     /// how many wait for a later pass.
-    async fn withdraw(&self, owner: &Owner, spec: &crate::crd::ScalingGroupMirrorSpec) -> usize {
+    /// Deletes the mirror's entries (within its delete policy) because it may
+    /// no longer act on its group; returns how many are left to delete.
+    async fn withdraw(
+        &self,
+        owner: &Owner,
+        spec: &crate::crd::ScalingGroupMirrorSpec,
+        why: &str,
+    ) -> usize {
         let actual = match self.cluster.owned_entries(owner).await {
             Ok(actual) if !actual.is_empty() => actual,
             Ok(_) => return 0,
@@ -426,13 +481,10 @@ impl Reconciler {
         );
         let report = self.apply(owner, &plan).await;
         if report.deleted > 0 {
-            let note = format!(
-                "deleted {} WorkloadEntries: the allow-list (--allowed-groups) no longer allows this group",
-                report.deleted
-            );
+            let note = format!("deleted {} WorkloadEntries: {why}", report.deleted);
             tracing::info!(namespace = %owner.namespace, mirror = %owner.name,
-                deleted = report.deleted, deferred = plan.deferred_deletes,
-                "entries of a denied group withdrawn");
+                deleted = report.deleted, deferred = plan.deferred_deletes, why,
+                "entries withdrawn");
             self.cluster
                 .event(owner, EventType::Normal, "EntriesWithdrawn", &note)
                 .await;

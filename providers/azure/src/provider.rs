@@ -293,6 +293,27 @@ fn referenced_public_ips(nics: &[NetworkInterface]) -> BTreeSet<String> {
         .collect()
 }
 
+/// One segment of an ARM path, percent-encoded, so that no name can add a
+/// segment or climb out of its own (`..`, `/`): the request reaches exactly
+/// the resource the group id names. The spec check refuses such names first;
+/// this holds for any caller.
+fn path_segment(value: &str) -> Result<String, ProviderError> {
+    if value.is_empty() || value.chars().all(|c| c == '.') {
+        return Err(ProviderError::Permanent(format!(
+            "{value:?} cannot be a segment of an ARM resource path"
+        )));
+    }
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'(' | b')') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(out)
+}
+
 /// `/subscriptions/S/resourceGroups/RG` of each id, once (case-insensitively).
 fn resource_groups<'a>(ids: impl Iterator<Item = &'a String>) -> Vec<String> {
     let mut seen = BTreeMap::new();
@@ -359,9 +380,15 @@ impl Provider for AzureProvider {
             )));
         };
         let name = group.to_string();
-        let rg_path = format!("/subscriptions/{subscription_id}/resourceGroups/{resource_group}");
-        let set_path =
-            format!("{rg_path}/providers/Microsoft.Compute/virtualMachineScaleSets/{scale_set}");
+        let rg_path = format!(
+            "/subscriptions/{}/resourceGroups/{}",
+            path_segment(subscription_id)?,
+            path_segment(resource_group)?
+        );
+        let set_path = format!(
+            "{rg_path}/providers/Microsoft.Compute/virtualMachineScaleSets/{}",
+            path_segment(scale_set)?
+        );
         let set: ScaleSet = self
             .arm
             .get(
@@ -399,6 +426,33 @@ impl Provider for AzureProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_segments_cannot_add_or_climb_segments() {
+        for (value, want) in [
+            ("web", Some("web")),
+            ("rg-(prod).1", Some("rg-(prod).1")),
+            ("a/../b", Some("a%2F..%2Fb")),
+            ("%2e%2e", Some("%252e%252e")),
+            ("a b?c#d", Some("a%20b%3Fc%23d")),
+            ("..", None),
+            (".", None),
+            ("", None),
+        ] {
+            assert_eq!(path_segment(value).ok().as_deref(), want, "{value:?}");
+        }
+        // The encoded path keeps its segments when joined onto the endpoint.
+        let base = Url::parse("https://management.azure.com/").unwrap();
+        let path = format!(
+            "/subscriptions/s/resourceGroups/{}/providers/Microsoft.Compute/virtualMachineScaleSets/v",
+            path_segment("x/../../../../other-rg").unwrap()
+        );
+        let url = base.join(&path).unwrap();
+        assert_eq!(
+            url.path_segments().unwrap().nth(3),
+            Some("x%2F..%2F..%2F..%2F..%2Fother-rg")
+        );
+    }
 
     #[test]
     fn resource_groups_are_deduplicated_case_insensitively() {

@@ -41,6 +41,17 @@ impl GroupRef {
             GroupRef::Sim { .. } => "sim",
         }
     }
+
+    /// The id two spellings of one group share: Azure's names are
+    /// case-insensitive, so its ids are lowercased; AWS names are
+    /// case-sensitive and GCP names are lowercase by rule, so theirs are the
+    /// full id as written. Claims and the allow-list compare this.
+    pub fn canonical(&self) -> String {
+        match self {
+            GroupRef::Azure { .. } => self.to_string().to_ascii_lowercase(),
+            _ => self.to_string(),
+        }
+    }
 }
 
 /// The group's full id, as written to the `meshmirror.io/group` annotation.
@@ -80,6 +91,24 @@ impl fmt::Display for GroupRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_ids_fold_case_only_where_the_cloud_does() {
+        let azure = GroupRef::Azure {
+            subscription_id: "AB".into(),
+            resource_group: "RG".into(),
+            scale_set: "Web".into(),
+        };
+        assert_eq!(
+            azure.canonical(),
+            "/subscriptions/ab/resourcegroups/rg/providers/microsoft.compute/virtualmachinescalesets/web"
+        );
+        let aws = GroupRef::Aws {
+            region: "us-east-1".into(),
+            name: "Web".into(),
+        };
+        assert_eq!(aws.canonical(), "aws:us-east-1:Web");
+    }
 
     #[test]
     fn display_is_the_full_cloud_id() {
