@@ -7,14 +7,21 @@
 # Generated files: deploy/crd.yaml and its copy deploy/base/crd.yaml (kustomize
 # loads no file outside a kustomization's folder) from `meshmirror crd`, and
 # deploy/install.yaml from `kubectl kustomize deploy/base`.
-# Validation: every Kubernetes manifest (the base, each overlay, the examples)
+# Validation: every Kubernetes object (the base, each overlay, the examples,
+# the observability files) by deploy/validate-kinds.py, which prints what
+# validated each kind and fails on a kind nothing validates: built-in kinds
 # with kubernetes-validate --strict against the oldest and newest Kubernetes
-# we support; the ScalingGroupMirror examples against the CRD's schema, the
-# alerts and the dashboard against the metrics the binary exports
-# (tests/deploy.rs, run here through cargo unless --no-cargo is given).
+# we support, ScalingGroupMirror against the CRD's schema, PrometheusRule with
+# `promtool check rules`, ServiceMonitor against its fields and the Service it
+# selects. Then, through cargo unless --no-cargo is given: the
+# ScalingGroupMirror examples on an API server serving the CRD (CEL rules too)
+# and the alerts and the dashboard against the metrics the binary exports
+# (tests/deploy.rs); the cloud permission examples against the calls the
+# providers make (tests/cloud_permissions.rs).
 #
-# Needs: kubectl (with kustomize), kubernetes-validate (PyPI, version pinned in
-# scripts/install-test-tools.sh), python3, cargo unless --no-cargo.
+# Needs: kubectl (with kustomize), python3 with kubernetes-validate (PyPI,
+# version pinned in scripts/install-test-tools.sh), promtool (Debian package
+# `prometheus`), cargo unless --no-cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +49,10 @@ done
 for tool in kubectl kubernetes-validate python3; do
   command -v "$tool" >/dev/null || { echo "missing tool: $tool (see scripts/install-test-tools.sh)" >&2; exit 2; }
 done
+command -v promtool >/dev/null \
+  || { echo "missing tool: promtool, which checks the PrometheusRule (apt-get install prometheus; see scripts/install-test-tools.sh)" >&2; exit 2; }
+python3 -c 'import kubernetes_validate' 2>/dev/null \
+  || { echo "python3 cannot import kubernetes_validate (pip install it for this python3; see scripts/install-test-tools.sh)" >&2; exit 2; }
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -73,29 +84,29 @@ kubectl kustomize deploy/base >"$tmp/install.yaml"
 generated "$tmp/install.yaml" deploy/install.yaml "\`kubectl kustomize deploy/base\`"
 
 echo "-- rendering the overlays"
+# LABEL=FILE: the label names the object's origin in validate-kinds.py's report.
 manifests=(deploy/install.yaml)
 for overlay in deploy/overlays/*/; do
   name=$(basename "$overlay")
   if kubectl kustomize "$overlay" >"$tmp/overlay-$name.yaml"; then
-    manifests+=("$tmp/overlay-$name.yaml")
+    manifests+=("deploy/overlays/$name=$tmp/overlay-$name.yaml")
   else
     fail "kubectl kustomize $overlay"
   fi
 done
 # Example files that are Kubernetes objects (sim-cloud.yaml and cloud policy
-# files are not); custom kinds only warn here and are checked by tests/deploy.rs.
+# files are not).
 while IFS= read -r -d '' file; do
   if grep -q '^kind:' "$file"; then
     manifests+=("$file")
   fi
 done < <(find deploy/examples deploy/observability -name '*.yaml' -print0 | sort -z)
 
-echo "-- kubernetes-validate --strict (${K8S_VERSIONS[*]}) on ${#manifests[@]} files"
-for version in "${K8S_VERSIONS[@]}"; do
-  if ! kubernetes-validate --strict --quiet --no-warn -k "$version" "${manifests[@]}"; then
-    fail "kubernetes-validate against $version"
-  fi
-done
+echo "-- every object validated (${#manifests[@]} files; Kubernetes ${K8S_VERSIONS[*]})"
+k8s_args=()
+for version in "${K8S_VERSIONS[@]}"; do k8s_args+=(-k "$version"); done
+python3 deploy/validate-kinds.py --crd deploy/crd.yaml "${k8s_args[@]}" "${manifests[@]}" \
+  || fail "deploy/validate-kinds.py"
 
 echo "-- dashboards parse as JSON"
 while IFS= read -r -d '' file; do
@@ -103,8 +114,10 @@ while IFS= read -r -d '' file; do
 done < <(find deploy/observability -name '*.json' -print0)
 
 if $cargo_tests; then
-  echo "-- examples against the CRD, alerts and dashboard against the metrics (tests/deploy.rs)"
-  cargo test --quiet -p meshmirror --test deploy || fail "tests/deploy.rs"
+  echo "-- examples on an API server with the CRD, alerts and dashboard against the metrics (tests/deploy.rs),"
+  echo "   cloud permissions against the providers' calls (tests/cloud_permissions.rs)"
+  cargo test --quiet -p meshmirror --test deploy --test cloud_permissions \
+    || fail "tests/deploy.rs or tests/cloud_permissions.rs"
 fi
 
 if [ "$failed" -ne 0 ]; then

@@ -50,7 +50,7 @@ check() {
 check cargo-nextest "cargo install --locked cargo-nextest@$NEXTEST_VERSION" cargo nextest --version
 check moto_server "pip install 'moto[server]==$MOTO_VERSION'" moto_server --help
 check azurite-queue "npm install azurite@$AZURITE_VERSION (in $MESHMIRROR_TOOLS)" azurite-queue --version
-check kubernetes-validate "pip install kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" kubernetes-validate --version
+check kubernetes-validate "pip install kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" python3 -c 'import kubernetes_validate'
 check promtool "apt-get install prometheus" promtool --version
 check kubectl "the Debian package kubectl" kubectl version --client
 check gcloud "the Debian package google-cloud-cli" gcloud version
