@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use meshmirror_provider::Outcome;
 use meshmirror_sim::{SimCloud, SimInstance};
 use meshmirror_testkit::apiserver::ApiServer;
 
@@ -137,11 +138,11 @@ pub async fn run(follow: bool) -> Result<(), AppError> {
     while sim.completed_actions().len() < leaving.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let answered = answered_hooks(&sim, &leaving)?;
     say(
         &mut out,
         format!(
-            "   pre-termination hooks answered CONTINUE after the 2s drain: {} of {} ({} ms after scale-in)",
-            sim.completed_actions().len(),
+            "   pre-termination hooks answered CONTINUE after the 2s drain: {answered} of {} ({} ms after scale-in)",
             leaving.len(),
             started.elapsed().as_millis()
         ),
@@ -187,9 +188,46 @@ pub async fn run(follow: bool) -> Result<(), AppError> {
         let _ = tokio::signal::ctrl_c().await;
     }
     let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
+    match tokio::time::timeout(Duration::from_secs(5), controller).await {
+        Ok(Ok(Ok(_))) => {}
+        Ok(Ok(Err(e))) => return Err(e),
+        Ok(Err(e)) => return Err(AppError::Invalid(format!("the controller crashed: {e}"))),
+        Err(_) => {
+            return Err(AppError::Invalid(
+                "the controller did not stop within 5 s".into(),
+            ));
+        }
+    }
     say(&mut out, "demo done");
     Ok(())
+}
+
+/// How many of the `leaving` instances had their pre-termination hook
+/// answered CONTINUE; an error unless every one was, exactly once.
+fn answered_hooks(sim: &SimCloud, leaving: &[String]) -> Result<usize, AppError> {
+    let completed = sim.completed_actions();
+    for id in leaving {
+        let answers: Vec<_> = completed
+            .iter()
+            .filter(|(action, _, _)| &action.instance_id == id)
+            .collect();
+        match answers.as_slice() {
+            [(_, Outcome::Continue, _)] => {}
+            [] => {
+                return Err(AppError::Invalid(format!(
+                    "the pre-termination hook of {id} was not answered within {}s",
+                    STEP_TIMEOUT.as_secs()
+                )));
+            }
+            other => {
+                return Err(AppError::Invalid(format!(
+                    "the pre-termination hook of {id} was answered {:?}, not CONTINUE once",
+                    other.iter().map(|(_, o, _)| o).collect::<Vec<_>>()
+                )));
+            }
+        }
+    }
+    Ok(leaving.len())
 }
 
 fn label(obj: &DynamicObject, key: &str) -> String {
@@ -267,4 +305,24 @@ async fn show(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unanswered_hook_fails_the_demo() {
+        let sim = SimCloud::new();
+        sim.ensure_group(GROUP, "us-east-1");
+        sim.set_termination_hook(GROUP, true).unwrap();
+        sim.add_instance(
+            GROUP,
+            SimInstance::running("i-01", std::net::Ipv4Addr::new(10, 0, 1, 1)),
+        )
+        .unwrap();
+        let leaving = sim.scale_in(GROUP, 1).unwrap();
+        let err = answered_hooks(&sim, &leaving).unwrap_err().to_string();
+        assert!(err.contains("was not answered"), "{err}");
+    }
 }
