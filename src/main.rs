@@ -239,13 +239,18 @@ async fn main() -> ExitCode {
         Command::Demo { .. } => "warn",
         _ => "info,kube=warn,hyper=warn",
     };
-    init_tracing(cli.log_format, default_filter);
+    let log_format = cli.log_format;
+    init_tracing(log_format, default_filter);
     match main_inner(cli).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(err) => {
-            // One line a person can act on, never a panic.
-            eprintln!("error: {err:#}");
+            // One line a person can act on, never a panic; with JSON logs a
+            // JSON object like every other line, so a log pipeline keeps it.
+            match log_format {
+                LogFormat::Json => tracing::error!("error: {err:#}"),
+                LogFormat::Text => eprintln!("error: {err:#}"),
+            }
             ExitCode::FAILURE
         }
     }
