@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{Filter, InstanceLifecycleType};
-use meshmirror_provider::ProviderError;
+use meshmirror_provider::{GroupRef, ProviderError};
 
 use crate::error;
 use crate::state::{AsgMember, Ec2Facts};
@@ -86,6 +86,29 @@ pub async fn instances(
         }
     }
     Ok(out)
+}
+
+/// Fail static: a member that `DescribeInstances` did not return has no
+/// known address, and a pass without it would delete its entries. The pass
+/// fails instead (and is retried) until EC2 answers for every member.
+pub fn complete(
+    group: &GroupRef,
+    ids: &[String],
+    facts: &HashMap<String, Ec2Facts>,
+) -> Result<(), ProviderError> {
+    let missing: Vec<&str> = ids
+        .iter()
+        .filter(|id| !facts.contains_key(*id))
+        .map(String::as_str)
+        .collect();
+    match missing.as_slice() {
+        [] => Ok(()),
+        [first, ..] => Err(ProviderError::Transient(format!(
+            "DescribeInstances did not return {} of the {} members of {group} (first: {first})",
+            missing.len(),
+            ids.len()
+        ))),
+    }
 }
 
 fn facts(instance: &aws_sdk_ec2::types::Instance) -> Ec2Facts {
@@ -195,4 +218,26 @@ pub async fn groups_of(
             ))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_ec2_did_not_return_fails_the_pass() {
+        let group = GroupRef::Aws {
+            region: "us-east-1".into(),
+            name: "web".into(),
+        };
+        let ids = vec!["i-1".to_string(), "i-2".to_string()];
+        let mut facts = HashMap::from([("i-1".to_string(), Ec2Facts::default())]);
+        let err = complete(&group, &ids, &facts).unwrap_err();
+        assert!(err.is_retryable(), "{err:?}");
+        assert!(err.to_string().contains("1 of the 2 members"), "{err}");
+        assert!(err.to_string().contains("i-2"), "{err}");
+        facts.insert("i-2".to_string(), Ec2Facts::default());
+        assert_eq!(complete(&group, &ids, &facts), Ok(()));
+        assert_eq!(complete(&group, &[], &HashMap::new()), Ok(()));
+    }
 }

@@ -161,6 +161,7 @@ impl Inner {
                 .await
                 .inspect_err(|e| self.throttled("DescribeInstances", e))?
         };
+        describe::complete(group, &ids, &facts)?;
         let hooks = if in_group.iter().any(|(_, _, waiting)| waiting.is_some()) {
             Some(self.hooks(group).await?)
         } else {

@@ -7,7 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{Transport, Url};
-use meshmirror_provider::{BoxEventStream, GroupRef, Instance, Provider, ProviderError};
+use meshmirror_provider::{
+    BoxEventStream, GroupRef, Instance, InstanceState, Provider, ProviderError,
+};
 
 use crate::arm::{ArmClient, ArmError, AzureObserver, TracingObserver};
 use crate::credential::{self, CredentialConfig};
@@ -362,6 +364,27 @@ pub fn assemble(
         .collect()
 }
 
+/// Fail static: a running VM whose NIC the listing missed has no address,
+/// and a pass without it would delete its entries. (Every VM of a scale set
+/// has a NIC with a private address, so a running one without any address
+/// means an incomplete listing.) The pass fails and is retried instead.
+fn complete(group: &GroupRef, members: &[Instance]) -> Result<(), ProviderError> {
+    let missing: Vec<&str> = members
+        .iter()
+        .filter(|m| {
+            m.state == InstanceState::Running && m.private_ipv4.is_none() && m.ipv6.is_none()
+        })
+        .map(|m| m.id.as_str())
+        .collect();
+    match missing.as_slice() {
+        [] => Ok(()),
+        [first, ..] => Err(ProviderError::Transient(format!(
+            "the NIC listing of {group} missed {} running VMs (first: {first})",
+            missing.len()
+        ))),
+    }
+}
+
 #[async_trait]
 impl Provider for AzureProvider {
     fn name(&self) -> &'static str {
@@ -411,6 +434,7 @@ impl Provider for AzureProvider {
         }
         .map_err(|e| e.into_provider(&name))?;
         let members = assemble(&set, &vms, nics, pips);
+        complete(group, &members)?;
         tracing::debug!(group = %name, ?mode, members = members.len(), calls = self.arm.calls(), "azure members");
         Ok(members)
     }
@@ -426,6 +450,40 @@ impl Provider for AzureProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_running_vm_the_nic_listing_missed_fails_the_pass() {
+        let group = GroupRef::Azure {
+            subscription_id: "s".into(),
+            resource_group: "rg".into(),
+            scale_set: "web".into(),
+        };
+        let vm = |id: &str, state: InstanceState, ip: Option<[u8; 4]>| Instance {
+            id: id.into(),
+            private_ipv4: ip.map(std::net::Ipv4Addr::from),
+            public_ipv4: None,
+            ipv6: None,
+            region: None,
+            zone: None,
+            state,
+            health: Default::default(),
+            tags: Default::default(),
+            lifecycle: None,
+        };
+        let ok = [
+            vm("a", InstanceState::Running, Some([10, 0, 0, 1])),
+            vm("b", InstanceState::Pending, None),
+            vm("c", InstanceState::Stopped, None),
+        ];
+        assert_eq!(complete(&group, &ok), Ok(()));
+        let missed = [
+            vm("a", InstanceState::Running, Some([10, 0, 0, 1])),
+            vm("d", InstanceState::Running, None),
+        ];
+        let err = complete(&group, &missed).unwrap_err();
+        assert!(err.is_retryable(), "{err:?}");
+        assert!(err.to_string().contains("(first: d)"), "{err}");
+    }
 
     #[test]
     fn path_segments_cannot_add_or_climb_segments() {
