@@ -161,6 +161,7 @@ fn cache(with_managed_fields: bool) -> (Vec<Arc<DynamicObject>>, Owner) {
             name: &owner.name,
             spec: &spec,
             config: &config,
+            incumbents: &BTreeSet::new(),
         };
         let members: Vec<Instance> = fleet(100)
             .into_iter()
@@ -251,10 +252,12 @@ fn main() {
     drop(stripped);
     let spec: ScalingGroupMirrorSpec = serde_yaml::from_str(SPEC).expect("bench spec parses");
     let config = config::validate(&spec).expect("bench spec is valid");
+    let incumbents = BTreeSet::new();
     let mirror = Mirror {
         name: "web",
         spec: &spec,
         config: &config,
+        incumbents: &incumbents,
     };
     let groups = BTreeMap::new();
     let members = fleet(INSTANCES);

@@ -18,6 +18,10 @@ pub struct Mirror<'a> {
     pub name: &'a str,
     pub spec: &'a ScalingGroupMirrorSpec,
     pub config: &'a MirrorConfig,
+    /// Instances that have entries now: of two with one address, the one
+    /// already in the mesh keeps it (a newcomer reusing an address must not
+    /// take the endpoint over).
+    pub incumbents: &'a BTreeSet<String>,
 }
 
 /// One WorkloadEntry as meshmirror wants it.
@@ -103,7 +107,11 @@ pub fn desired(
     let spec = mirror.spec;
     let mut out = Desired::default();
     let mut sorted: Vec<&Instance> = members.iter().collect();
-    sorted.sort_by(|a, b| a.id.cmp(&b.id));
+    // Incumbents first, so they keep their addresses; then by id.
+    sorted.sort_by(|a, b| {
+        let newcomer = |i: &Instance| !mirror.incumbents.contains(&i.id);
+        (newcomer(a), &a.id).cmp(&(newcomer(b), &b.id))
+    });
 
     // (network, address) -> instance id that holds it.
     let mut taken: BTreeMap<(String, IpAddr), String> = BTreeMap::new();
@@ -443,6 +451,7 @@ mod tests {
                 name: "web",
                 spec: &s,
                 config: &config,
+                incumbents: &BTreeSet::new(),
             },
             groups,
             members,
@@ -597,6 +606,30 @@ mod tests {
             &[twin, vm("i-1", 1)],
         );
         assert_eq!(d.skipped.len(), 1, "same CIDR, same network");
+    }
+
+    #[test]
+    fn of_two_members_with_one_address_the_one_with_an_entry_keeps_it() {
+        let mut newcomer = vm("i-0", 1);
+        newcomer.private_ipv4 = Some(Ipv4Addr::new(10, 0, 0, 1));
+        let s = spec("provider: {sim: {group: web}}\nworkloads: [{name: a}]");
+        let config = validate(&s).unwrap();
+        for (incumbent, kept, skipped) in [("i-1", "i-1", "i-0"), ("i-0", "i-0", "i-1")] {
+            let incumbents = BTreeSet::from([incumbent.to_string()]);
+            let d = desired(
+                Mirror {
+                    name: "web",
+                    spec: &s,
+                    config: &config,
+                    incumbents: &incumbents,
+                },
+                &BTreeMap::new(),
+                &[newcomer.clone(), vm("i-1", 1)],
+            );
+            assert_eq!(d.entries.len(), 1);
+            assert_eq!(d.entries[0].instance_id, kept);
+            assert_eq!(d.skipped[0].instance_id, skipped);
+        }
     }
 
     #[test]

@@ -17,6 +17,14 @@ pub struct ActualEntry {
     pub healthy: Option<bool>,
 }
 
+/// The instances that have entries among `actual`.
+pub fn instance_ids(actual: &[ActualEntry]) -> BTreeSet<String> {
+    actual
+        .iter()
+        .filter_map(|e| e.instance_id().map(str::to_string))
+        .collect()
+}
+
 impl ActualEntry {
     fn instance_id(&self) -> Option<&str> {
         self.annotations.get(keys::INSTANCE_ID).map(String::as_str)

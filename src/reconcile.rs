@@ -324,15 +324,6 @@ impl Reconciler {
             // Nothing changed since a pass that found nothing to write.
             Some(clean) => (0, PassReport::default(), clean),
             None => {
-                let desired = desired::desired(
-                    Mirror {
-                        name: &owner.name,
-                        spec,
-                        config: &config,
-                    },
-                    &groups,
-                    &members,
-                );
                 let actual = match self.cluster.owned_entries(owner).await {
                     Ok(actual) => actual,
                     Err(err) => {
@@ -341,6 +332,17 @@ impl Reconciler {
                         return self.fail(owner, &old, status, failure).await;
                     }
                 };
+                let incumbents = plan::instance_ids(&actual);
+                let desired = desired::desired(
+                    Mirror {
+                        name: &owner.name,
+                        spec,
+                        config: &config,
+                        incumbents: &incumbents,
+                    },
+                    &groups,
+                    &members,
+                );
                 let plan = plan::plan(
                     &desired.entries,
                     &actual,
