@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::{Client, CustomResourceExt};
 use meshmirror_provider::RetryPolicy;
@@ -20,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::policy::AllowedGroups;
 use crate::providers::Providers;
 use crate::ratelimit::RateLimiter;
-use crate::reconcile::Reconciler;
+use crate::reconcile::{self, Reconciler};
 use crate::workloadentry::{EntryVersion, GroupTemplate};
 
 /// A command failed; the message names the problem.
@@ -103,6 +104,9 @@ pub struct RunOptions {
     /// Passes run at once; None: [`controller::DEFAULT_CONCURRENT_PASSES`].
     pub max_concurrent_passes: Option<u16>,
     pub allowed_groups: Vec<String>,
+    /// How long entries outlive a group the cloud says is gone; None:
+    /// [`reconcile::DEFAULT_GROUP_GONE_GRACE`].
+    pub group_gone_grace: Option<Duration>,
     /// A simulated cloud driven from code (the demo, tests).
     pub sim_cloud: Option<SimCloud>,
     pub clouds: CloudArgs,
@@ -128,6 +132,9 @@ pub async fn run(
         (None, None) => None,
     };
     let allowed = AllowedGroups::parse(&opts.allowed_groups).map_err(AppError::Invalid)?;
+    let grace = opts
+        .group_gone_grace
+        .unwrap_or(reconcile::DEFAULT_GROUP_GONE_GRACE);
     let scope = Scope {
         namespace: opts.namespace.clone(),
         version: opts.version,
@@ -156,7 +163,8 @@ pub async fn run(
         } else {
             Arc::new(kube)
         };
-        let reconciler = Reconciler::new(providers, cluster, metrics, allowed);
+        let reconciler =
+            Reconciler::new(providers, cluster, metrics, allowed).with_group_gone_grace(grace);
         return Ok(controller::run_once(&client, &scope, &reconciler).await?);
     }
 
@@ -175,7 +183,9 @@ pub async fn run(
         Arc::new(kube)
     };
     let leader_gauge = metrics.leader.clone();
-    let reconciler = Arc::new(Reconciler::new(providers, cluster, metrics, allowed));
+    let reconciler = Arc::new(
+        Reconciler::new(providers, cluster, metrics, allowed).with_group_gone_grace(grace),
+    );
     {
         let (ready, caches) = (ready.clone(), caches.clone());
         tokio::spawn(async move {

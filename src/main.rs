@@ -98,6 +98,11 @@ struct RunArgs {
     /// ids as in status.group). When any is given, everything else is denied.
     #[arg(long = "allowed-groups", value_delimiter = ';')]
     allowed_groups: Vec<String>,
+    /// How long the entries of a group the cloud says does not exist are
+    /// kept before they are withdrawn (clouds reuse addresses), e.g. 10m.
+    /// Other cloud errors never withdraw anything.
+    #[arg(long, default_value = "10m", value_parser = parse_grace)]
+    group_gone_grace: std::time::Duration,
     #[command(flatten)]
     clouds: CloudArgs,
     /// Run as one of several replicas: only the holder of the Lease reconciles,
@@ -215,6 +220,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<bool> {
                 kube_burst: args.kube_burst,
                 max_concurrent_passes: Some(args.max_concurrent_passes),
                 allowed_groups: args.allowed_groups,
+                group_gone_grace: Some(args.group_gone_grace),
                 sim_cloud: None,
                 clouds: args.clouds,
                 leader: args.leader_elect.then(|| LeaseConfig {
@@ -254,4 +260,9 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn parse_grace(s: &str) -> Result<std::time::Duration, String> {
+    meshmirror::config::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration; write it like 90s, 10m or 1h"))
 }

@@ -27,6 +27,11 @@ const WRITE_CONCURRENCY: usize = 16;
 /// How long an invalid spec waits before it is looked at again (edits
 /// trigger a pass at once anyway).
 const INVALID_SPEC_RECHECK: Duration = Duration::from_secs(300);
+/// How long a group the cloud says is gone keeps its entries
+/// (`--group-gone-grace`): clouds reuse addresses, so entries of a deleted
+/// group must not stay forever, but a group deleted and created again, or a
+/// cloud's passing mistake, must not empty the mesh at once.
+pub const DEFAULT_GROUP_GONE_GRACE: Duration = Duration::from_secs(600);
 
 /// What a pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -66,6 +71,9 @@ pub struct Reconciler {
     memo: PassMemo,
     /// (namespace, name) → uid of every mirror a pass has seen.
     known: Mutex<HashMap<(String, String), String>>,
+    /// Since when the cloud has said each mirror's group is gone (by uid).
+    gone_since: Mutex<HashMap<String, Instant>>,
+    group_gone_grace: Duration,
 }
 
 fn now_rfc3339() -> String {
@@ -106,6 +114,31 @@ impl Reconciler {
             reported: Mutex::default(),
             memo: PassMemo::default(),
             known: Mutex::default(),
+            gone_since: Mutex::default(),
+            group_gone_grace: DEFAULT_GROUP_GONE_GRACE,
+        }
+    }
+
+    /// How long entries outlive their group once the cloud says it is gone.
+    pub fn with_group_gone_grace(mut self, grace: Duration) -> Self {
+        self.group_gone_grace = grace;
+        self
+    }
+
+    /// How long the cloud has said this mirror's group is gone (zero when it
+    /// has not); `gone` records or clears the answer of this pass.
+    fn gone_for(&self, uid: &str, gone: bool) -> Duration {
+        let Ok(mut since) = self.gone_since.lock() else {
+            return Duration::ZERO;
+        };
+        if gone {
+            since
+                .entry(uid.to_string())
+                .or_insert_with(Instant::now)
+                .elapsed()
+        } else {
+            since.remove(uid);
+            Duration::ZERO
         }
     }
 
@@ -261,8 +294,40 @@ impl Reconciler {
             };
         }
 
-        let mut members = match self.members(&config, &spec.lifecycle).await {
+        let members = self.members(&config, &spec.lifecycle).await;
+        let gone_for = self.gone_for(
+            &owner.uid,
+            matches!(members, Err(ProviderError::GroupNotFound(_))),
+        );
+        let mut members = match members {
             Ok(members) => members,
+            Err(ProviderError::GroupNotFound(group)) if gone_for >= self.group_gone_grace => {
+                // A definite answer, held for the whole grace: withdraw.
+                let deferred = self
+                    .withdraw(
+                        owner,
+                        spec,
+                        &format!(
+                            "the cloud has said group {group} does not exist for {}s, longer than the {}s grace, and clouds reuse addresses",
+                            gone_for.as_secs(),
+                            self.group_gone_grace.as_secs()
+                        ),
+                    )
+                    .await;
+                let failure = Failure {
+                    reason: "GroupNotFound",
+                    message: format!(
+                        "scaling group not found: {group}; its entries are withdrawn (gone longer than the {}s grace)",
+                        self.group_gone_grace.as_secs()
+                    ),
+                    requeue: if deferred > 0 {
+                        Duration::from_secs(1)
+                    } else {
+                        config.interval
+                    },
+                };
+                return self.fail(owner, &old, status, failure).await;
+            }
             Err(err) => {
                 // Fail static: nothing is deleted on a provider error.
                 let requeue = match &err {
@@ -271,9 +336,17 @@ impl Reconciler {
                     } => (*after).max(Duration::from_secs(1)),
                     _ => Duration::from_secs(5).min(config.interval),
                 };
+                let kept = if matches!(err, ProviderError::GroupNotFound(_)) {
+                    format!(
+                        "existing entries are kept for the {}s grace, then withdrawn",
+                        self.group_gone_grace.as_secs()
+                    )
+                } else {
+                    "existing entries are kept until the cloud answers".to_string()
+                };
                 let failure = Failure {
                     reason: err.reason(),
-                    message: format!("{err}; existing entries are kept until the cloud answers"),
+                    message: format!("{err}; {kept}"),
                     requeue,
                 };
                 return self.fail(owner, &old, status, failure).await;
@@ -799,6 +872,9 @@ impl Reconciler {
         }
         if let Ok(mut r) = self.reported.lock() {
             r.remove(uid);
+        }
+        if let Ok(mut g) = self.gone_since.lock() {
+            g.remove(uid);
         }
     }
 
