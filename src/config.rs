@@ -172,6 +172,7 @@ pub fn validate(spec: &ScalingGroupMirrorSpec) -> Result<MirrorConfig, SpecError
                 ));
             }
         }
+        workload_metadata(&field, w)?;
         for (port_name, port) in &w.ports {
             if *port == 0 || *port > 65535 {
                 return Err(err(
@@ -182,6 +183,15 @@ pub fn validate(spec: &ScalingGroupMirrorSpec) -> Result<MirrorConfig, SpecError
         }
     }
 
+    if let Some(network) = &spec.network {
+        network_name("spec.network", network)?;
+    }
+    for (i, by_cidr) in spec.network_by_cidr.iter().enumerate() {
+        network_name(
+            &format!("spec.networkByCidr[{i}].network"),
+            &by_cidr.network,
+        )?;
+    }
     let networks_by_cidr = spec
         .network_by_cidr
         .iter()
@@ -214,6 +224,89 @@ pub fn validate(spec: &ScalingGroupMirrorSpec) -> Result<MirrorConfig, SpecError
         interval,
         networks_by_cidr,
     })
+}
+
+/// Most annotation bytes one workload may ask for: its entries repeat them,
+/// up to 16 workloads times the group's size.
+pub const MAX_ANNOTATION_BYTES: usize = 16 * 1024;
+
+/// Prefixes of metadata keys meshmirror or istiod own on an entry: a spec
+/// may not set them (an `istio.io/connectedAt` would fake a connected proxy,
+/// a `meshmirror.io/instance-id` would move an entry to another VM).
+const RESERVED_PREFIXES: [&str; 3] = [
+    "istio.io/",
+    "meshmirror.io/",
+    "app.kubernetes.io/managed-by",
+];
+
+fn reserved(key: &str) -> bool {
+    RESERVED_PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
+/// A workload's labels (keys), annotations and service account.
+fn workload_metadata(field: &str, w: &crate::crd::WorkloadSpec) -> Result<(), SpecError> {
+    for key in w.labels.keys().chain(w.annotations.keys()) {
+        if reserved(key) {
+            return Err(err(
+                format!(
+                    "{field}.{}",
+                    if w.labels.contains_key(key) {
+                        "labels"
+                    } else {
+                        "annotations"
+                    }
+                ),
+                format!(
+                    "{key:?} is a key that meshmirror or istiod writes ({}); remove it",
+                    RESERVED_PREFIXES.join(", ")
+                ),
+            ));
+        }
+    }
+    for key in w.annotations.keys() {
+        if !is_label_key(key) {
+            return Err(err(
+                format!("{field}.annotations"),
+                format!(
+                    "{key:?} is not a valid annotation key (an optional DNS prefix and '/', then at most 63 of A-Z a-z 0-9 - _ .)"
+                ),
+            ));
+        }
+    }
+    let bytes: usize = w.annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_ANNOTATION_BYTES {
+        return Err(err(
+            format!("{field}.annotations"),
+            format!(
+                "hold {bytes} bytes; keep them under {MAX_ANNOTATION_BYTES} (every entry of the workload repeats them)"
+            ),
+        ));
+    }
+    if let Some(sa) = &w.service_account
+        && !crate::names::is_dns_subdomain(sa)
+    {
+        return Err(err(
+            format!("{field}.serviceAccount"),
+            format!(
+                "{sa:?} is not a Kubernetes service account name (a DNS subdomain: lowercase letters, digits, '-' and '.')"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An Istio network name: it ends up in label values, so it follows their rule.
+fn network_name(field: &str, network: &str) -> Result<(), SpecError> {
+    if is_label_value(network) && !network.is_empty() {
+        Ok(())
+    } else {
+        Err(err(
+            field,
+            format!(
+                "{network:?} is not a valid network name (1 to 63 of A-Z a-z 0-9 - _ ., alphanumeric at both ends)"
+            ),
+        ))
+    }
 }
 
 /// A field that names a group, held to the cloud's naming rule.
@@ -434,6 +527,30 @@ mod tests {
             (
                 "workloads: [{name: a}]\nnetworkByCidr: [{cidr: 10.0.0.0, network: n}]",
                 "spec.networkByCidr[0].cidr: \"10.0.0.0\" is not a CIDR",
+            ),
+            (
+                "workloads: [{name: a, annotations: {istio.io/connectedAt: '2026-01-01T00:00:00Z'}}]",
+                "spec.workloads[0].annotations: \"istio.io/connectedAt\" is a key that meshmirror or istiod writes",
+            ),
+            (
+                "workloads: [{name: a, labels: {meshmirror.io/mirror: other}}]",
+                "spec.workloads[0].labels: \"meshmirror.io/mirror\" is a key that meshmirror or istiod writes",
+            ),
+            (
+                "workloads: [{name: a, annotations: {'bad key': x}}]",
+                "spec.workloads[0].annotations: \"bad key\" is not a valid annotation key",
+            ),
+            (
+                "workloads: [{name: a, serviceAccount: 'Api SA'}]",
+                "spec.workloads[0].serviceAccount: \"Api SA\" is not a Kubernetes service account name",
+            ),
+            (
+                "workloads: [{name: a}]\nnetwork: 'vm net'",
+                "spec.network: \"vm net\" is not a valid network name",
+            ),
+            (
+                "workloads: [{name: a}]\nnetworkByCidr: [{cidr: 10.0.0.0/8, network: ''}]",
+                "spec.networkByCidr[0].network: \"\" is not a valid network name",
             ),
         ];
         for (yaml, want) in cases {

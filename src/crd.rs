@@ -36,16 +36,19 @@ pub struct ScalingGroupMirrorSpec {
     pub address: AddressFamily,
     /// A static Istio network name for every entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
     pub network: Option<String>,
     /// Network by the chosen address's CIDR, first match wins (Istio's
     /// meshNetworks `fromCidr`); falls back to `network`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub network_by_cidr: Vec<CidrNetwork>,
     /// `Auto` sets `region/zone` from the provider; `None` leaves locality unset.
     #[serde(default)]
     pub locality: LocalityMode,
     /// Cloud tag (label) keys copied onto the entries' labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 253)))]
     pub copy_tags: Vec<String>,
     /// Who reports the entries' health.
     #[serde(default)]
@@ -168,14 +171,19 @@ pub struct WorkloadSpec {
     pub name: String,
     /// Labels of the entries' `spec.labels` and metadata (Istio selects on these).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
     pub labels: BTreeMap<String, String>,
-    /// Annotations of the entries' metadata.
+    /// Annotations of the entries' metadata (at most 32, 16 KiB in all; keys
+    /// under istio.io/ are istiod's and refused).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
     pub annotations: BTreeMap<String, String>,
     /// Port name to port number.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
     pub ports: BTreeMap<String, u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub service_account: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
@@ -183,6 +191,7 @@ pub struct WorkloadSpec {
     /// annotations, template ports, serviceAccount, network, weight); the fields
     /// above override them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub workload_group: Option<String>,
 }
 
@@ -201,7 +210,9 @@ pub enum AddressFamily {
 #[serde(rename_all = "camelCase")]
 pub struct CidrNetwork {
     /// e.g. `10.0.0.0/16` or `2001:db8::/32`.
+    #[schemars(length(min = 1, max = 43))]
     pub cidr: String,
+    #[schemars(length(min = 1, max = 63))]
     pub network: String,
 }
 
@@ -229,7 +240,7 @@ pub enum HealthMode {
 pub struct SyncSpec {
     /// How often to poll the cloud, e.g. `30s`, `2m` (at least 5s).
     #[serde(default = "default_interval")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub interval: String,
     #[serde(default)]
     pub policy: SyncPolicy,
@@ -272,9 +283,11 @@ pub struct LifecycleSpec {
     /// Seconds between removing a terminating instance's entries and letting
     /// its pre-termination hook continue, so that in-flight requests drain.
     #[serde(default = "default_drain")]
+    #[schemars(range(max = 86400))]
     pub drain_seconds: u32,
     /// Seconds a launching instance may take to become healthy.
     #[serde(default = "default_launch_timeout")]
+    #[schemars(range(max = 86400))]
     pub launch_timeout_seconds: u32,
     /// What to answer a launch hook when the timeout passes.
     #[serde(default)]
@@ -282,9 +295,11 @@ pub struct LifecycleSpec {
     /// The pre-termination hook meshmirror answers (AWS lifecycle hook name);
     /// hooks not named here belong to someone else.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
     pub terminate_hook: Option<String>,
     /// The launch hook meshmirror answers (AWS lifecycle hook name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
     pub launch_hook: Option<String>,
 }
 

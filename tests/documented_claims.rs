@@ -953,8 +953,9 @@ async fn istiods_fields_survive_meshmirrors_update_of_the_entry() {
 
 /// README: "meshmirror never sets `istio.io/autoRegistrationGroup`". The
 /// annotation is offered to it both ways it copies metadata: a WorkloadGroup's
-/// `spec.metadata.annotations` and a workload's inline `annotations`. The
-/// entries carry every other annotation from both, and not that one.
+/// `spec.metadata.annotations` (dropped; the entries carry every other
+/// annotation) and a workload's inline `annotations` (the spec is refused:
+/// istio.io/ keys are istiod's).
 #[tokio::test]
 async fn the_auto_registration_annotation_is_never_copied() {
     let h = Harness::start(sim_with(1)).await;
@@ -987,6 +988,26 @@ async fn the_auto_registration_annotation_is_never_copied() {
 ",
     ))
     .await;
+    let status = h
+        .wait_status("default", "web", "InvalidSpec", |s| {
+            condition(s, "Ready").is_some_and(|c| c.reason == "InvalidSpec")
+        })
+        .await;
+    let message = &condition(&status, "Ready").unwrap().message;
+    assert!(
+        message.contains("spec.workloads[1].annotations")
+            && message.contains("istio.io/autoRegistrationGroup"),
+        "{message}"
+    );
+    assert!(h.entries("default").await.is_empty());
+    let fixed = json!({"spec": {"workloads": [
+        {"name": "api", "workloadGroup": "reviews", "annotations": {"team": "pay"}},
+        {"name": "exporter", "annotations": {"team": "ops"}},
+    ]}});
+    h.mirrors("default")
+        .patch("web", &PatchParams::default(), &Patch::Merge(&fixed))
+        .await
+        .unwrap();
     let entries = h
         .wait_entries("default", "two entries", |e| e.len() == 2)
         .await;
