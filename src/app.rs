@@ -90,6 +90,29 @@ pub async fn all_providers(
     Ok(providers)
 }
 
+/// The allow-list from the options: rules, or every group when asked for
+/// explicitly, never both.
+fn allowed_groups(opts: &RunOptions) -> Result<AllowedGroups, AppError> {
+    match (opts.allow_all_groups, opts.allowed_groups.is_empty()) {
+        (true, false) => Err(AppError::Invalid(
+            "--allow-all-groups and --allowed-groups contradict each other; give one".into(),
+        )),
+        (true, true) => {
+            tracing::warn!(
+                "--allow-all-groups: every namespace may mirror every group this process can reach; use --allowed-groups on a cluster shared by teams"
+            );
+            Ok(AllowedGroups::allow_all())
+        }
+        (false, true) => {
+            tracing::warn!(
+                "no --allowed-groups rule: every mirror is denied (GroupNotAllowed) until the platform team grants groups"
+            );
+            Ok(AllowedGroups::default())
+        }
+        (false, false) => AllowedGroups::parse(&opts.allowed_groups).map_err(AppError::Invalid),
+    }
+}
+
 /// Options of `meshmirror run`.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
@@ -104,6 +127,9 @@ pub struct RunOptions {
     /// Passes run at once; None: [`controller::DEFAULT_CONCURRENT_PASSES`].
     pub max_concurrent_passes: Option<u16>,
     pub allowed_groups: Vec<String>,
+    /// Allow every group in every namespace (`--allow-all-groups`; single-
+    /// tenant clusters). Without it and without rules, nothing is allowed.
+    pub allow_all_groups: bool,
     /// How long entries outlive a group the cloud says is gone; None:
     /// [`reconcile::DEFAULT_GROUP_GONE_GRACE`].
     pub group_gone_grace: Option<Duration>,
@@ -131,7 +157,7 @@ pub async fn run(
         }
         (None, None) => None,
     };
-    let allowed = AllowedGroups::parse(&opts.allowed_groups).map_err(AppError::Invalid)?;
+    let allowed = allowed_groups(&opts)?;
     let grace = opts
         .group_gone_grace
         .unwrap_or(reconcile::DEFAULT_GROUP_GONE_GRACE);
@@ -270,7 +296,8 @@ pub async fn render(
         all_providers(&metrics, sim, clouds).await?,
         offline.clone(),
         metrics,
-        AllowedGroups::default(),
+        // Rendering writes nothing; the cluster's allow-list is not known here.
+        AllowedGroups::allow_all(),
     );
     let report = reconciler.pass(&mirror).await;
     if let Some(err) = report.error {

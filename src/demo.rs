@@ -91,6 +91,8 @@ pub async fn run(follow: bool) -> Result<(), AppError> {
         client.clone(),
         RunOptions {
             sim_cloud: Some(sim.clone()),
+            // Deny by default: the demo's namespace may mirror its group.
+            allowed_groups: vec![format!("{NAMESPACE}=sim:{GROUP}")],
             ..RunOptions::default()
         },
         async {

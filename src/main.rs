@@ -94,10 +94,16 @@ struct RunArgs {
     #[arg(long, default_value_t = meshmirror::controller::DEFAULT_CONCURRENT_PASSES,
           value_parser = clap::value_parser!(u16).range(1..))]
     max_concurrent_passes: u16,
-    /// NAMESPACE=PATTERN: groups a namespace may mirror (`*` wildcards; group
-    /// ids as in status.group). When any is given, everything else is denied.
+    /// NAMESPACE=PATTERN: groups a namespace may mirror (`*` wildcards,
+    /// `{namespace}` for the mirror's namespace; group ids as in
+    /// status.group). Everything no rule allows is denied, and with no rule
+    /// every group is (deny by default).
     #[arg(long = "allowed-groups", value_delimiter = ';')]
     allowed_groups: Vec<String>,
+    /// Allow every namespace to mirror every group: single-tenant clusters
+    /// only (logged at start). Conflicts with --allowed-groups.
+    #[arg(long, conflicts_with = "allowed_groups")]
+    allow_all_groups: bool,
     /// How long the entries of a group the cloud says does not exist are
     /// kept before they are withdrawn (clouds reuse addresses), e.g. 10m.
     /// Other cloud errors never withdraw anything.
@@ -220,6 +226,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<bool> {
                 kube_burst: args.kube_burst,
                 max_concurrent_passes: Some(args.max_concurrent_passes),
                 allowed_groups: args.allowed_groups,
+                allow_all_groups: args.allow_all_groups,
                 group_gone_grace: Some(args.group_gone_grace),
                 sim_cloud: None,
                 clouds: args.clouds,

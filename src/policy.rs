@@ -4,14 +4,30 @@
 use meshmirror_provider::GroupRef;
 
 /// `NAMESPACE=PATTERN` rules; `*` in a pattern matches any run of characters,
-/// and a namespace of `*` matches every namespace. With no rules at all,
-/// every group is allowed; with any rule, a group no rule matches is denied.
+/// `{namespace}` stands for the mirror's namespace, and a namespace of `*`
+/// matches every namespace. Deny by default: a group no rule matches is
+/// denied, so with no rules every group is (the default value); only
+/// [`AllowedGroups::allow_all`] (`--allow-all-groups`) allows everything.
 #[derive(Clone, Debug, Default)]
 pub struct AllowedGroups {
     rules: Vec<(String, String)>,
+    all: bool,
 }
 
 impl AllowedGroups {
+    /// Every group in every namespace: single-tenant clusters only.
+    pub fn allow_all() -> Self {
+        AllowedGroups {
+            rules: Vec::new(),
+            all: true,
+        }
+    }
+
+    /// Whether this allows every group everywhere.
+    pub fn allows_all(&self) -> bool {
+        self.all
+    }
+
     /// Parses rules like `team-a=aws:us-east-1:team-a-*`.
     pub fn parse(rules: &[String]) -> Result<Self, String> {
         let rules = rules
@@ -27,13 +43,18 @@ impl AllowedGroups {
                     })
             })
             .collect::<Result<_, _>>()?;
-        Ok(AllowedGroups { rules })
+        Ok(AllowedGroups { rules, all: false })
     }
 
     /// Ok when `namespace` may mirror `group`, else a message for the status.
     pub fn check(&self, namespace: &str, group: &GroupRef) -> Result<(), String> {
-        if self.rules.is_empty() {
+        if self.all {
             return Ok(());
+        }
+        if self.rules.is_empty() {
+            return Err(format!(
+                "no group is allowed in namespace {namespace}: meshmirror denies by default; the platform team grants a namespace its groups with --allowed-groups NAMESPACE=PATTERN (see docs/security.md)"
+            ));
         }
         let id = group.to_string();
         // Matched on the canonical id (Azure's case-insensitive names
@@ -41,10 +62,11 @@ impl AllowedGroups {
         let canonical = group.canonical();
         let fold = matches!(group, GroupRef::Azure { .. });
         let allowed = self.rules.iter().any(|(ns, pattern)| {
+            let pattern = pattern.replace("{namespace}", namespace);
             let pattern = if fold {
                 pattern.to_ascii_lowercase()
             } else {
-                pattern.clone()
+                pattern
             };
             (ns == "*" || ns == namespace) && glob(&pattern, &canonical)
         });
@@ -106,8 +128,31 @@ mod tests {
     }
 
     #[test]
-    fn no_rules_allow_all_and_any_rule_denies_the_rest() {
-        assert!(AllowedGroups::default().check("x", &aws("web")).is_ok());
+    fn the_namespace_placeholder_and_azure_case() {
+        let own = AllowedGroups::parse(&["*=aws:*:{namespace}-*".into()]).unwrap();
+        assert!(own.check("team-a", &aws("team-a-web")).is_ok());
+        assert!(own.check("team-b", &aws("team-a-web")).is_err());
+        let azure = |rg: &str| GroupRef::Azure {
+            subscription_id: "00000000-0000-0000-0000-000000000000".into(),
+            resource_group: rg.into(),
+            scale_set: "web".into(),
+        };
+        let rule = AllowedGroups::parse(&[
+            "team-a=/subscriptions/*/resourceGroups/Team-A/providers/Microsoft.Compute/virtualMachineScaleSets/*".into(),
+        ])
+        .unwrap();
+        assert!(rule.check("team-a", &azure("team-a")).is_ok());
+        assert!(rule.check("team-a", &azure("TEAM-A")).is_ok());
+        assert!(rule.check("team-a", &azure("team-b")).is_err());
+    }
+
+    #[test]
+    fn deny_by_default_and_any_rule_denies_the_rest() {
+        let none = AllowedGroups::default()
+            .check("x", &aws("web"))
+            .unwrap_err();
+        assert!(none.contains("denies by default"), "{none}");
+        assert!(AllowedGroups::allow_all().check("x", &aws("web")).is_ok());
         let allowed =
             AllowedGroups::parse(&["team-a=aws:us-east-1:team-a-*".into(), "*=sim:*".into()])
                 .unwrap();
