@@ -122,6 +122,43 @@ struct Ctx {
     pending: PendingAcks,
     /// Every mirror in scope, for the claim rule.
     mirrors: Store<ScalingGroupMirror>,
+    /// The claimant last seen per canonical group id: when it changes, the
+    /// group's other mirrors get a pass at once (to withdraw, or to learn
+    /// who claims) instead of at their next interval.
+    claimants: Mutex<HashMap<String, String>>,
+    outranked: tokio::sync::mpsc::UnboundedSender<ObjectRef<ScalingGroupMirror>>,
+}
+
+impl Ctx {
+    /// The claim of `mirror`; a new claimant wakes the group's other mirrors.
+    fn claim(&self, mirror: &ScalingGroupMirror) -> claims::Claim {
+        let all = self.mirrors.state();
+        let allowed = &self.reconciler.allowed;
+        let claim = claims::claim_of(mirror, all.iter().map(AsRef::as_ref), allowed);
+        let (Some(uid), claims::Claim::Claimant) = (mirror.metadata.uid.as_deref(), &claim) else {
+            return claim;
+        };
+        let Ok(config) = crate::config::validate(&mirror.spec) else {
+            return claim;
+        };
+        let group = config.group.canonical();
+        let new = self
+            .claimants
+            .lock()
+            .is_ok_and(|mut c| c.insert(group.clone(), uid.to_string()).as_deref() != Some(uid));
+        if new {
+            let contenders = claims::contenders(all.iter().map(AsRef::as_ref), allowed);
+            for other in contenders
+                .iter()
+                .filter(|c| c.group == group && c.uid != uid)
+            {
+                let _ = self
+                    .outranked
+                    .send(ObjectRef::new(&other.name).within(&other.namespace));
+            }
+        }
+        claim
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,14 +179,7 @@ async fn reconcile(mirror: Arc<ScalingGroupMirror>, ctx: Arc<Ctx>) -> Result<Act
         .lock()
         .map(|mut p| p.remove(&key).unwrap_or_default())
         .unwrap_or_default();
-    let claim = {
-        let all = ctx.mirrors.state();
-        claims::claim_of(
-            &mirror,
-            all.iter().map(AsRef::as_ref),
-            &ctx.reconciler.allowed,
-        )
-    };
+    let claim = ctx.claim(&mirror);
     let report = ctx.reconciler.pass_claimed(&mirror, &claim).await;
     if report.ok() {
         for ack in acks {
@@ -293,6 +323,10 @@ pub async fn run(
         .reconcile_on(changed);
     let mirrors = controller.store();
     let store = controller.store();
+    let (outranked, outranked_rx) = tokio::sync::mpsc::unbounded_channel();
+    let controller = controller.reconcile_on(tokio_stream::wrappers::UnboundedReceiverStream::new(
+        outranked_rx,
+    ));
     let controller = controller.reconcile_on(caches.groups.changes().flat_map(move |group| {
         // The mirrors in the group's namespace whose workloads name it.
         let naming: Vec<ObjectRef<ScalingGroupMirror>> = mirrors
@@ -330,6 +364,8 @@ pub async fn run(
         reconciler: reconciler.clone(),
         pending,
         mirrors: store,
+        claimants: Mutex::default(),
+        outranked,
     });
     controller
         .graceful_shutdown_on(shutdown)
