@@ -7,11 +7,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use meshmirror_provider::ProviderError;
+// Tokio's clock (the system's outside paused tests), so tests can pause time
+// and hit a window's edge exactly.
+use tokio::time::Instant;
 
 use crate::state::AsgMember;
 
@@ -162,7 +165,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn concurrent_passes_in_a_region_share_one_round() {
         let rounds = Arc::new(Rounds::new(Duration::from_secs(1)));
         let calls = Arc::new(AtomicUsize::new(0));
@@ -181,17 +184,20 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 4);
     }
 
-    #[tokio::test]
+    // Paused time: the clock moves only when the test says, so the window's
+    // edge is exact however busy the machine.
+    #[tokio::test(start_paused = true)]
     async fn a_round_older_than_the_window_is_not_reused() {
         let rounds = Rounds::new(Duration::from_millis(30));
         let calls = Arc::new(AtomicUsize::new(0));
         let fetch = fetcher(calls.clone(), Duration::ZERO);
         rounds.get("r", "a", &fetch).await.unwrap();
+        tokio::time::advance(Duration::from_millis(29)).await;
         rounds.get("r", "a", &fetch).await.unwrap();
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "reused within the window");
+        tokio::time::advance(Duration::from_millis(1)).await;
         rounds.get("r", "a", &fetch).await.unwrap();
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "not reused at its end");
         let round = rounds.get("r", "missing", &fetch).await.unwrap();
         assert!(!round.groups.contains_key("missing"));
         assert!(round.names.contains("missing"));

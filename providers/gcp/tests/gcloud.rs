@@ -29,7 +29,6 @@ fn gcloud(mock: &GceMock, config: &PathBuf, args: &[&str]) -> Option<(bool, Stri
     ))
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcloud_reads_groups_and_instances_from_the_mock() {
     tools::require(Tool::Gcloud);

@@ -43,6 +43,8 @@ pub(crate) struct State {
     default_termination_hook: bool,
     pub(crate) completed: Vec<(LifecycleAction, Outcome, Instant)>,
     pub(crate) members_calls: u64,
+    /// Sim-file edits the file watcher read and refused.
+    pub(crate) file_edits_refused: u64,
     pub(crate) hub: EventHub,
 }
 
@@ -606,6 +608,12 @@ impl SimCloud {
     /// How many times `members()` was called, for any group (failures included).
     pub fn members_calls(&self) -> u64 {
         self.lock().members_calls
+    }
+
+    /// How many edits of a watched sim file were read and refused (the state
+    /// kept), so a test knows a bad edit was seen without waiting a while.
+    pub fn file_edits_refused(&self) -> u64 {
+        self.lock().file_edits_refused
     }
 
     /// How many times `members()` was called for this group.

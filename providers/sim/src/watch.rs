@@ -62,9 +62,11 @@ impl SimCloud {
                 unreadable = false;
                 let Some(text) = text else { continue };
                 let Some(inner) = cloud.upgrade() else { return };
-                match (SimCloud { inner }).replace_from_yaml(&text) {
+                let sim = SimCloud { inner };
+                match sim.replace_from_yaml(&text) {
                     Ok(()) => tracing::info!(path = %path.display(), "sim file reloaded"),
                     Err(err) => {
+                        sim.lock().file_edits_refused += 1;
                         tracing::warn!(path = %path.display(), %err, "sim file not reloaded; keeping the previous state")
                     }
                 }

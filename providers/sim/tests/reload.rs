@@ -252,13 +252,22 @@ async fn the_watcher_applies_edits_and_keeps_the_state_on_a_bad_one() {
     )));
     assert_eq!(ids(&sim.members(&web()).await.unwrap()), ["i-2", "i-3"]);
 
-    // A bad edit is refused: nothing changes, no event.
+    // A bad edit is refused: nothing changes, no event. Not a sleep: the
+    // watcher counts the edits it read and refused.
+    let refused = sim.file_edits_refused();
     std::fs::write(
         &path,
         CHANGED.replace("us-east-1c}", "us-east-1c, state: Runing}"),
     )
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while sim.file_edits_refused() == refused {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the bad edit read within 10s");
+    assert_eq!(sim.file_edits_refused(), refused + 1);
     assert!(drain(&mut events).is_empty());
     assert_eq!(ids(&sim.members(&web()).await.unwrap()), ["i-2", "i-3"]);
 

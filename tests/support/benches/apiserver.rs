@@ -1,6 +1,7 @@
 //! Throughput of the fake API server through the real kube client: creates and
-//! updates of validated WorkloadEntries with 10 watchers attached, then lists.
-//! Prints figures; asserts nothing about time. `cargo bench -p meshmirror-testkit`
+//! updates of validated WorkloadEntries with 10 watchers attached, then lists;
+//! and of its server-side apply alone, in process. Prints figures; asserts
+//! nothing about time. `cargo bench -p meshmirror-testkit`
 //! (`BENCH_OBJECTS=N` to change the 20,000 objects).
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use kube::api::{
     WatchParams,
 };
 use meshmirror_testkit::ApiServer;
+use meshmirror_testkit::ssa::{self, Writer};
 use serde_json::json;
 
 const WATCHERS: usize = 10;
@@ -47,7 +49,29 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    applies_in_process();
     rt.block_on(run(objects));
+}
+
+/// Server-side apply of one WorkloadEntry over and over, without HTTP (what
+/// a unit test once asserted a time limit on).
+fn applies_in_process() {
+    let writer = |time| Writer {
+        manager: "meshmirror",
+        api_version: "networking.istio.io/v1",
+        subresource: None,
+        time,
+    };
+    let mut config = serde_json::to_value(entry(0)).expect("json");
+    let mut live = ssa::apply(None, &config, &writer("t0"), false).expect("apply");
+    live["metadata"]["resourceVersion"] = json!("1");
+    let n = 2_000;
+    let t = Instant::now();
+    for i in 0..n {
+        config["spec"]["address"] = json!(format!("10.0.{}.{}", i / 250, i % 250));
+        ssa::apply(Some(&live), &config, &writer("t1"), false).expect("apply");
+    }
+    report("server-side apply in process (no HTTP)", n, t.elapsed());
 }
 
 async fn run(objects: usize) {

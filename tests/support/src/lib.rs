@@ -10,5 +10,6 @@ pub mod ssa;
 pub mod tools;
 
 pub use apiserver::{
-    ApiServer, ApiServerBuilder, CrdError, Faults, Injected, Match, RequestCounts, StartError, Verb,
+    ApiServer, ApiServerBuilder, CrdError, Faults, Injected, LoggedWrite, Match, RequestCounts,
+    StartError, Verb,
 };

@@ -453,10 +453,13 @@ async fn watcher_relists_after_410() {
         }
     }
     let lists_before = server.requests().verb(Verb::List);
-    // Hold the next watch back while history moves on and is compacted.
-    server
-        .faults()
-        .delay(Match::any().verb(Verb::Watch), Duration::from_millis(500));
+    // The watcher starts its watch only when polled next: history moves on
+    // and is compacted before it asks, whatever the machine's speed.
+    assert_eq!(
+        server.requests().verb(Verb::Watch),
+        0,
+        "no watch before the stream is polled again"
+    );
     server.faults().close_watches();
     for i in 0..5 {
         leases
@@ -920,13 +923,29 @@ async fn delays_slow_matching_requests() {
     server
         .faults()
         .delay(Match::any().verb(Verb::List), Duration::from_millis(300));
+    // A lower bound: a busy machine only adds to it.
     let t = std::time::Instant::now();
     leases.list(&ListParams::default()).await.unwrap();
     assert!(t.elapsed() >= Duration::from_millis(300));
+    // Not matching: a get is not held back even by an hour's delay on lists,
+    // nor is a list once the delays are cleared. (Upper bounds of a minute
+    // for what takes milliseconds: a busy machine keeps them.)
+    server
+        .faults()
+        .delay(Match::any().verb(Verb::List), Duration::from_secs(3600));
+    leases
+        .create(&PostParams::default(), &lease("a", "x"))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), leases.get("a"))
+        .await
+        .expect("a get is not delayed")
+        .unwrap();
     server.faults().clear();
-    let t = std::time::Instant::now();
-    leases.list(&ListParams::default()).await.unwrap();
-    assert!(t.elapsed() < Duration::from_millis(300));
+    tokio::time::timeout(Duration::from_secs(60), leases.list(&ListParams::default()))
+        .await
+        .expect("cleared: the list is not delayed")
+        .unwrap();
 }
 
 async fn raw_get(url: &str, path: &str) -> String {
@@ -972,11 +991,20 @@ async fn server_goes_down_and_comes_back_on_the_same_port() {
     assert_eq!(server.addr(), addr);
     let a = leases.get("a").await.unwrap();
     assert_eq!(a.metadata.name.as_deref(), Some("a"));
-    // down_for comes back by itself.
+    // down_for comes back by itself. Not a sleep into its window: watch for
+    // the refusal (the window is long against the 10 ms polls, so a busy
+    // machine still sees it), then for the return.
     let f = server.faults();
-    let down = tokio::spawn(async move { f.down_for(Duration::from_millis(300)).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    let down = tokio::spawn(async move { f.down_for(Duration::from_secs(2)).await });
+    let mut refused = false;
+    while !down.is_finished() {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "down for a while");
     down.await.unwrap().unwrap();
     leases.get("a").await.unwrap();
 }

@@ -118,6 +118,32 @@ impl RequestCounts {
     }
 }
 
+/// A write the server carried out (injected failures are not), in the order
+/// it answered them: tests compare *when* writes happened with what else was
+/// recorded (a hook's completion, another write) instead of sleeping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedWrite {
+    /// 0, 1, 2, ... in the order of `at`.
+    pub seq: u64,
+    /// When the server had carried it out, just before it answered: the
+    /// client sees the answer no earlier.
+    pub at: std::time::Instant,
+    pub verb: Verb,
+    /// `plural`, or `plural/status`, as [`RequestCounts`] names it.
+    pub resource: String,
+    pub namespace: Option<String>,
+    /// None for a create (the name is in the body) and a deletecollection.
+    pub name: Option<String>,
+    /// The HTTP status of the answer.
+    pub status: u16,
+}
+
+impl LoggedWrite {
+    pub fn succeeded(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
 /// Which requests a fault applies to. `Match::any()` matches every resource
 /// request; narrow it with [`Match::verb`] and [`Match::resource`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

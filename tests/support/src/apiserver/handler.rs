@@ -54,6 +54,16 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
     };
     let counter = rr.counter_name(&shared.registry);
     lock(&shared.counts).bump(rr.verb, &counter);
+    if let Some(agent) = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        lock(&shared.counts_by_agent)
+            .entry(agent.to_string())
+            .or_default()
+            .bump(rr.verb, &counter);
+    }
     let (delay, fail) = lock(&shared.faults).take(rr.verb, &counter);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -93,7 +103,11 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
         Verb::Delete => ctx.delete(&body),
         Verb::DeleteCollection => ctx.delete_collection(&body),
     };
-    result.unwrap_or_else(ApiError::into_response)
+    let response = result.unwrap_or_else(ApiError::into_response);
+    if rr.verb.is_write() {
+        shared.log_write(rr.verb, &counter, &rr, response.status().as_u16());
+    }
+    response
 }
 
 pub fn json_response(code: StatusCode, v: &Value) -> Response {

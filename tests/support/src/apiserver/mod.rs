@@ -16,6 +16,7 @@ mod store;
 mod table;
 mod watch;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -24,7 +25,7 @@ use std::time::Duration;
 use axum::Router;
 use tokio::sync::watch as tokio_watch;
 
-pub use faults::{Injected, Match, RequestCounts, Verb};
+pub use faults::{Injected, LoggedWrite, Match, RequestCounts, Verb};
 pub use resources::CrdError;
 
 use faults::FaultRules;
@@ -56,6 +57,10 @@ pub(crate) struct Shared {
     registry: Registry,
     store: Mutex<Store>,
     counts: Mutex<RequestCounts>,
+    /// The same counts, by the request's `User-Agent`.
+    counts_by_agent: Mutex<HashMap<String, RequestCounts>>,
+    /// Every write carried out, in order.
+    writes: Mutex<Vec<LoggedWrite>>,
     faults: Mutex<FaultRules>,
     close_watches: tokio_watch::Sender<u64>,
     bookmark_interval: Duration,
@@ -70,6 +75,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     fn store(&self) -> MutexGuard<'_, Store> {
         lock(&self.store)
+    }
+
+    fn log_write(&self, verb: Verb, resource: &str, rr: &request::ResourceRequest, status: u16) {
+        let mut writes = lock(&self.writes);
+        let seq = writes.len() as u64;
+        writes.push(LoggedWrite {
+            seq,
+            at: std::time::Instant::now(),
+            verb,
+            resource: resource.to_string(),
+            namespace: rr.namespace.clone(),
+            name: rr.name.clone(),
+            status,
+        });
     }
 }
 
@@ -168,6 +187,8 @@ impl ApiServerBuilder {
             registry,
             store: Mutex::new(store),
             counts: Mutex::new(RequestCounts::default()),
+            counts_by_agent: Mutex::default(),
+            writes: Mutex::default(),
             faults: Mutex::new(FaultRules::default()),
             close_watches,
             bookmark_interval: self.bookmark_interval,
@@ -230,6 +251,18 @@ impl ApiServer {
         kube::Client::try_from(config).expect("a plain-http kube client always builds")
     }
 
+    /// A kube client that sends `User-Agent: agent` (kube sends none), so
+    /// [`Self::requests_from`] counts its requests apart from other clients'.
+    pub fn client_as(&self, agent: &str) -> kube::Client {
+        let uri: http::Uri = self.url().parse().expect("server URL is a valid URI");
+        let mut config = kube::Config::new(uri);
+        config.headers.push((
+            http::header::USER_AGENT,
+            http::HeaderValue::from_str(agent).expect("a User-Agent is header-safe text"),
+        ));
+        kube::Client::try_from(config).expect("a plain-http kube client always builds")
+    }
+
     /// A kubeconfig (context `meshmirror-testkit`) that kubectl and kube accept.
     pub fn kubeconfig(&self) -> kube::config::Kubeconfig {
         kubeconfig_for(&self.url())
@@ -253,8 +286,24 @@ impl ApiServer {
         lock(&self.shared.counts).clone()
     }
 
+    /// Requests counted so far from clients whose `User-Agent` is `agent`
+    /// (see [`Self::client_as`]).
+    pub fn requests_from(&self, agent: &str) -> RequestCounts {
+        lock(&self.shared.counts_by_agent)
+            .get(agent)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every write the server carried out so far, in order, with when.
+    pub fn write_log(&self) -> Vec<LoggedWrite> {
+        lock(&self.shared.writes).clone()
+    }
+
     pub fn reset_requests(&self) {
         *lock(&self.shared.counts) = RequestCounts::default();
+        lock(&self.shared.counts_by_agent).clear();
+        lock(&self.shared.writes).clear();
     }
 
     /// The current (latest) resourceVersion.

@@ -65,8 +65,9 @@ impl Moto {
             moto.reset().await?;
             return Ok(moto);
         }
-        crate::tools::check(Tool::Moto)
-            .map_err(|why| MotoError::NotInstalled(crate::tools::missing_message(Tool::Moto, &why)))?;
+        crate::tools::check(Tool::Moto).map_err(|why| {
+            MotoError::NotInstalled(crate::tools::missing_message(Tool::Moto, &why))
+        })?;
         let port = free_port().map_err(|error| MotoError::Io {
             endpoint: "127.0.0.1:0".into(),
             error,

@@ -8,6 +8,12 @@
 //!   and `DescribeAutoScalingInstances` until a `CompleteLifecycleAction`
 //!   releases them; a released terminate hold (or an ABANDONed launch) is then
 //!   terminated through moto, decrementing the desired capacity;
+//! - heartbeat timeouts: a hold by a hook the proxy was told about
+//!   ([`AwsProxy::lifecycle_hook`]) that is neither heartbeated nor completed
+//!   within the hook's heartbeat timeout ends as on AWS, with the hook's
+//!   default result (recorded in [`AwsProxy::expired`]); a later heartbeat or
+//!   completion gets "No active Lifecycle Action". (AWS's global timeout,
+//!   100 heartbeat timeouts or 48 h, is not modelled.)
 //! - instance facts moto does not model for Auto Scaling instances (public
 //!   IPv4, IPv6, spot): added to `DescribeInstances` answers;
 //! - throttling (`Throttling`, `RequestLimitExceeded`) for the next N calls
@@ -20,6 +26,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
@@ -59,6 +66,8 @@ pub struct LifecycleCall {
     pub result: Option<String>,
     /// Whether a hold matched (otherwise AWS's "No active Lifecycle Action").
     pub accepted: bool,
+    /// When the proxy received it: the caller sent it no later.
+    pub at: std::time::Instant,
 }
 
 #[derive(Clone, Debug)]
@@ -66,7 +75,33 @@ struct Hold {
     state: HoldState,
     hook: String,
     token: Option<String>,
+    /// When the hold ends by itself unless heartbeated or completed first
+    /// (None: the hook's timeout was not given to the proxy).
+    deadline: Option<Instant>,
 }
+
+/// What the proxy knows of a hook: what moto was told at `PutLifecycleHook`.
+#[derive(Clone, Debug)]
+struct HookTimeout {
+    heartbeat: Duration,
+    default_result: String,
+}
+
+/// A hold that ran out its heartbeat timeout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpiredHold {
+    pub instance_id: String,
+    pub hook: String,
+    pub state: HoldState,
+    /// The hook's default result it ended with (`CONTINUE` | `ABANDON`).
+    pub result: String,
+    /// When the proxy let it go (at most [`EXPIRY_TICK`] after its deadline).
+    pub at: Instant,
+}
+
+/// How often the proxy looks for holds past their heartbeat timeout (and
+/// at every request it serves).
+pub const EXPIRY_TICK: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 struct ProxyState {
@@ -81,6 +116,53 @@ struct ProxyState {
     ipv6: HashMap<String, Ipv6Addr>,
     spot: HashSet<String>,
     requests: u64,
+    hooks: HashMap<String, HookTimeout>,
+    expired: Vec<ExpiredHold>,
+    /// The region of the last signed request, for the proxy's own calls.
+    region: Option<String>,
+}
+
+impl ProxyState {
+    /// When a hold by `hook` starting (or heartbeated) `now` times out.
+    fn deadline(&self, hook: &str, now: Instant) -> Option<Instant> {
+        self.hooks.get(hook).map(|h| now + h.heartbeat)
+    }
+
+    /// Ends the holds past their deadline with their hook's default result;
+    /// returns the instances to terminate (terminate holds, ABANDONed
+    /// launches).
+    fn expire(&mut self, now: Instant) -> Vec<String> {
+        let due: Vec<String> = self
+            .holds
+            .iter()
+            .filter(|(_, h)| h.deadline.is_some_and(|d| d <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut release = Vec::new();
+        for id in due {
+            let Some(hold) = self.holds.remove(&id) else {
+                continue;
+            };
+            let result = self
+                .hooks
+                .get(&hold.hook)
+                .map(|h| h.default_result.clone())
+                .unwrap_or_else(|| "ABANDON".into());
+            tracing::info!(instance = %id, hook = %hold.hook, %result,
+                "lifecycle hold ran out its heartbeat timeout");
+            if hold.state == HoldState::TerminatingWait || result == "ABANDON" {
+                release.push(id.clone());
+            }
+            self.expired.push(ExpiredHold {
+                instance_id: id,
+                hook: hold.hook,
+                state: hold.state,
+                result,
+                at: now,
+            });
+        }
+        release
+    }
 }
 
 struct Shared {
@@ -93,11 +175,48 @@ pub struct AwsProxy {
     addr: SocketAddr,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+    expiry: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for AwsProxy {
     fn drop(&mut self) {
         self.task.abort();
+        self.expiry.abort();
+    }
+}
+
+/// Ends the holds past their heartbeat timeout, and terminates through moto
+/// the instances that ending lets go, as Auto Scaling would.
+async fn expire(shared: &Shared) {
+    let (release, region) = {
+        let mut state = shared.state.lock().expect("proxy state");
+        let release = state.expire(Instant::now());
+        (release, state.region.clone())
+    };
+    if release.is_empty() {
+        return;
+    }
+    // Signed as the caller's requests are (moto routes by the credential
+    // scope and checks no signature).
+    let region = region.unwrap_or_else(|| "us-east-1".into());
+    let now = chrono::Utc::now();
+    let headers = vec![
+        (
+            "Authorization".to_string(),
+            format!(
+                "AWS4-HMAC-SHA256 Credential=testing/{}/{region}/autoscaling/aws4_request, SignedHeaders=host;x-amz-date, Signature=0",
+                now.format("%Y%m%d")
+            ),
+        ),
+        (
+            "X-Amz-Date".to_string(),
+            now.format("%Y%m%dT%H%M%SZ").to_string(),
+        ),
+    ];
+    for id in release {
+        if let Err(e) = terminate(shared, &id, &headers).await {
+            tracing::warn!(instance = %id, error = %e, "terminating a timed-out hold through moto");
+        }
     }
 }
 
@@ -118,7 +237,22 @@ impl AwsProxy {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        Ok(AwsProxy { addr, shared, task })
+        let expiry = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(EXPIRY_TICK);
+                loop {
+                    tick.tick().await;
+                    expire(&shared).await;
+                }
+            })
+        };
+        Ok(AwsProxy {
+            addr,
+            shared,
+            task,
+            expiry,
+        })
     }
 
     /// `http://127.0.0.1:PORT`, for `--aws-endpoint-url`.
@@ -140,16 +274,38 @@ impl AwsProxy {
         self.state().throttles.clear();
     }
 
-    /// Shows `instance_id` in `state`, held by `hook`, until completed.
+    /// Tells the proxy a hook's heartbeat timeout and default result (as
+    /// given to moto's `PutLifecycleHook`, which the proxy does not see):
+    /// holds by that hook started from now on time out as on AWS.
+    pub fn lifecycle_hook(&self, hook: &str, heartbeat_timeout: Duration, default_result: &str) {
+        self.state().hooks.insert(
+            hook.to_string(),
+            HookTimeout {
+                heartbeat: heartbeat_timeout,
+                default_result: default_result.to_string(),
+            },
+        );
+    }
+
+    /// Shows `instance_id` in `state`, held by `hook`, until completed (or,
+    /// for a hook given to [`Self::lifecycle_hook`], until it times out).
     pub fn hold(&self, instance_id: &str, state: HoldState, hook: &str, token: Option<&str>) {
-        self.state().holds.insert(
+        let mut proxy = self.state();
+        let deadline = proxy.deadline(hook, Instant::now());
+        proxy.holds.insert(
             instance_id.to_string(),
             Hold {
                 state,
                 hook: hook.to_string(),
                 token: token.map(str::to_string),
+                deadline,
             },
         );
+    }
+
+    /// Holds that ran out their heartbeat timeout, in order.
+    pub fn expired(&self) -> Vec<ExpiredHold> {
+        self.state().expired.clone()
     }
 
     /// From now on, every instance the proxy has not seen in an answer
@@ -234,6 +390,17 @@ fn classify(headers: &[(String, String)], body: &[u8]) -> Call {
     }
 }
 
+/// The region of a SigV4 credential scope (`Credential=AKID/DATE/REGION/...`).
+fn credential_region(headers: &[(String, String)]) -> Option<String> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .and_then(|(_, a)| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').nth(2))
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+}
+
 fn form_decode(body: &str) -> HashMap<String, String> {
     body.split('&')
         .filter_map(|pair| pair.split_once('='))
@@ -274,8 +441,13 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
         .collect();
     let call = classify(&headers, &body);
+    // Holds past their deadline end before anything else is answered.
+    expire(&shared).await;
     let throttled = {
         let mut state = shared.state.lock().expect("proxy state");
+        if let Some(region) = credential_region(&headers) {
+            state.region = Some(region);
+        }
         state.requests += 1;
         *state.counts.entry(call.action.clone()).or_default() += 1;
         match state.throttles.get_mut(&call.action) {
@@ -333,14 +505,16 @@ fn rewrite(shared: &Shared, action: &str, r: &upstream::Response) -> Option<Stri
     let out = xml::edit_elements(&text, list, tag, |element| {
         let id = xml::text(element, id_tag)?.to_string();
         if state.seen.insert(id.clone())
-            && let Some(hook) = &state.hold_launches
+            && let Some(hook) = state.hold_launches.clone()
         {
+            let deadline = state.deadline(&hook, Instant::now());
             state.holds.insert(
                 id.clone(),
                 Hold {
                     state: HoldState::PendingWait,
-                    hook: hook.clone(),
+                    hook,
                     token: None,
+                    deadline,
                 },
             );
         }
@@ -438,6 +612,7 @@ async fn lifecycle(shared: &Shared, call: &Call, headers: &[(String, String)]) -
             token: token.clone(),
             result: result.clone(),
             accepted: matched.is_some(),
+            at: std::time::Instant::now(),
         });
         let Some(hold) = matched else {
             return error_xml(
@@ -452,6 +627,13 @@ async fn lifecycle(shared: &Shared, call: &Call, headers: &[(String, String)]) -
         };
         let id = instance_id.unwrap_or_default();
         let mut release = None;
+        if call.action == "RecordLifecycleActionHeartbeat" {
+            // A heartbeat restarts the heartbeat timeout.
+            let deadline = state.deadline(&hold.hook, Instant::now());
+            if let Some(held) = state.holds.get_mut(&id) {
+                held.deadline = deadline;
+            }
+        }
         if call.action == "CompleteLifecycleAction" {
             state.holds.remove(&id);
             let abandon = result.as_deref() == Some("ABANDON");
@@ -589,5 +771,77 @@ mod tests {
             b"{}",
         );
         assert_eq!(sqs.action, "ReceiveMessage");
+        assert_eq!(credential_region(&headers).as_deref(), Some("us-east-1"));
+    }
+
+    #[test]
+    fn holds_time_out_with_the_hooks_default_result_unless_heartbeated() {
+        let mut state = ProxyState::default();
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(3);
+        state.hooks.insert(
+            "drain".into(),
+            HookTimeout {
+                heartbeat: timeout,
+                default_result: "ABANDON".into(),
+            },
+        );
+        state.hooks.insert(
+            "warmup".into(),
+            HookTimeout {
+                heartbeat: timeout,
+                default_result: "CONTINUE".into(),
+            },
+        );
+        let hold = |state: HoldState, hook: &str, deadline: Option<Instant>| Hold {
+            state,
+            hook: hook.into(),
+            token: None,
+            deadline,
+        };
+        let deadline = state.deadline("drain", t0);
+        assert_eq!(deadline, Some(t0 + timeout));
+        assert_eq!(state.deadline("unknown", t0), None);
+        state.holds.insert(
+            "i-term".into(),
+            hold(HoldState::TerminatingWait, "drain", deadline),
+        );
+        let warm = state.deadline("warmup", t0);
+        state.holds.insert(
+            "i-launch".into(),
+            hold(HoldState::PendingWait, "warmup", warm),
+        );
+        state.holds.insert(
+            "i-forever".into(),
+            hold(HoldState::TerminatingWait, "other", None),
+        );
+
+        // Just before the timeout nothing ends.
+        assert!(
+            state
+                .expire(t0 + timeout - Duration::from_millis(1))
+                .is_empty()
+        );
+        assert_eq!(state.holds.len(), 3);
+        // At it: the terminate hold is let go (terminated), the launch hold
+        // continues into service; a hold of a hook without a known timeout
+        // stays.
+        assert_eq!(state.expire(t0 + timeout), vec!["i-term".to_string()]);
+        assert_eq!(
+            state.holds.keys().collect::<Vec<_>>(),
+            vec![&"i-forever".to_string()]
+        );
+        let mut expired = state.expired.clone();
+        expired.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        assert_eq!(
+            expired
+                .iter()
+                .map(|e| (e.instance_id.as_str(), e.state, e.result.as_str()))
+                .collect::<Vec<_>>(),
+            vec![
+                ("i-launch", HoldState::PendingWait, "CONTINUE"),
+                ("i-term", HoldState::TerminatingWait, "ABANDON"),
+            ]
+        );
     }
 }

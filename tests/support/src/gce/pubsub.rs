@@ -106,10 +106,40 @@ impl PubSubEmulator {
             .await
     }
 
-    /// One HTTP/1.1 request with a JSON body; Ok on a 2xx answer. (The
-    /// emulator keeps the connection open whatever the request says, so the
-    /// answer is read by its Content-Length.)
+    /// Pulls up to `max` messages from a subscription without waiting for
+    /// any (`returnImmediately`), and returns their data. The messages are
+    /// not acknowledged: a message the subscriber neither acknowledged nor
+    /// holds under its ack deadline is delivered here.
+    pub async fn pull(&self, subscription: &str, max: u32) -> Result<Vec<String>, String> {
+        use base64::Engine;
+        let body = serde_json::json!({"maxMessages": max, "returnImmediately": true});
+        let answer = self
+            .request("POST", &format!("{subscription}:pull"), &body.to_string())
+            .await?;
+        let answer: serde_json::Value = serde_json::from_str(&answer)
+            .map_err(|e| format!("pull {subscription}: {e}: {answer}"))?;
+        let received = answer["receivedMessages"].as_array().cloned();
+        received
+            .unwrap_or_default()
+            .iter()
+            .map(|m| {
+                let data = m["message"]["data"].as_str().unwrap_or_default();
+                base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .map(|d| String::from_utf8_lossy(&d).into_owned())
+                    .map_err(|e| format!("pull {subscription}: data: {e}"))
+            })
+            .collect()
+    }
+
     async fn rest(&self, method: &str, resource: &str, body: &str) -> Result<(), String> {
+        self.request(method, resource, body).await.map(|_| ())
+    }
+
+    /// One HTTP/1.1 request with a JSON body; the answer's body on a 2xx
+    /// answer. (The emulator keeps the connection open whatever the request
+    /// says, so the answer is read by its Content-Length.)
+    async fn request(&self, method: &str, resource: &str, body: &str) -> Result<String, String> {
         let call = async {
             use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
             let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
@@ -154,7 +184,7 @@ impl PubSubEmulator {
                 .map_err(|e| e.to_string())?;
             let status = status_line.split_whitespace().nth(1).unwrap_or_default();
             if status.starts_with('2') {
-                Ok(())
+                Ok(String::from_utf8_lossy(&answer).into_owned())
             } else {
                 Err(format!(
                     "{method} {resource}: {status_line} {}",
