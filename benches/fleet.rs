@@ -115,6 +115,7 @@ fn controller_main() {
                     sim_cloud: Some(sim.clone()),
                     kube_qps: qps,
                     kube_burst: burst,
+                    allow_all_groups: true,
                     ..RunOptions::default()
                 };
                 let stop = stop_rx.take().expect("started once");

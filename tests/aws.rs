@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use kube::api::{DynamicObject, Patch, PatchParams};
-use meshmirror::app::{self, RunOptions};
+use meshmirror::app::RunOptions;
 use meshmirror::clouds::CloudArgs;
 use meshmirror::clouds::aws::AwsArgs;
 use meshmirror::workloadentry::keys;
@@ -141,6 +141,12 @@ impl Cloud {
             .send()
             .await
             .unwrap();
+        // The proxy times holds out as AWS would (default result ABANDON).
+        self.proxy.lifecycle_hook(
+            hook,
+            Duration::from_secs(heartbeat.try_into().unwrap()),
+            "ABANDON",
+        );
     }
 
     async fn set_capacity(&self, group: &str, n: i32) {
@@ -264,7 +270,7 @@ impl Cloud {
         };
         call(
             "PutRule",
-            json!({"Name": "meshmirror", "EventPattern": json!({"source": ["aws.autoscaling", "aws.ec2"]}).to_string()}),
+            json!({"Name": "meshmirror", "EventPattern": std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/aws/eventbridge-rule.json")).unwrap()}),
         )
         .await;
         call(
@@ -310,14 +316,12 @@ fn launch_successful(group: &str, instance: &str) -> String {
 }
 
 /// The controller with the AWS provider, on the harness's API server.
-struct Running {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<bool, app::AppError>>,
-}
+/// The harness's waits fail at once if it ends by itself or with an error;
+/// `stop` asserts it ended Ok; dropping it stops it.
+struct Running(ControllerTask);
 
 impl Running {
     fn start(h: &Harness, args: AwsArgs, metrics_addr: Option<SocketAddr>) -> Running {
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let opts = RunOptions {
             kube_qps: 0.0,
             metrics_addr,
@@ -325,31 +329,14 @@ impl Running {
                 aws: args,
                 ..CloudArgs::default()
             },
+            allow_all_groups: true,
             ..RunOptions::default()
         };
-        let task = tokio::spawn(app::run(h.client.clone(), opts, async {
-            let _ = rx.await;
-        }));
-        Running {
-            stop: Some(tx),
-            task,
-        }
+        Running(h.spawn_controller("aws", h.client.clone(), opts))
     }
 
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
-        self.task.abort();
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    async fn stop(self) {
+        self.0.stop().await;
     }
 }
 
@@ -436,14 +423,13 @@ async fn asg_of_three_grows_to_six_and_the_entries_follow() {
     // per instance.
     cloud.proxy.reset_counts();
     cloud.send(&launch_successful("web", &ids[0])).await;
-    wait_for("a pass", async || {
-        (cloud.proxy.count("DescribeAutoScalingGroups") >= 1
-            && cloud.proxy.count("DescribeInstances") >= 1)
-            .then_some(())
+    // The message is deleted once the pass it started has succeeded: then
+    // that pass's calls are all counted. A resync may have coincided (the
+    // interval is 5 s, the wait normally well under one).
+    wait_for("the message handled and deleted", async || {
+        (cloud.proxy.count("DescribeInstances") >= 1 && cloud.queued().await == 0).then_some(())
     })
     .await;
-    // Let the pass finish (and any resync that coincided with it).
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let counts = cloud.proxy.counts();
     let describe_instances = counts.get("DescribeInstances").copied().unwrap_or(0);
     assert!(
@@ -467,10 +453,16 @@ async fn scale_in_through_the_terminate_hook_drains_before_continue() {
         "  lifecycle: {terminateHook: drain, drainSeconds: 2}\n",
     ))
     .await;
-    h.wait_entries("default", "3 entries", |e| e.len() == 3)
+    let entries = h
+        .wait_entries("default", "3 entries", |e| e.len() == 3)
         .await;
     let ids = cloud.instances("web").await;
     let leaving = ids[1].clone();
+    let leaving_entry = entries
+        .iter()
+        .find(|o| instance_of(o) == leaving)
+        .and_then(|o| o.metadata.name.clone())
+        .expect("the leaving VM's entry");
 
     cloud
         .proxy
@@ -478,18 +470,31 @@ async fn scale_in_through_the_terminate_hook_drains_before_continue() {
     cloud
         .send(&terminate_action("web", &leaving, "drain", "tok-1"))
         .await;
-    h.wait_entries("default", "the leaving VM's entry gone", |e| {
-        e.len() == 2 && e.iter().all(|o| instance_of(o) != leaving)
-    })
-    .await;
-    assert!(
-        completions(&cloud).await.is_empty(),
-        "the hook is answered only after the drain"
-    );
     let done = wait_for("CompleteLifecycleAction", async || {
         completions(&cloud).await.into_iter().next()
     })
     .await;
+    // The hook is answered only after the drain, by the records rather than
+    // by when this test looked: the API server logs the delete before it
+    // answers it (the drain starts no earlier), the proxy stamps the
+    // completion when it arrives.
+    let deleted: Vec<_> = h
+        .server
+        .write_log()
+        .into_iter()
+        .filter(|w| {
+            w.verb == meshmirror_testkit::Verb::Delete
+                && w.resource == "workloadentries"
+                && w.succeeded()
+                && w.name.as_deref() == Some(leaving_entry.as_str())
+        })
+        .collect();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert!(
+        done.at >= deleted[0].at + Duration::from_secs(2),
+        "answered {:?} after the entry was deleted: before the 2s drain",
+        done.at.saturating_duration_since(deleted[0].at)
+    );
     assert_eq!(done.instance_id.as_deref(), Some(leaving.as_str()));
     assert_eq!(done.token.as_deref(), Some("tok-1"));
     assert_eq!(done.hook, "drain");
@@ -674,12 +679,28 @@ async fn throttling_deletes_nothing_reports_degraded_and_recovers() {
         .await;
 
     cloud.proxy.throttle("DescribeAutoScalingGroups", 10_000);
-    // A pass already past the proxy (the follow-up of the first writes) must
-    // not see the scale-in: let it finish first.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A pass already past the proxy (the follow-up of the first writes, or
+    // one reusing the last round) must not see the scale-in. Not a sleep:
+    // once a call is throttled, the pass that made it started after every
+    // earlier pass had ended (passes of one mirror never overlap), and no
+    // later one gets members while the throttle lasts. An event starts it.
+    let describes = || cloud.proxy.count("DescribeAutoScalingGroups");
+    let before_throttled = describes();
+    let first = cloud.instances("web").await;
+    cloud.send(&launch_successful("web", &first[0])).await;
+    wait_for("a throttled DescribeAutoScalingGroups", async || {
+        (describes() > before_throttled).then_some(())
+    })
+    .await;
     cloud.set_capacity("web", 1).await;
     let ids = cloud.instances("web").await;
+    // And a pass after the scale-in has had its chance: it asked too.
+    let before_scale_in = describes();
     cloud.send(&launch_successful("web", &ids[0])).await;
+    wait_for("a pass after the scale-in", async || {
+        (describes() > before_scale_in).then_some(())
+    })
+    .await;
     let status = h
         .wait_status("default", "web", "Degraded: Throttled", |s| {
             condition(s, "Degraded").is_some_and(|c| c.status == "True" && c.reason == "Throttled")
@@ -795,8 +816,6 @@ async fn public_ipv4_and_ipv6_are_chosen_as_the_spec_says_and_tags_are_copied() 
         "  address: PublicIPv4\n  copyTags: [team]\n",
     ))
     .await;
-    h.create_mirror(&mirror("v6", "ipv6", "web", "  address: IPv6\n"))
-        .await;
     let public = h
         .wait_entries("default", "1 public entry", |e| e.len() == 1)
         .await;
@@ -804,13 +823,22 @@ async fn public_ipv4_and_ipv6_are_chosen_as_the_spec_says_and_tags_are_copied() 
     assert_eq!(instance_of(&public[0]), ids[0]);
     assert_eq!(label(&public[0], "team"), "payments");
     assert_eq!(label(&public[0], "cost-center"), "", "only listed tags");
-    let v6 = h.wait_entries("v6", "1 IPv6 entry", |e| e.len() == 1).await;
-    assert_eq!(addresses(&v6), vec!["2001:db8::11"]);
-    assert_eq!(instance_of(&v6[0]), ids[1]);
     let status = h
         .wait_status("default", "public", "skipped", |s| s.skipped == 1)
         .await;
     assert_eq!(status.members, 2);
+    // One group, one mirror at a time (a VM belongs to one namespace): the
+    // IPv6 mirror in another namespace takes the group over once the first
+    // is deleted.
+    h.mirrors("default")
+        .delete("public", &Default::default())
+        .await
+        .unwrap();
+    h.create_mirror(&mirror("v6", "ipv6", "web", "  address: IPv6\n"))
+        .await;
+    let v6 = h.wait_entries("v6", "1 IPv6 entry", |e| e.len() == 1).await;
+    assert_eq!(addresses(&v6), vec!["2001:db8::11"]);
+    assert_eq!(instance_of(&v6[0]), ids[1]);
     running.stop().await;
 }
 
@@ -902,10 +930,15 @@ async fn a_drain_longer_than_the_heartbeat_timeout_sends_heartbeats() {
         token: "tok-h",
     };
     let (running, leaving) = drain.start(&cloud, &h, args).await;
+    // The proxy ends a hold not heartbeated within the hook's 3 s, as AWS
+    // does: a late or missing heartbeat fails here at once.
     wait_for("CONTINUE", async || {
+        let expired = cloud.proxy.expired();
+        assert!(expired.is_empty(), "the hold timed out: {expired:?}");
         completions(&cloud).await.into_iter().next()
     })
     .await;
+    assert!(cloud.proxy.expired().is_empty());
     let calls = cloud.proxy.lifecycle_calls();
     let answered = calls
         .iter()
@@ -991,10 +1024,15 @@ async fn after_a_restart_a_long_drain_is_kept_alive_without_naming_the_hook_in_f
     let before_restart = cloud.proxy.lifecycle_calls().len();
 
     let running = Running::start(&h, cloud.args(), None);
+    // As AWS does, the proxy ends a hold not heartbeated within the hook's
+    // 3 s, across the restart too.
     wait_for("CONTINUE after the restart", async || {
+        let expired = cloud.proxy.expired();
+        assert!(expired.is_empty(), "the hold timed out: {expired:?}");
         completions(&cloud).await.into_iter().next()
     })
     .await;
+    assert!(cloud.proxy.expired().is_empty());
     let calls = cloud.proxy.lifecycle_calls();
     let after: Vec<_> = calls[before_restart..].to_vec();
     let answered = after

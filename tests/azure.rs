@@ -109,7 +109,7 @@ impl Env {
         let providers = app::all_providers(&metrics, None, &self.clouds(args))
             .await
             .expect("providers register");
-        Reconciler::new(providers, cluster, metrics, AllowedGroups::default())
+        Reconciler::new(providers, cluster, metrics, AllowedGroups::allow_all())
     }
 
     async fn create_mirror(&self, yaml: &str) {
@@ -821,6 +821,7 @@ async fn events_from_the_storage_queue_trigger_a_pass_and_are_deleted() {
     let opts = RunOptions {
         kube_qps: 0.0,
         clouds: env.clouds(args),
+        allow_all_groups: true,
         ..RunOptions::default()
     };
     let controller = tokio::spawn(app::run(env.server.client(), opts, async {

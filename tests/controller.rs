@@ -12,6 +12,21 @@ use meshmirror_provider::{Health, ProviderError};
 use meshmirror_sim::SimInstance;
 use meshmirror_testkit::apiserver::{Injected, Match, Verb};
 
+/// Waits until the sim has answered `members()` at least `n` times in all:
+/// each pass asks once, so this counts passes that have started.
+async fn wait_members_calls(h: &Harness, n: u64, what: &str) {
+    let started = Instant::now();
+    while h.sim.members_calls() < n {
+        h.check_controllers();
+        assert!(
+            started.elapsed() < CONVERGE,
+            "timed out waiting for {what}: {} of {n} members() calls",
+            h.sim.members_calls()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn scale_out_and_in_follow_the_group_with_one_entry_per_workload() {
     let h = Harness::start(sim_with(3)).await;
@@ -76,36 +91,65 @@ async fn scale_in_through_the_hook_deletes_entries_before_the_hook_completes() {
         ),
     ))
     .await;
-    h.wait_entries("default", "6 entries", |e| e.len() == 6)
+    let entries = h
+        .wait_entries("default", "6 entries", |e| e.len() == 6)
         .await;
 
     let leaving = h.sim.scale_in("web", 1).unwrap();
+    let leaving_entries: std::collections::BTreeSet<String> = entries
+        .iter()
+        .filter(|o| annotation(o, keys::INSTANCE_ID) == leaving[0])
+        .filter_map(|o| o.metadata.name.clone())
+        .collect();
+    assert_eq!(leaving_entries.len(), 2, "one per workload");
     assert_eq!(h.sim.instances("web").unwrap().len(), 3, "held by the hook");
-    h.wait_entries("default", "entries of the leaving VM gone", |e| {
-        e.len() == 4
-            && e.iter()
-                .all(|o| annotation(o, keys::INSTANCE_ID) != leaving[0])
-    })
-    .await;
-    let gone_at = Instant::now();
-    assert!(
-        h.sim.completed_actions().is_empty(),
-        "the hook must wait for the drain"
-    );
 
     let started = Instant::now();
-    while h.sim.completed_actions().is_empty() && started.elapsed() < CONVERGE {
+    while h.sim.completed_actions().is_empty() {
+        h.check_controllers();
+        assert!(started.elapsed() < CONVERGE, "the hook was never completed");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let completed = h.sim.completed_actions();
     assert_eq!(completed.len(), 1);
-    let (action, outcome, at) = &completed[0];
+    let (action, outcome, completed_at) = &completed[0];
     assert_eq!(action.instance_id, leaving[0]);
     assert_eq!(*outcome, meshmirror_provider::Outcome::Continue);
-    assert!(*at >= gone_at, "hook completed after the entries were gone");
+    // Order from the records, not from when this test looked: the server
+    // logs each delete before it answers it, the controller starts the drain
+    // no earlier than that answer, and the sim stamps the completion when it
+    // is called. So however slow the machine, the completion comes at least
+    // drainSeconds after the last of the leaving VM's entries was deleted.
+    let deletes: Vec<_> = h
+        .server
+        .write_log()
+        .into_iter()
+        .filter(|w| {
+            w.verb == Verb::Delete
+                && w.resource == "workloadentries"
+                && w.succeeded()
+                && w.name.as_ref().is_some_and(|n| leaving_entries.contains(n))
+        })
+        .collect();
+    assert_eq!(
+        deletes.len(),
+        2,
+        "each of the leaving VM's entries deleted once: {deletes:?}"
+    );
+    let last_gone = deletes.iter().map(|w| w.at).max().unwrap();
+    assert!(
+        *completed_at >= last_gone + Duration::from_secs(1),
+        "the hook completed {:?} after the entries were gone: before the 1s drain",
+        completed_at.saturating_duration_since(last_gone)
+    );
     assert_eq!(h.sim.instances("web").unwrap().len(), 2);
     // The remaining entries were not touched.
-    assert_eq!(h.entries("default").await.len(), 4);
+    let left = h.entries("default").await;
+    assert_eq!(left.len(), 4);
+    assert!(
+        left.iter()
+            .all(|o| annotation(o, keys::INSTANCE_ID) != leaving[0])
+    );
 }
 
 #[tokio::test]
@@ -483,7 +527,15 @@ async fn api_server_faults_are_retried_until_converged() {
     // The API server goes down for a while; a change made meanwhile lands after.
     faults.go_down().await;
     h.sim.scale_out("web", 1).unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Not a sleep: a pass that starts after the change sees it while the
+    // server is down (it asks the cloud, then its writes fail); the pass of a
+    // second event asking the cloud as well shows that the first one has
+    // ended, with the server still down (passes of one mirror never overlap).
+    let calls = h.sim.members_calls();
+    wait_members_calls(&h, calls + 1, "a pass during the outage").await;
+    h.sim
+        .push_event("web", meshmirror_provider::GroupEventKind::Changed);
+    wait_members_calls(&h, calls + 2, "the next pass during the outage").await;
     faults.come_up().expect("server comes back on its port");
     h.wait_entries("default", "4 entries after the outage", |e| e.len() == 4)
         .await;
@@ -538,15 +590,57 @@ async fn a_cloud_event_triggers_a_pass_at_once_and_is_acknowledged_after_it() {
     ))
     .await;
     h.wait_entries("default", "1 entry", |e| e.len() == 1).await;
+    h.wait_status("default", "web", "the first pass's status", |s| {
+        s.entries == 1
+    })
+    .await;
     let acked = h.sim.events_acked();
+    let before = h.server.requests();
+    // The server holds the pass's last write, its status, for a while: the
+    // events must not be acknowledged while it is in flight.
+    h.server.faults().delay(
+        Match::any()
+            .verb(Verb::Patch)
+            .resource("scalinggroupmirrors/status"),
+        Duration::from_secs(2),
+    );
+    // Two instances, two events.
     h.sim.scale_out("web", 2).unwrap();
-    h.wait_entries("default", "3 entries from the event", |e| e.len() == 3)
-        .await;
     let started = Instant::now();
-    while h.sim.events_acked() <= acked && started.elapsed() < CONVERGE {
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    while h
+        .server
+        .requests()
+        .since(&before)
+        .get(Verb::Patch, "scalinggroupmirrors/status")
+        == 0
+    {
+        h.check_controllers();
+        assert!(
+            started.elapsed() < CONVERGE,
+            "the event's pass never wrote its status"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(h.sim.events_acked() > acked, "the event was acknowledged");
+    assert_eq!(
+        h.sim.events_acked(),
+        acked,
+        "an event was acknowledged before its pass had written its status"
+    );
+    // The entries came first, and are written by now.
+    assert_eq!(h.entries("default").await.len(), 3);
+    // Then both events are acknowledged, once the status is written.
+    while h.sim.events_acked() < acked + 2 {
+        h.check_controllers();
+        assert!(
+            started.elapsed() < CONVERGE,
+            "acknowledged {} of 2 events",
+            h.sim.events_acked() - acked
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(h.status("default", "web").await.entries, 3);
+    assert_eq!(h.sim.events_acked(), acked + 2);
+    h.server.faults().clear();
 }
 
 #[tokio::test]
@@ -599,6 +693,7 @@ async fn dry_run_once_writes_nothing_and_once_reports_failure() {
             sim_cloud: Some(h.sim.clone()),
             dry_run: true,
             once: true,
+            allow_all_groups: true,
             ..Default::default()
         },
         std::future::pending(),
@@ -617,6 +712,7 @@ async fn dry_run_once_writes_nothing_and_once_reports_failure() {
         meshmirror::app::RunOptions {
             sim_cloud: Some(h.sim.clone()),
             once: true,
+            allow_all_groups: true,
             ..Default::default()
         },
         std::future::pending(),
@@ -729,6 +825,7 @@ async fn entries_can_be_written_as_v1beta1_for_older_meshes() {
             sim_cloud: Some(h.sim.clone()),
             once: true,
             version: meshmirror::workloadentry::EntryVersion::V1beta1,
+            allow_all_groups: true,
             ..Default::default()
         },
         std::future::pending(),
@@ -807,15 +904,74 @@ async fn an_entry_changed_or_deleted_by_hand_is_restored_at_once_and_own_writes_
     let entries = h
         .wait_entries("default", "6 entries", |e| e.len() == 6)
         .await;
-    // Quiet: own writes coming back through the watch start no further pass.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.wait_status("default", "web", "the first pass's status", |s| {
+        is_ready(s) && s.entries == 6
+    })
+    .await;
+    // Quiet: own writes coming back through the watch start no further pass
+    // that writes. Not a window of time: a hand edit reaches the controller
+    // through the same watch after their echoes, so once it is undone every
+    // pass they could have started has ended. Only the edit and its undoing
+    // were written by then.
     let quiet = h.server.requests();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    edit_and_wait_restored(&h, &entries[0]).await;
     let during = h.server.requests().since(&quiet);
-    assert_eq!(during.writes(), 0, "{:?}", during.entries());
+    assert_eq!(
+        during.get(Verb::Patch, "workloadentries"),
+        2,
+        "the edit and its undoing: {:?}",
+        during.entries()
+    );
+    assert_eq!(writes_but_events(&during), 2, "{:?}", during.entries());
 
-    let name = entries[0].metadata.name.clone().unwrap();
-    let address = entries[0].data["spec"]["address"].clone();
+    let gone = entries[1].metadata.name.clone().unwrap();
+    let before = h.server.requests();
+    h.entries_api("default")
+        .delete(&gone, &DeleteParams::default())
+        .await
+        .unwrap();
+    h.wait_entries("default", "the deleted entry back", |e| {
+        e.len() == 6
+            && e.iter()
+                .any(|o| o.metadata.name.as_deref() == Some(gone.as_str()))
+    })
+    .await;
+    // Again no window: once another hand edit is undone, the pass that
+    // re-created the entry, and any its own write started, have ended.
+    edit_and_wait_restored(&h, &entries[2]).await;
+    let during = h.server.requests().since(&before);
+    // Our delete plus one re-create (and the second edit and its undoing):
+    // nothing else was rewritten.
+    assert_eq!(
+        during.get(Verb::Patch, "workloadentries"),
+        1 + 2,
+        "{:?}",
+        during.entries()
+    );
+    assert_eq!(during.get(Verb::Delete, "workloadentries"), 1);
+    assert_eq!(
+        writes_but_events(&during),
+        1 + 1 + 2,
+        "{:?}",
+        during.entries()
+    );
+}
+
+/// Writes other than Events (a pass that writes entries records one).
+fn writes_but_events(counts: &meshmirror_testkit::RequestCounts) -> u64 {
+    counts
+        .entries()
+        .iter()
+        .filter(|(verb, resource, _)| verb.is_write() && resource != "events")
+        .map(|(_, _, n)| n)
+        .sum()
+}
+
+/// Changes an entry's address by hand and waits until the controller has put
+/// it back.
+async fn edit_and_wait_restored(h: &Harness, entry: &kube::api::DynamicObject) {
+    let name = entry.metadata.name.clone().unwrap();
+    let address = entry.data["spec"]["address"].clone();
     h.entries_api("default")
         .patch(
             &name,
@@ -831,29 +987,6 @@ async fn an_entry_changed_or_deleted_by_hand_is_restored_at_once_and_own_writes_
         })
     })
     .await;
-
-    let gone = entries[1].metadata.name.clone().unwrap();
-    let before = h.server.requests();
-    h.entries_api("default")
-        .delete(&gone, &DeleteParams::default())
-        .await
-        .unwrap();
-    h.wait_entries("default", "the deleted entry back", |e| {
-        e.len() == 6
-            && e.iter()
-                .any(|o| o.metadata.name.as_deref() == Some(gone.as_str()))
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let during = h.server.requests().since(&before);
-    // Our delete plus one re-create: nothing else was rewritten.
-    assert_eq!(
-        during.get(Verb::Patch, "workloadentries"),
-        1,
-        "{:?}",
-        during.entries()
-    );
-    assert_eq!(during.get(Verb::Delete, "workloadentries"), 1);
 }
 
 #[tokio::test]
@@ -877,7 +1010,12 @@ async fn a_restarted_controller_waits_for_its_entry_cache_and_rewrites_nothing()
     h.sim.scale_out("web", 1).unwrap();
     h.wait_entries("default", "the new member's 2 entries", |e| e.len() == 8)
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The pass that wrote them has ended once it has written its status; a
+    // pass that did not wait for the entry list came before it.
+    h.wait_status("default", "web", "4 members in status", |s| {
+        s.members == 4 && s.entries == 8
+    })
+    .await;
     let during = h.server.requests().since(&before);
     assert_eq!(
         during.get(Verb::Patch, "workloadentries"),
@@ -907,7 +1045,18 @@ async fn a_cloud_event_before_the_mirror_list_arrives_does_not_stall_the_control
         Duration::from_millis(1000),
     );
     h.start_controller();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Not a sleep: the controller subscribes to the cloud's events before it
+    // lists the mirrors, so once the (held) list has arrived at the server
+    // the event below reaches the controller while the list is outstanding.
+    let started = Instant::now();
+    while h.server.requests().get(Verb::List, "scalinggroupmirrors") == 0 {
+        h.check_controllers();
+        assert!(
+            started.elapsed() < CONVERGE,
+            "the mirrors were never listed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     h.sim.scale_out("web", 1).unwrap();
     h.wait_entries("default", "all 3 members", |e| e.len() == 3)
         .await;

@@ -329,6 +329,7 @@ async fn readyz_is_503_until_the_caches_are_synced_and_healthz_answers_at_once()
         &h,
         RunOptions {
             metrics_addr: Some(addr),
+            allow_all_groups: true,
             ..RunOptions::default()
         },
     );
@@ -474,7 +475,7 @@ async fn no_more_passes_run_at_once_than_max_concurrent_passes() {
         providers,
         cluster,
         metrics,
-        AllowedGroups::default(),
+        AllowedGroups::allow_all(),
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = controller::run(h.client.clone(), scope, reconciler, caches, async {
@@ -573,10 +574,17 @@ async fn json_logs_are_one_json_object_per_line() {
     .await;
     let once = |format: &str| {
         let mut cmd = meshmirror();
-        cmd.args(["--log-format", format, "run", "--once", "--sim-file"])
-            .arg(&sim_file)
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "info,meshmirror=debug,kube=warn,hyper=warn");
+        cmd.args([
+            "--log-format",
+            format,
+            "run",
+            "--once",
+            "--allow-all-groups",
+            "--sim-file",
+        ])
+        .arg(&sim_file)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "info,meshmirror=debug,kube=warn,hyper=warn");
         cmd
     };
 
@@ -1065,6 +1073,7 @@ async fn a_failed_lifecycle_completion_is_counted_and_retried_by_a_later_pass() 
         &h,
         RunOptions {
             metrics_addr: Some(addr),
+            allow_all_groups: true,
             ..RunOptions::default()
         },
     );
@@ -1180,7 +1189,7 @@ async fn editing_the_sim_file_is_followed_within_seconds() {
     .await;
     let _process = Process(
         meshmirror()
-            .args(["run", "--sim-file"])
+            .args(["run", "--allowed-groups", "default=sim:*", "--sim-file"])
             .arg(&sim_file)
             .env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "warn")

@@ -50,7 +50,7 @@ fn reconciler_with(h: &Harness, providers: Providers) -> Reconciler {
         providers,
         cluster,
         Arc::new(Metrics::new()),
-        AllowedGroups::default(),
+        AllowedGroups::allow_all(),
     )
 }
 
@@ -111,7 +111,7 @@ fn spawn_controller_on(
         providers,
         cluster,
         metrics,
-        AllowedGroups::default(),
+        AllowedGroups::allow_all(),
     ));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let run = controller::run(h.client.clone(), scope, reconciler, caches, async {
@@ -190,6 +190,21 @@ fn assert_no_duplicates_or_orphans(entries: &[DynamicObject], uid: &str, members
                 .any(|o| o.uid == uid && o.controller == Some(true)),
             "{name} is not owned by the mirror: {owners:?}"
         );
+    }
+}
+
+/// Waits until the sim has answered `members()` at least `n` times in all:
+/// each pass asks once, so this counts passes that have started.
+async fn wait_members_calls(h: &Harness, n: u64, what: &str) {
+    let started = Instant::now();
+    while h.sim.members_calls() < n {
+        h.check_controllers();
+        assert!(
+            started.elapsed() < CONVERGE,
+            "timed out waiting for {what}: {} of {n} members() calls",
+            h.sim.members_calls()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -344,8 +359,11 @@ async fn a_vanished_group_is_group_not_found_deletes_nothing_and_recovers() {
         ready.message
     );
     wait_event(&h, "default", "GroupNotFound", |n| n.contains("sim:web")).await;
-    // A second interval passes; still nothing deleted.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Two more passes (each asks the cloud once; the error is not retried
+    // within a pass): the first of them has ended once the second asks, as
+    // passes of one mirror never overlap. Still nothing deleted.
+    let calls = h.sim.members_calls();
+    wait_members_calls(&h, calls + 2, "two more passes").await;
     assert_eq!(versions(&h.entries("default").await), versions(&before));
 
     // The group comes back with other members: entries follow them.
@@ -369,6 +387,96 @@ async fn a_vanished_group_is_group_not_found_deletes_nothing_and_recovers() {
     );
     h.wait_status("default", "web", "Ready again", is_ready)
         .await;
+}
+
+/// A group the cloud says is gone for longer than `--group-gone-grace` has
+/// its entries withdrawn (clouds reuse addresses); any other error, held as
+/// long, withdraws nothing.
+#[tokio::test]
+async fn a_group_gone_longer_than_the_grace_has_its_entries_withdrawn() {
+    let h = Harness::without_controller(sim_with(2)).await;
+    h.sim.ensure_group("db", "us-east-1");
+    h.sim
+        .add_instance(
+            "db",
+            SimInstance::running("d-1", Ipv4Addr::new(10, 0, 3, 1)),
+        )
+        .unwrap();
+    let controller = h.spawn_controller(
+        "main",
+        h.client.clone(),
+        meshmirror::app::RunOptions {
+            sim_cloud: Some(h.sim.clone()),
+            kube_qps: 0.0,
+            group_gone_grace: Some(Duration::from_secs(3)),
+            allow_all_groups: true,
+            ..meshmirror::app::RunOptions::default()
+        },
+    );
+    let every_5s = "  workloads: [{name: app}]\n  sync: {interval: 5s}\n";
+    h.create_mirror(&mirror_yaml("default", "web", every_5s))
+        .await;
+    h.create_mirror(&mirror_yaml("default", "db", every_5s).replace("group: web", "group: db"))
+        .await;
+    h.wait_entries("default", "2 + 1 entries", |e| e.len() == 3)
+        .await;
+
+    h.sim.remove_group("web").unwrap();
+    h.sim
+        .fail_always(
+            "db",
+            Some(ProviderError::Transient("the cloud is down".into())),
+        )
+        .unwrap();
+    // First GroupNotFound answer: inside the grace, the entries stay.
+    let status = h
+        .wait_status("default", "web", "GroupNotFound", |s| {
+            degraded_reason(s).as_deref() == Some("GroupNotFound")
+        })
+        .await;
+    let ready = condition(&status, "Ready").unwrap();
+    assert!(
+        ready.message.contains("kept for the 3s grace"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(h.entries("default").await.len(), 3);
+    // A later pass, past the grace: withdrawn, with an Event saying why.
+    let withdrawn = h
+        .wait_entries("default", "web's entries withdrawn", |e| {
+            e.iter().all(|o| label(o, keys::MIRROR) == "db")
+        })
+        .await;
+    assert_eq!(
+        withdrawn.len(),
+        1,
+        "db's entry stays: its error is not a definite answer"
+    );
+    wait_event(&h, "default", "EntriesWithdrawn", |n| {
+        n.contains("sim:web") && n.contains("3s grace")
+    })
+    .await;
+    // db has failed for as long, and more: still nothing withdrawn.
+    h.wait_status("default", "db", "db Degraded", |s| {
+        degraded_reason(s).as_deref() == Some("ProviderError")
+    })
+    .await;
+    let calls = h.sim.members_calls_for("db").unwrap();
+    wait_members_calls_for(&h, "db", calls + 1).await;
+    assert_eq!(h.entries("default").await.len(), 1);
+    controller.stop().await;
+}
+
+async fn wait_members_calls_for(h: &Harness, group: &str, at_least: u64) {
+    let started = Instant::now();
+    while h.sim.members_calls_for(group).unwrap() < at_least {
+        h.check_controllers();
+        assert!(
+            started.elapsed() < CONVERGE,
+            "{group}: fewer than {at_least} members calls"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 /// A sim provider whose `members()` for some groups waits until released, as
@@ -579,7 +687,14 @@ async fn an_api_server_outage_during_scale_in_and_out_leaves_no_orphans_or_dupli
     faults.go_down().await;
     h.sim.scale_in("web", 3).unwrap();
     h.sim.scale_out("web", 2).unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Not a sleep: a pass that starts after the changes meets the outage (it
+    // asks the cloud, then its writes fail); the pass of a further event
+    // asking the cloud too shows it has ended, with the server still down
+    // (passes of one mirror never overlap).
+    let calls = h.sim.members_calls();
+    wait_members_calls(&h, calls + 1, "a pass during the outage").await;
+    h.sim.push_event("web", GroupEventKind::Changed);
+    wait_members_calls(&h, calls + 2, "the next pass during the outage").await;
     faults.come_up().expect("server comes back on its port");
 
     let want = expected("web", &["app"], &sim_ids(&h.sim, "web"));
@@ -607,7 +722,7 @@ impl Meshmirror {
     fn start(dir: &Path, sim_file: &Path, qps: &str, burst: &str, run: u32) -> Meshmirror {
         let log = dir.join(format!("meshmirror-{run}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_meshmirror"))
-            .args(["run", "--sim-file"])
+            .args(["run", "--allow-all-groups", "--sim-file"])
             .arg(sim_file)
             .args(["--kube-qps", qps, "--kube-burst", burst])
             .env("KUBECONFIG", dir.join("kubeconfig"))
@@ -732,7 +847,11 @@ async fn sigkill_mid_scale_out_then_restart_converges_to_the_same_entries() {
     write_sim_file(&sim_file, 1..=200);
     let at_kill = wait_count(&h, "the scale-out under way", |n| n >= 60, &first).await;
     first.kill();
-    // A request the server had fully read when the client died still lands.
+    // A request the server had fully read when the client died still lands;
+    // the pause lets most such land before the snapshot. Nothing below
+    // depends on its length: the killed process only created entries, so a
+    // late one is merely missing from `survivors` (never deleted, never a
+    // survivor rewritten).
     tokio::time::sleep(Duration::from_millis(300)).await;
     let survivors = h.entries("default").await;
     assert!(
@@ -838,8 +957,13 @@ async fn malformed_and_lying_events_change_nothing_and_are_acknowledged() {
     let before = h
         .wait_entries("default", "2 entries", |e| e.len() == 2)
         .await;
-    // Let the first pass's events be acknowledged before counting.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Counted once the first pass is over (its status written last); its
+    // members were in the cloud before the controller subscribed, so no
+    // event of theirs is still to be acknowledged.
+    h.wait_status("default", "web", "the first pass's status", |s| {
+        is_ready(s) && s.entries == 2
+    })
+    .await;
     let acked = h.sim.events_acked();
     let requests = h.server.requests();
 
@@ -1129,7 +1253,11 @@ async fn a_cloud_not_in_this_build_is_provider_not_configured() {
     let mirror = h.mirrors("default").get("aws").await.unwrap();
     let report = h.reconciler().pass(&mirror).await;
     assert!(!report.ok(), "{report:?}");
-    assert_eq!(report.created + report.updated + report.deleted, 0, "{report:?}");
+    assert_eq!(
+        report.created + report.updated + report.deleted,
+        0,
+        "{report:?}"
+    );
     let status = h.status("default", "aws").await;
     assert_eq!(
         degraded_reason(&status).as_deref(),

@@ -53,7 +53,7 @@ impl GcpHarness {
             RateLimiter::unlimited(),
             None,
         ));
-        let reconciler = Reconciler::new(providers, cluster, metrics, AllowedGroups::default());
+        let reconciler = Reconciler::new(providers, cluster, metrics, AllowedGroups::allow_all());
         GcpHarness {
             _server: server,
             client,
@@ -64,7 +64,7 @@ impl GcpHarness {
 
     async fn mirror(&self, name: &str, location: &str, manager: &str, extra: &str) {
         let yaml = format!(
-            "apiVersion: meshmirror.io/v1alpha1\nkind: ScalingGroupMirror\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  provider:\n    gcp:\n      project: proj\n      {location}\n      instanceGroupManager: {manager}\n  workloads: [{{name: app, labels: {{app: {name}}}, ports: {{http: 8080}}}}]\n{extra}"
+            "apiVersion: meshmirror.io/v1alpha1\nkind: ScalingGroupMirror\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  provider:\n    gcp:\n      project: proj-1\n      {location}\n      instanceGroupManager: {manager}\n  workloads: [{{name: app, labels: {{app: {name}}}, ports: {{http: 8080}}}}]\n{extra}"
         );
         let mirror: ScalingGroupMirror = serde_yaml::from_str(&yaml).unwrap();
         kube::Api::<ScalingGroupMirror>::namespaced(self.client.clone(), "default")
@@ -130,7 +130,7 @@ async fn zonal_group_resize_out_and_in() {
     let h = GcpHarness::start().await;
     let key = h
         .mock
-        .add_zonal_group("proj", "us-central1-a", "web", Template::default());
+        .add_zonal_group("proj-1", "us-central1-a", "web", Template::default());
     h.mock.resize(&key, 2);
     h.mirror("web", "zone: us-central1-a", "web", "").await;
     let report = h.pass("web").await;
@@ -141,7 +141,7 @@ async fn zonal_group_resize_out_and_in() {
     assert_eq!(label(e, keys::PROVIDER), "gcp");
     assert_eq!(
         annotation(e, keys::GROUP),
-        "projects/proj/zones/us-central1-a/instanceGroupManagers/web"
+        "projects/proj-1/zones/us-central1-a/instanceGroupManagers/web"
     );
     assert_eq!(e.data["spec"]["locality"], "us-central1/us-central1-a");
     let addresses: BTreeSet<String> = h
@@ -180,13 +180,13 @@ async fn zonal_group_resize_out_and_in() {
 async fn regional_group_resize_out_and_in_across_zones() {
     let h = GcpHarness::start().await;
     let key = h.mock.add_regional_group(
-        "proj",
+        "proj-1",
         "europe-west1",
         &["europe-west1-b", "europe-west1-c", "europe-west1-d"],
         "api",
         Template::default(),
     );
-    h.mock.add_zone("proj", "us-east1-b");
+    h.mock.add_zone("proj-1", "us-east1-b");
     h.mock.resize(&key, 6);
     h.mirror("api", "region: europe-west1", "api", "").await;
     assert!(h.pass("api").await.ok());
@@ -220,7 +220,7 @@ async fn deleting_leaves_at_once_and_provisioning_waits() {
     let h = GcpHarness::start().await;
     let key = h
         .mock
-        .add_zonal_group("proj", "us-central1-a", "web", Template::default());
+        .add_zonal_group("proj-1", "us-central1-a", "web", Template::default());
     let names = h.mock.resize(&key, 3);
     h.mock.set_status(&names[2], "PROVISIONING");
     h.mirror("web", "zone: us-central1-a", "web", "").await;
@@ -247,7 +247,7 @@ async fn paging_across_many_pages() {
     let h = GcpHarness::start().await;
     let key = h
         .mock
-        .add_zonal_group("proj", "us-central1-a", "web", Template::default());
+        .add_zonal_group("proj-1", "us-central1-a", "web", Template::default());
     h.mock.resize(&key, 57);
     h.mock.set_max_page_size(10);
     h.mirror("web", "zone: us-central1-a", "web", "").await;
@@ -264,7 +264,7 @@ async fn throttling_deletes_nothing_degrades_and_recovers() {
     let h = GcpHarness::start().await;
     let key = h
         .mock
-        .add_zonal_group("proj", "us-central1-a", "web", Template::default());
+        .add_zonal_group("proj-1", "us-central1-a", "web", Template::default());
     h.mock.resize(&key, 3);
     h.mirror("web", "zone: us-central1-a", "web", "").await;
     assert!(h.pass("web").await.ok());
@@ -322,7 +322,7 @@ async fn public_address_ipv6_choice_and_labels_copied() {
     };
     let key = h
         .mock
-        .add_zonal_group("proj", "us-central1-a", "web", template);
+        .add_zonal_group("proj-1", "us-central1-a", "web", template);
     let names = h.mock.resize(&key, 2);
     h.mirror(
         "public",
@@ -383,11 +383,15 @@ async fn a_missing_group_is_reported_and_nothing_is_written() {
 }
 
 /// The whole controller (`app::run`, as `meshmirror run` wires it) with the
-/// Pub/Sub feed: an audit-log message makes the mirror look at once, though
-/// its interval is an hour.
+/// Pub/Sub feed: the mirror follows the MIG at once when an audit-log message
+/// is published, and not without it (its interval is an hour); the message
+/// is acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audit_log_message_through_pub_sub_triggers_the_controller_at_once() {
-    use meshmirror::app::{self, RunOptions};
+    use std::time::{Duration, Instant};
+
+    use common::{CONVERGE, ControllerTask, Failures};
+    use meshmirror::app::RunOptions;
     use meshmirror::clouds::CloudArgs;
     use meshmirror_testkit::gce::PubSubEmulator;
 
@@ -423,12 +427,11 @@ async fn an_audit_log_message_through_pub_sub_triggers_the_controller_at_once() 
             },
             ..CloudArgs::default()
         },
+        allow_all_groups: true,
         ..RunOptions::default()
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(app::run(client.clone(), opts, async {
-        let _ = stopped.await;
-    }));
+    let failures = Failures::default();
+    let running = ControllerTask::spawn("gcp", client.clone(), opts, &failures);
     let yaml = "apiVersion: meshmirror.io/v1alpha1\nkind: ScalingGroupMirror\nmetadata:\n  name: web\n  namespace: default\nspec:\n  provider:\n    gcp:\n      project: project-1\n      zone: us-central1-a\n      instanceGroupManager: instance-group-1\n  workloads: [{name: app}]\n  sync: {interval: 1h}\n";
     let mirror: ScalingGroupMirror = serde_yaml::from_str(yaml).unwrap();
     kube::Api::<ScalingGroupMirror>::namespaced(client.clone(), "default")
@@ -440,32 +443,82 @@ async fn an_audit_log_message_through_pub_sub_triggers_the_controller_at_once() 
         "default",
         &EntryVersion::V1.workload_entries(),
     );
-    let count = async || entries.list(&Default::default()).await.unwrap().items.len();
-    let wait_for = async |n: usize, what: &str| {
-        let started = std::time::Instant::now();
-        while count().await != n {
-            assert!(started.elapsed() < common::CONVERGE, "{what}");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let ids = async || -> BTreeSet<String> {
+        entries
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|e| annotation(e, keys::INSTANCE_ID))
+            .collect()
+    };
+    let live = || -> BTreeSet<String> {
+        mock.members(&key)
+            .into_iter()
+            .filter(|v| v.action == "NONE" && v.status == "RUNNING")
+            .map(|v| mock.vm(&v.name).unwrap().id.to_string())
+            .collect()
+    };
+    let mirrors = kube::Api::<ScalingGroupMirror>::namespaced(client.clone(), "default");
+    let status_entries = async || {
+        mirrors
+            .get("web")
+            .await
+            .unwrap()
+            .status
+            .map_or(0, |s| s.entries)
+    };
+    // Until `done`, failing at once if the controller ended.
+    let wait_until = async |what: &str, done: &dyn Fn(u32, &BTreeSet<String>) -> bool| {
+        let started = Instant::now();
+        loop {
+            running.check();
+            if done(status_entries().await, &ids().await) {
+                return;
+            }
+            assert!(started.elapsed() < CONVERGE, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    wait_for(2, "the first pass").await;
-    let mirrors = kube::Api::<ScalingGroupMirror>::namespaced(client.clone(), "default");
-    let started = std::time::Instant::now();
-    while mirrors
-        .get("web")
-        .await
-        .unwrap()
-        .status
-        .is_none_or(|s| s.entries != 2)
-    {
-        assert!(started.elapsed() < common::CONVERGE, "status written");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let two = live();
+    assert_eq!(two.len(), 2);
+    wait_until("the first pass and its status", &|status, have| {
+        status == 2 && *have == two
+    })
+    .await;
+    // The passes the first pass's own writes trigger come and go: wait until
+    // the group has not been read for a while.
+    let started = Instant::now();
+    let mut reads = mock.total_calls();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        running.check();
+        let now = mock.total_calls();
+        if now == reads {
+            break;
+        }
+        reads = now;
+        assert!(started.elapsed() < CONVERGE, "the controller never settled");
     }
-    // Let the pass the status write itself triggers come and go.
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
 
-    // The MIG grows; only the audit-log message can tell the controller.
+    // The MIG grows. Without a message, nothing reads it: no pass runs and
+    // no entry changes (the interval is an hour), over a wait longer than
+    // the shortest interval a mirror may have, so polling would show.
     mock.resize(&key, 3);
+    let three = live();
+    assert_eq!(three.len(), 3);
+    tokio::time::sleep(meshmirror::config::MIN_INTERVAL + Duration::from_secs(1)).await;
+    running.check();
+    assert_eq!(
+        mock.total_calls(),
+        reads,
+        "the group was read without a message: {:?}",
+        mock.counts()
+    );
+    assert_eq!(ids().await, two, "entries changed without a message");
+
+    // Only the audit-log message can tell the controller.
     let fixture = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/providers/gcp/tests/fixtures/audit-log-instances-insert-by-mig.json"
@@ -474,8 +527,33 @@ async fn an_audit_log_message_through_pub_sub_triggers_the_controller_at_once() 
     // The fixture's first line names its source.
     let message = fixture.split_once('\n').unwrap().1;
     emulator.publish(TOPIC, message).await.unwrap();
-    wait_for(3, "the event's pass").await;
-
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), running).await;
+    wait_until("the message's pass and its status", &|status, have| {
+        status == 3 && *have == three
+    })
+    .await;
+    assert!(
+        mock.total_calls() > reads,
+        "the entries followed without a read"
+    );
+    // The message is acknowledged after that pass (right after its status
+    // write); a moment for the ack to leave the subscriber, then stop it
+    // (the run must end Ok).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    running.stop().await;
+    // Acknowledged: nothing comes back. A message the stopped subscriber had
+    // not acknowledged is redelivered at once (its handler nacks when
+    // dropped), or at the latest when its 10 s ack deadline runs out.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(12) {
+        let back = emulator.pull(SUBSCRIPTION, 10).await.unwrap();
+        assert!(
+            back.is_empty(),
+            "the message was not acknowledged: {} redelivered, the first begins {:?}",
+            back.len(),
+            back.first()
+                .map(|m| m.chars().take(200).collect::<String>())
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    common::check_failures(&failures);
 }

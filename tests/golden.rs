@@ -122,10 +122,7 @@ fn label_and_annotation_keys_and_the_field_manager_are_pinned() {
 fn provider_condition_reasons_are_pinned() {
     let table = [
         (ProviderError::GroupNotFound("g".into()), "GroupNotFound"),
-        (
-            ProviderError::Throttled { retry_after: None },
-            "Throttled",
-        ),
+        (ProviderError::Throttled { retry_after: None }, "Throttled"),
         (
             ProviderError::NotConfigured("aws".into()),
             "ProviderNotConfigured",

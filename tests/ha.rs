@@ -6,18 +6,19 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use meshmirror::app::{self, RunOptions};
+use meshmirror::app::RunOptions;
 use meshmirror::leader::LeaseConfig;
-use meshmirror_testkit::Verb;
+use meshmirror_testkit::{Match, Verb};
 
-fn replica(
-    h: &Harness,
-    identity: &str,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+/// The User-Agent of a replica's client: the server counts each replica's
+/// requests apart.
+fn agent(identity: &str) -> String {
+    format!("meshmirror-replica-{identity}")
+}
+
+/// A replica with its own client; the harness's waits fail at once if it
+/// ends by itself or with an error, and `stop` asserts it ended Ok.
+fn replica(h: &Harness, identity: &str) -> ControllerTask {
     let opts = RunOptions {
         sim_cloud: Some(h.sim.clone()),
         kube_qps: 0.0,
@@ -29,16 +30,10 @@ fn replica(
             renew_deadline: Duration::from_millis(1500),
             retry_period: Duration::from_millis(200),
         }),
+        allow_all_groups: true,
         ..RunOptions::default()
     };
-    let client = h.client.clone();
-    let task = tokio::spawn(async move {
-        let _ = app::run(client, opts, async {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    (tx, task)
+    h.spawn_controller(identity, h.server.client_as(&agent(identity)), opts)
 }
 
 async fn holder(h: &Harness) -> String {
@@ -61,26 +56,52 @@ async fn a_standby_takes_over_and_catches_up_with_changes_made_during_the_handov
         "  workloads: [{name: app}]\n  sync: {interval: 1h}\n",
     ))
     .await;
-    let (stop_a, task_a) = replica(&h, "a");
+    let a = replica(&h, "a");
     h.wait_entries("default", "a leads and writes", |e| e.len() == 2)
         .await;
     assert_eq!(holder(&h).await, "a");
-    let (stop_b, task_b) = replica(&h, "b");
-    // The standby warms up but writes nothing.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let b = replica(&h, "b");
+    // The standby warms up (its caches list and watch) ...
+    let started = std::time::Instant::now();
+    while h.server.requests_from(&agent("b")).total() == 0 {
+        h.check_controllers();
+        assert!(started.elapsed() < CONVERGE, "b never asked the server");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // ... but writes nothing, though the group changes under it. The
+    // leader's entry writes are slowed, so a standby that reconciled would
+    // find the new entry missing too and write it as well.
+    let a_before = h.server.requests_from(&agent("a"));
+    h.server.faults().delay(
+        Match::any().verb(Verb::Patch).resource("workloadentries"),
+        Duration::from_millis(500),
+    );
+    h.sim.scale_out("web", 1).unwrap();
+    h.wait_entries("default", "a follows the scale-out", |e| e.len() == 3)
+        .await;
+    h.wait_status("default", "web", "a writes status", |s| s.entries == 3)
+        .await;
+    h.server.faults().clear();
     assert_eq!(holder(&h).await, "a");
+    let by_a = h.server.requests_from(&agent("a")).since(&a_before);
+    assert!(
+        by_a.get(Verb::Patch, "workloadentries") >= 1,
+        "the leader wrote the entry: {:?}",
+        by_a.entries()
+    );
+    let by_b = h.server.requests_from(&agent("b"));
+    assert_eq!(by_b.writes(), 0, "the standby wrote: {:?}", by_b.entries());
 
-    let _ = stop_a.send(());
-    task_a.await.unwrap();
+    a.stop().await;
     // Changed while nobody leads: the new leader's first pass sees it.
     h.sim.scale_out("web", 2).unwrap();
-    h.wait_entries("default", "b catches up", |e| e.len() == 4)
+    h.wait_entries("default", "b catches up", |e| e.len() == 5)
         .await;
     assert_eq!(holder(&h).await, "b");
 
     let before = h.server.requests();
     h.sim.scale_in("web", 1).unwrap();
-    h.wait_entries("default", "b follows events", |e| e.len() == 3)
+    h.wait_entries("default", "b follows events", |e| e.len() == 4)
         .await;
     assert!(
         h.server
@@ -90,7 +111,6 @@ async fn a_standby_takes_over_and_catches_up_with_changes_made_during_the_handov
             >= 1
     );
 
-    let _ = stop_b.send(());
-    task_b.await.unwrap();
+    b.stop().await;
     assert_eq!(holder(&h).await, "", "released on shutdown");
 }

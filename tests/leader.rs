@@ -1,13 +1,20 @@
 //! Leader election on the test kit's API server: two candidates in one test,
 //! handovers on graceful stop and on a vanished leader, API faults during
-//! renewal, and the work of the candidates never overlapping.
+//! renewal, and the work of the candidates never overlapping. The tests judge
+//! by records (every version of the Lease from a watch, when each candidate's
+//! work ran, each candidate's requests), not by sampling who leads now and
+//! then: on a busy machine samples miss things and timings stretch.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Client;
 use kube::api::Api;
+use kube::runtime::watcher;
 use meshmirror::leader::{Ended, Leadership, LeaseConfig, StopSignal};
 use meshmirror_testkit::{ApiServer, Injected, Match, Verb};
 use prometheus_client::metrics::gauge::Gauge;
@@ -42,6 +49,8 @@ struct Span {
     who: String,
     start: Instant,
     end: Option<Instant>,
+    /// `end` on the wall clock, to compare with the lease's timestamps.
+    end_wall: Option<SystemTime>,
 }
 
 /// Closes its span when the work ends, also when it is dropped mid-way.
@@ -52,7 +61,9 @@ struct Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.log.0.lock().unwrap()[self.index].end = Some(Instant::now());
+        let span = &mut self.log.0.lock().unwrap()[self.index];
+        span.end = Some(Instant::now());
+        span.end_wall = Some(SystemTime::now());
     }
 }
 
@@ -63,6 +74,7 @@ impl WorkLog {
             who: who.into(),
             start: Instant::now(),
             end: None,
+            end_wall: None,
         });
         Running {
             log: self.clone(),
@@ -168,6 +180,160 @@ impl Candidate {
     }
 }
 
+/// One version of the lease, and when this test received it. The wall clock
+/// is the one the candidates stamp `renewTime` and `acquireTime` with (they
+/// run in this process), so the two compare.
+#[derive(Clone, Debug)]
+struct Record {
+    holder: String,
+    duration: Duration,
+    acquire: Option<Timestamp>,
+    renew: Option<Timestamp>,
+    transitions: i32,
+    received: Timestamp,
+}
+
+impl Record {
+    fn of(lease: &Lease) -> Record {
+        let spec = lease.spec.clone().unwrap_or_default();
+        Record {
+            holder: spec.holder_identity.unwrap_or_default(),
+            duration: Duration::from_secs(
+                spec.lease_duration_seconds
+                    .unwrap_or(0)
+                    .max(0)
+                    .unsigned_abs()
+                    .into(),
+            ),
+            acquire: spec.acquire_time.map(|t| t.0),
+            renew: spec.renew_time.map(|t| t.0),
+            transitions: spec.lease_transitions.unwrap_or(0),
+            received: Timestamp::now(),
+        }
+    }
+}
+
+/// Every version of the lease, in order, as a watch delivers them (the test
+/// kit's watch loses none while it is not cut).
+struct LeaseLog {
+    records: Arc<Mutex<Vec<Record>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for LeaseLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl LeaseLog {
+    /// Returns once the watch is established, so no later version is missed.
+    async fn start(client: &Client) -> LeaseLog {
+        let records: Arc<Mutex<Vec<Record>>> = Arc::default();
+        let listed = Arc::new(AtomicBool::new(false));
+        let api = Api::<Lease>::namespaced(client.clone(), NAMESPACE);
+        let (sink, ready) = (records.clone(), listed.clone());
+        let task = tokio::spawn(async move {
+            let mut last = 0u64;
+            let mut events = watcher(api, watcher::Config::default()).boxed();
+            while let Some(event) = events.next().await {
+                let lease = match event {
+                    Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l)) => l,
+                    Ok(watcher::Event::InitDone) => {
+                        ready.store(true, Ordering::SeqCst);
+                        continue;
+                    }
+                    _ => continue,
+                };
+                let rv = lease
+                    .metadata
+                    .resource_version
+                    .as_deref()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                // A relist repeats the current version.
+                if lease.metadata.name.as_deref() != Some(LEASE) || rv <= last {
+                    continue;
+                }
+                last = rv;
+                sink.lock().unwrap().push(Record::of(&lease));
+            }
+        });
+        wait_for("the lease watch", || listed.load(Ordering::SeqCst)).await;
+        LeaseLog { records, task }
+    }
+
+    fn records(&self) -> Vec<Record> {
+        self.records.lock().unwrap().clone()
+    }
+
+    fn len(&self) -> usize {
+        self.records.lock().unwrap().len()
+    }
+
+    /// Every change of holder is counted in `leaseTransitions` and is either
+    /// a take-up of a released lease or a takeover from a silent holder that
+    /// came only once the holder's last renewal was `leaseDurationSeconds`
+    /// old. (The taker waits that long after it first saw the renewal, which
+    /// was after the renewal was stamped, and this test receives the takeover
+    /// after it was written: so this holds however slow the machine is.)
+    fn assert_handovers(&self) {
+        let records = self.records();
+        for pair in records.windows(2) {
+            let (prev, next) = (&pair[0], &pair[1]);
+            if next.holder == prev.holder || next.holder.is_empty() {
+                assert_eq!(
+                    next.transitions, prev.transitions,
+                    "a renewal or a release is no transition: {records:#?}"
+                );
+                continue;
+            }
+            assert_eq!(
+                next.transitions,
+                prev.transitions + 1,
+                "{} took over from {:?} uncounted: {records:#?}",
+                next.holder,
+                prev.holder
+            );
+            if prev.holder.is_empty() {
+                continue;
+            }
+            let renewed = prev.renew.expect("a held lease has a renewTime");
+            let expired = renewed + SignedDuration::try_from(prev.duration).unwrap();
+            assert!(
+                next.received >= expired,
+                "{} took over from {} {:?} after its last renewal, before its {:?} lease ran out: {records:#?}",
+                next.holder,
+                prev.holder,
+                next.received.duration_since(renewed),
+                prev.duration
+            );
+        }
+    }
+}
+
+/// The client of candidate `who`: the server counts its requests apart.
+fn client_of(server: &ApiServer, who: &str) -> Client {
+    server.client_as(&format!("candidate-{who}"))
+}
+
+/// How many times candidate `who` has read the lease: one per attempt.
+fn reads_by(server: &ApiServer, who: &str) -> u64 {
+    server
+        .requests_from(&format!("candidate-{who}"))
+        .get(Verb::Get, "leases")
+}
+
+/// Instead of sleeping while a standby "warms up": it has tried for the
+/// lease a few times (and seen it held) once it has read it that often.
+async fn wait_standby_tries(server: &ApiServer, who: &str) {
+    let from = reads_by(server, who);
+    wait_for("the standby's attempts", || {
+        reads_by(server, who) >= from + 3
+    })
+    .await;
+}
+
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
@@ -212,36 +378,54 @@ async fn server() -> ApiServer {
 async fn exactly_one_of_two_candidates_leads_and_the_lease_says_who() {
     let server = server().await;
     let client = server.client();
+    let history = LeaseLog::start(&client).await;
     let log = WorkLog::default();
-    let a = Candidate::start(&client, config("a", Duration::from_secs(2)), &log, None);
-    let b = Candidate::start(&client, config("b", Duration::from_secs(2)), &log, None);
+    // A lease long enough that a busy machine's stalls (the holder gives up
+    // after half of it without a renewal) do not end the term mid-test.
+    let lease_duration = Duration::from_secs(10);
+    let a = Candidate::start(
+        &client_of(&server, "a"),
+        config("a", lease_duration),
+        &log,
+        None,
+    );
+    let b = Candidate::start(
+        &client_of(&server, "b"),
+        config("b", lease_duration),
+        &log,
+        None,
+    );
     wait_for("a leader", || a.leads() || b.leads()).await;
     let leader = if a.leads() { "a" } else { "b" };
+    let standby = if leader == "a" { "b" } else { "a" };
 
-    // Many renewals later, still the one leader and one span of work.
-    let first = lease(&client).await;
-    for _ in 0..15 {
-        tokio::time::sleep(RETRY).await;
-        assert!(a.leads() ^ b.leads(), "exactly one leads at any time");
-    }
+    // Many renewals later (each one a version of the lease, every one of
+    // them on record), still the one holder and one span of work, and the
+    // standby tried all along.
+    wait_for("15 versions of the lease", || history.len() >= 15).await;
+    wait_standby_tries(&server, standby).await;
+    let records = history.records();
+    assert!(
+        records.iter().all(|r| r.holder == leader),
+        "only {leader} ever held the lease: {records:#?}"
+    );
+    assert!(
+        records.iter().all(|r| r.transitions == 0),
+        "created by the leader: no transition: {records:#?}"
+    );
+    assert!(
+        records.iter().all(|r| r.acquire == records[0].acquire),
+        "renewals keep the acquire time: {records:#?}"
+    );
+    assert!(
+        records.windows(2).all(|p| p[1].renew > p[0].renew),
+        "every version is a renewal: {records:#?}"
+    );
+    assert!(a.leads() ^ b.leads(), "exactly one leads");
     let later = lease(&client).await;
     assert_eq!(holder(&later), leader);
     assert_eq!(log.who(), vec![leader.to_string()]);
-    let (s1, s2) = (first.spec.unwrap(), later.spec.clone().unwrap());
-    assert_eq!(s2.lease_duration_seconds, Some(2));
-    assert_eq!(
-        s2.lease_transitions,
-        Some(0),
-        "created by the leader: no transition yet"
-    );
-    assert_eq!(
-        s1.acquire_time, s2.acquire_time,
-        "renewals keep the acquire time"
-    );
-    assert!(
-        s2.renew_time.unwrap().0 > s1.renew_time.unwrap().0,
-        "the leader renews"
-    );
+    assert_eq!(later.spec.unwrap().lease_duration_seconds, Some(10));
     assert!(
         server.requests().get(Verb::Update, "leases") >= 5,
         "renewals are updates: {:?}",
@@ -251,20 +435,33 @@ async fn exactly_one_of_two_candidates_leads_and_the_lease_says_who() {
     assert_eq!(a.stop().await, Ended::Shutdown);
     assert_eq!(b.stop().await, Ended::Shutdown);
     log.assert_disjoint();
+    history.assert_handovers();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_hands_over_at_once() {
     let server = server().await;
     let client = server.client();
+    let history = LeaseLog::start(&client).await;
     let log = WorkLog::default();
     // A long lease: a handover before it could expire proves the release.
     let lease_duration = Duration::from_secs(10);
-    let a = Candidate::start(&client, config("a", lease_duration), &log, None);
+    let a = Candidate::start(
+        &client_of(&server, "a"),
+        config("a", lease_duration),
+        &log,
+        None,
+    );
     wait_for("a leads", || a.leads()).await;
-    let b = Candidate::start(&client, config("b", lease_duration), &log, None);
-    tokio::time::sleep(RETRY * 3).await;
+    let b = Candidate::start(
+        &client_of(&server, "b"),
+        config("b", lease_duration),
+        &log,
+        None,
+    );
+    wait_standby_tries(&server, "b").await;
     assert!(!b.leads(), "the standby waits while the leader renews");
+    assert!(history.records().iter().all(|r| r.holder == "a"));
 
     let stopped = Instant::now();
     assert_eq!(a.stop().await, Ended::Shutdown);
@@ -272,6 +469,21 @@ async fn a_graceful_stop_hands_over_at_once() {
     let a_span = log.spans()[0].clone();
     assert!(a_span.end.unwrap() - a_span.start >= WIND_DOWN);
     wait_for("b takes over", || b.leads()).await;
+    // The record shows the release, and b taking the released lease.
+    let records = history.records();
+    let taken = records
+        .iter()
+        .position(|r| r.holder == "b")
+        .expect("b's version of the lease");
+    assert_eq!(
+        records[taken - 1].holder,
+        "",
+        "a released the lease, then b took it: {records:#?}"
+    );
+    assert!(records[..taken - 1].iter().all(|r| r.holder == "a"));
+    // And at once: b did not wait out a's 10 s lease. The handover takes
+    // a's wind-down (300 ms) and about one retry period (100 ms); the bound
+    // is over 20 times that, so a busy machine keeps it.
     let took = stopped.elapsed();
     assert!(
         took < lease_duration,
@@ -287,20 +499,31 @@ async fn a_graceful_stop_hands_over_at_once() {
     assert_eq!(b.stop().await, Ended::Shutdown);
     // The last one out leaves the lease free.
     assert_eq!(holder(&lease(&client).await), "");
+    history.assert_handovers();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_leader_is_replaced_after_the_lease_duration() {
     let server = server().await;
     let client = server.client();
+    let history = LeaseLog::start(&client).await;
     let log = WorkLog::default();
     let lease_duration = Duration::from_secs(2);
-    let a = Candidate::start(&client, config("a", lease_duration), &log, None);
+    let a = Candidate::start(
+        &client_of(&server, "a"),
+        config("a", lease_duration),
+        &log,
+        None,
+    );
     wait_for("a leads", || a.leads()).await;
-    let b = Candidate::start(&client, config("b", lease_duration), &log, None);
-    tokio::time::sleep(RETRY * 3).await;
+    let b = Candidate::start(
+        &client_of(&server, "b"),
+        config("b", lease_duration),
+        &log,
+        None,
+    );
+    wait_standby_tries(&server, "b").await;
 
-    let killed = Instant::now();
     a.kill().await;
     assert_eq!(
         holder(&lease(&client).await),
@@ -308,13 +531,20 @@ async fn a_vanished_leader_is_replaced_after_the_lease_duration() {
         "a crash releases nothing"
     );
     wait_for("b takes over", || b.leads()).await;
-    let took = killed.elapsed();
-    // The last renewal was at most one retry period before the crash, and the
-    // standby counts the lease duration from when it saw that renewal.
+    // Not timed from the kill (a's last renewal may be older than that on a
+    // busy machine): the record shows b's version right after a's last
+    // renewal, with no release between, and b's came only once that renewal
+    // was the lease duration old.
+    let records = history.records();
+    let taken = records
+        .iter()
+        .position(|r| r.holder == "b")
+        .expect("b's version of the lease");
     assert!(
-        took >= lease_duration - RETRY * 3,
-        "took over after {took:?}, before the lease of the silent holder ran out"
+        records[..taken].iter().all(|r| r.holder == "a"),
+        "nothing released: {records:#?}"
     );
+    history.assert_handovers();
 
     let l = lease(&client).await;
     assert_eq!(holder(&l), "b");
@@ -330,6 +560,7 @@ async fn work_never_overlaps_across_handovers() {
     let client = server.client();
     let log = WorkLog::default();
     let lease_duration = Duration::from_secs(2);
+    let history = LeaseLog::start(&client).await;
     let mut candidates: Vec<(String, Candidate)> = Vec::new();
     for name in ["c0", "c1"] {
         let c = Candidate::start(&client, config(name, lease_duration), &log, None);
@@ -366,6 +597,7 @@ async fn work_never_overlaps_across_handovers() {
     assert_eq!(log.spans().len(), rounds.len() + 1, "{:?}", log.who());
     log.assert_disjoint();
     assert_eq!(transitions(&lease(&client).await), rounds.len() as i32);
+    history.assert_handovers();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,18 +605,24 @@ async fn failed_renewals_stop_the_work_before_anyone_takes_over_and_leadership_r
     let server = server().await;
     let client = server.client();
     let log = WorkLog::default();
-    let lease_duration = Duration::from_secs(2);
+    // The holder gives up 1 s after its last renewal; a standby may take
+    // over 6 s after it: room for a busy machine's delays in between.
+    let lease_duration = Duration::from_secs(6);
+    let config = |who: &str| LeaseConfig {
+        renew_deadline: Duration::from_secs(1),
+        ..config(who, lease_duration)
+    };
     let gauge = Gauge::default();
     let a = Candidate::start(
-        &client,
-        config("a", lease_duration),
+        &client_of(&server, "a"),
+        config("a"),
         &log,
         Some(gauge.clone()),
     );
     wait_for("a leads", || a.leads()).await;
     assert_eq!(gauge.get(), 1);
-    let b = Candidate::start(&client, config("b", lease_duration), &log, None);
-    tokio::time::sleep(RETRY * 3).await;
+    let b = Candidate::start(&client_of(&server, "b"), config("b"), &log, None);
+    wait_standby_tries(&server, "b").await;
 
     // Every lease write fails: the leader can no longer renew.
     server.faults().fail_next(
@@ -392,12 +630,18 @@ async fn failed_renewals_stop_the_work_before_anyone_takes_over_and_leadership_r
         u32::MAX,
         Injected::Unavailable,
     );
-    let faulted = Instant::now();
     wait_for("a gives up leading", || !a.leads()).await;
-    let gave_up = faulted.elapsed();
+    // By the record, not by a stopwatch: a's work ended before its last
+    // renewal (the lease cannot change while the faults last) was the lease
+    // duration old, which is the earliest a standby may take over.
+    let last = lease(&client).await.spec.unwrap();
+    assert_eq!(last.holder_identity.as_deref(), Some("a"));
+    let renewed = last.renew_time.unwrap().0;
+    let ended = Timestamp::try_from(log.spans()[0].end_wall.expect("a's work ended")).unwrap();
     assert!(
-        gave_up < lease_duration + WIND_DOWN,
-        "a led for {gave_up:?} without renewing; a standby may take over after {lease_duration:?}"
+        ended < renewed + SignedDuration::try_from(lease_duration).unwrap(),
+        "a's work ran {:?} past its last renewal; a standby may take over after {lease_duration:?}",
+        ended.duration_since(renewed)
     );
     assert_eq!(gauge.get(), 0);
     assert!(
@@ -445,10 +689,20 @@ async fn a_standby_shut_down_leaves_the_lease_alone() {
     let server = server().await;
     let client = server.client();
     let log = WorkLog::default();
-    let a = Candidate::start(&client, config("a", Duration::from_secs(5)), &log, None);
+    let a = Candidate::start(
+        &client_of(&server, "a"),
+        config("a", Duration::from_secs(5)),
+        &log,
+        None,
+    );
     wait_for("a leads", || a.leads()).await;
-    let b = Candidate::start(&client, config("b", Duration::from_secs(5)), &log, None);
-    tokio::time::sleep(RETRY * 3).await;
+    let b = Candidate::start(
+        &client_of(&server, "b"),
+        config("b", Duration::from_secs(5)),
+        &log,
+        None,
+    );
+    wait_standby_tries(&server, "b").await;
     assert_eq!(b.stop().await, Ended::Shutdown);
     assert_eq!(holder(&lease(&client).await), "a");
     assert!(a.leads());

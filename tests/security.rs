@@ -19,28 +19,15 @@ use meshmirror::workloadentry::{EntryVersion, keys};
 use meshmirror_sim::{SimCloud, SimInstance};
 use meshmirror_testkit::apiserver::Verb;
 
-/// A running controller with these options; stops when dropped.
-struct Controller(Option<tokio::sync::oneshot::Sender<()>>);
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        if let Some(stop) = self.0.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-fn run_with(h: &Harness, opts: RunOptions) -> Controller {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+/// A running controller with these options; stops when dropped. The
+/// harness's waits fail at once if it ends by itself or with an error.
+fn run_with(h: &Harness, opts: RunOptions) -> ControllerTask {
     let opts = RunOptions {
         sim_cloud: Some(h.sim.clone()),
         kube_qps: 0.0,
         ..opts
     };
-    tokio::spawn(app::run(h.client.clone(), opts, async {
-        let _ = rx.await;
-    }));
-    Controller(Some(tx))
+    h.spawn_controller("main", h.client.clone(), opts)
 }
 
 async fn namespaces(h: &Harness, names: &[&str]) {
@@ -94,6 +81,7 @@ async fn wait_event(h: &Harness, ns: &str, reason: &str) -> String {
     let events: Api<Event> = Api::namespaced(h.client.clone(), ns);
     let started = Instant::now();
     loop {
+        h.check_controllers();
         let list = events.list(&Default::default()).await.unwrap();
         if let Some(note) = list
             .items
@@ -125,6 +113,8 @@ async fn allowed_groups_deny_another_teams_group_before_the_cloud_is_asked() {
         .await;
     h.create_mirror(&mirror_of("team-b", "db", "team-b-db"))
         .await;
+    // Strictly younger than db, whose group it will name later.
+    next_second().await;
     // team-b tries to pull team-a's VMs, and a group nobody may mirror.
     h.create_mirror(&mirror_of("team-b", "steal", "team-a-web"))
         .await;
@@ -178,15 +168,26 @@ async fn allowed_groups_deny_another_teams_group_before_the_cloud_is_asked() {
         during.entries()
     );
 
-    // Pointing the denied mirror at its own team's group makes it work.
+    // Pointing the denied mirror at its own team's group makes it allowed,
+    // but the group already has a mirror: the older one keeps it.
     let patch = serde_json::json!({"spec": {"provider": {"sim": {"group": "team-b-db"}}}});
     h.mirrors("team-b")
         .patch("steal", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    h.wait_status("team-b", "steal", "Ready", is_ready).await;
-    h.wait_entries("team-b", "db mirrored twice", |e| e.len() == 2)
+    let status = h
+        .wait_status("team-b", "steal", "GroupClaimed", |s| {
+            condition(s, "Ready").is_some_and(|c| c.reason == "GroupClaimed")
+        })
         .await;
+    let ready = condition(&status, "Ready").unwrap();
+    assert!(ready.message.contains("team-b/db"), "{}", ready.message);
+    assert!(
+        h.entries("team-b")
+            .await
+            .iter()
+            .all(|e| label(e, keys::MIRROR) == "db")
+    );
 }
 
 #[tokio::test]
@@ -201,13 +202,9 @@ async fn a_wildcard_namespace_rule_allows_a_shared_group_everywhere() {
             ..RunOptions::default()
         },
     );
-    h.create_mirror(&mirror_of("team-a", "dns", "shared-dns"))
-        .await;
     h.create_mirror(&mirror_of("team-b", "dns", "shared-dns"))
         .await;
     h.create_mirror(&mirror_of("team-b", "web", "team-a-web"))
-        .await;
-    h.wait_entries("team-a", "shared in team-a", |e| e.len() == 1)
         .await;
     h.wait_entries("team-b", "shared in team-b", |e| e.len() == 1)
         .await;
@@ -221,6 +218,16 @@ async fn a_wildcard_namespace_rule_allows_a_shared_group_everywhere() {
             .iter()
             .all(|e| label(e, keys::MIRROR) == "dns")
     );
+    // The rule lets every namespace ask for the group, but a VM belongs to
+    // one namespace: a second mirror of it is outranked by the first.
+    next_second().await;
+    h.create_mirror(&mirror_of("team-a", "dns", "shared-dns"))
+        .await;
+    h.wait_status("team-a", "dns", "GroupClaimed", |s| {
+        condition(s, "Ready").is_some_and(|c| c.reason == "GroupClaimed")
+    })
+    .await;
+    assert!(h.entries("team-a").await.is_empty());
 }
 
 #[tokio::test]
@@ -247,16 +254,16 @@ async fn a_malformed_allow_list_refuses_to_start() {
 }
 
 /// Entries land in the mirror's namespace, owned by that mirror; same-named
-/// mirrors in two namespaces stay apart; an impostor in another namespace
+/// mirrors (of two groups) in two namespaces stay apart; an impostor in another namespace
 /// that points at a mirror's uid is never touched.
 #[tokio::test]
 async fn entries_stay_in_their_mirrors_namespace_and_never_touch_another() {
-    let sim = sim_groups(&[("web", 3)]);
+    let sim = sim_groups(&[("web", 3), ("web-b", 3)]);
     let h = Harness::without_controller(sim).await;
     namespaces(&h, &["team-a", "team-b"]).await;
-    let _controller = run_with(&h, RunOptions::default());
+    let _controller = run_with(&h, all_groups());
     let a = h.create_mirror(&mirror_of("team-a", "web", "web")).await;
-    let b = h.create_mirror(&mirror_of("team-b", "web", "web")).await;
+    let b = h.create_mirror(&mirror_of("team-b", "web", "web-b")).await;
     h.wait_entries("team-a", "3 in team-a", |e| e.len() == 3)
         .await;
     h.wait_entries("team-b", "3 in team-b", |e| e.len() == 3)
@@ -308,6 +315,7 @@ async fn entries_stay_in_their_mirrors_namespace_and_never_touch_another() {
 
     // Scaling in makes each mirror delete its own entries, never the impostor.
     h.sim.scale_in("web", 1).unwrap();
+    h.sim.scale_in("web-b", 1).unwrap();
     h.wait_entries("team-a", "2 in team-a", |e| e.len() == 2)
         .await;
     h.wait_entries("team-b", "2 + the impostor in team-b", |e| e.len() == 3)
@@ -346,7 +354,7 @@ async fn a_workload_group_is_only_read_from_the_mirrors_own_namespace() {
     }))
     .unwrap();
     groups.create(&PostParams::default(), &group).await.unwrap();
-    let _controller = run_with(&h, RunOptions::default());
+    let _controller = run_with(&h, all_groups());
     h.create_mirror(&mirror_yaml(
         "team-a",
         "web",
@@ -376,6 +384,7 @@ async fn a_namespaced_controller_ignores_mirrors_elsewhere() {
         &h,
         RunOptions {
             namespace: Some("team-a".into()),
+            allow_all_groups: true,
             ..RunOptions::default()
         },
     );
@@ -384,8 +393,22 @@ async fn a_namespaced_controller_ignores_mirrors_elsewhere() {
     h.wait_entries("team-a", "2 in team-a", |e| e.len() == 2)
         .await;
     // team-a's mirror converged after team-b's was created: team-b's was seen
-    // by no one.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // by no one. Not a sleep: a cloud event for the group both mirrors name
+    // is acknowledged only once every mirror the controller knows for it has
+    // had a pass, so had it seen team-b's, that one's status would be
+    // written by then.
+    let acked = h.sim.events_acked();
+    h.sim
+        .push_event("web", meshmirror_provider::GroupEventKind::Changed);
+    let started = Instant::now();
+    while h.sim.events_acked() == acked {
+        h.check_controllers();
+        assert!(
+            started.elapsed() < CONVERGE,
+            "the event was never acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let other: ScalingGroupMirror = h.mirrors("team-b").get("web").await.unwrap();
     assert!(other.status.is_none(), "{:?}", other.status);
     assert!(h.entries("team-b").await.is_empty());
@@ -393,24 +416,24 @@ async fn a_namespaced_controller_ignores_mirrors_elsewhere() {
 
 #[tokio::test]
 async fn a_narrowed_allow_list_withdraws_entries_within_the_delete_policy() {
-    let sim = sim_groups(&[("team-a-web", 5), ("team-b-db", 1)]);
+    let sim = sim_groups(&[("team-a-web", 5), ("team-a-api", 5), ("team-b-db", 1)]);
     let h = Harness::without_controller(sim).await;
     namespaces(&h, &["team-b"]).await;
-    let mirror = |name: &str, sync: &str| {
+    let mirror = |name: &str, group: &str, sync: &str| {
         mirror_yaml(
             "team-b",
             name,
             &format!("  workloads: [{{name: app}}]\n  sync: {sync}\n"),
         )
-        .replace("group: web", "group: team-a-web")
+        .replace("group: web", &format!("group: {group}"))
     };
-    h.create_mirror(&mirror("steal", "{maxDeletesPerPass: 2}"))
+    h.create_mirror(&mirror("steal", "team-a-web", "{maxDeletesPerPass: 2}"))
         .await;
-    h.create_mirror(&mirror("keep", "{policy: UpsertOnly}"))
+    h.create_mirror(&mirror("keep", "team-a-api", "{policy: UpsertOnly}"))
         .await;
     {
         // Before the allow-list: team-b mirrors team-a's VMs.
-        let _open = run_with(&h, RunOptions::default());
+        let _open = run_with(&h, all_groups());
         h.wait_entries("team-b", "5 + 5 entries", |e| e.len() == 10)
             .await;
     }
@@ -443,4 +466,140 @@ async fn a_narrowed_allow_list_withdraws_entries_within_the_delete_policy() {
         0,
         "nothing written for a denied group"
     );
+}
+
+/// Waits until the wall clock is in the next second, so that an object
+/// created now has a later creationTimestamp (one-second precision, as on a
+/// real API server) than every object created before: claims compare them.
+async fn next_second() {
+    let now = chrono::Utc::now();
+    let into = u64::from(now.timestamp_subsec_millis());
+    tokio::time::sleep(Duration::from_millis(1_000 - into + 20)).await;
+}
+
+fn claimed_by(status: &meshmirror::crd::ScalingGroupMirrorStatus) -> Option<String> {
+    condition(status, "Ready")
+        .filter(|c| c.status == "False" && c.reason == "GroupClaimed")
+        .map(|c| c.message.clone())
+}
+
+/// One VM, one namespace: of two mirrors naming one group, the older claims
+/// it; the other writes nothing and answers no hook, and takes over when the
+/// claimant is deleted.
+#[tokio::test]
+async fn a_group_is_claimed_by_its_oldest_mirror_and_the_next_takes_over() {
+    let sim = sim_groups(&[("web", 3)]);
+    sim.set_termination_hook("web", true).unwrap();
+    let h = Harness::without_controller(sim).await;
+    namespaces(&h, &["team-a", "team-b"]).await;
+    let _controller = run_with(&h, all_groups());
+    let hooked = |ns: &str, name: &str| {
+        mirror_yaml(
+            ns,
+            name,
+            "  workloads: [{name: app}]\n  sync: {interval: 5s}\n  lifecycle: {drainSeconds: 0, terminateHook: sim-termination}\n",
+        )
+    };
+    h.create_mirror(&hooked("team-a", "web")).await;
+    h.wait_entries("team-a", "3 in team-a", |e| e.len() == 3)
+        .await;
+    next_second().await;
+    h.create_mirror(&hooked("team-b", "web")).await;
+    let status = h
+        .wait_status("team-b", "web", "GroupClaimed", |s| claimed_by(s).is_some())
+        .await;
+    let message = claimed_by(&status).unwrap();
+    assert!(message.contains("team-a/web"), "{message}");
+    assert!(!is_ready(&status));
+    assert!(h.entries("team-b").await.is_empty());
+
+    // Scale-in while the claimant is paused: the hook waits, and a pass of
+    // the outranked mirror (its generation bumped, then observed) does not
+    // answer it.
+    let pause = |paused: bool| serde_json::json!({"spec": {"paused": paused}});
+    h.mirrors("team-a")
+        .patch("web", &PatchParams::default(), &Patch::Merge(&pause(true)))
+        .await
+        .unwrap();
+    h.wait_status("team-a", "web", "Paused", |s| {
+        condition(s, "Ready").is_some_and(|c| c.reason == "Paused")
+    })
+    .await;
+    let leaving = h.sim.scale_in("web", 1).unwrap();
+    let bumped = h
+        .mirrors("team-b")
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"sync": {"interval": "6s"}}})),
+        )
+        .await
+        .unwrap();
+    let generation = bumped.metadata.generation;
+    h.wait_status("team-b", "web", "a pass of the bumped spec", |s| {
+        s.observed_generation == generation && claimed_by(s).is_some()
+    })
+    .await;
+    assert_eq!(h.sim.pending_actions().len(), 1);
+    assert!(h.sim.completed_actions().is_empty());
+    assert!(h.entries("team-b").await.is_empty());
+
+    // The claimant resumes, drains and answers the hook, exactly once.
+    h.mirrors("team-a")
+        .patch("web", &PatchParams::default(), &Patch::Merge(&pause(false)))
+        .await
+        .unwrap();
+    h.wait_entries("team-a", "2 in team-a", |e| e.len() == 2)
+        .await;
+    let started = Instant::now();
+    while h.sim.completed_actions().is_empty() {
+        h.check_controllers();
+        assert!(started.elapsed() < CONVERGE, "the hook was not answered");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let answers = h.sim.completed_actions();
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers[0].0.instance_id, leaving[0]);
+
+    // The claimant goes away: the next mirror takes the group over.
+    h.mirrors("team-a")
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.wait_entries("team-b", "team-b took over", |e| e.len() == 2)
+        .await;
+    h.wait_status("team-b", "web", "Ready", is_ready).await;
+}
+
+/// A younger mirror that already wrote entries withdraws them when an older
+/// mirror comes to name the same group (within its delete policy).
+#[tokio::test]
+async fn an_outranked_mirror_withdraws_the_entries_it_wrote() {
+    let sim = sim_groups(&[("web", 3), ("other", 1)]);
+    let h = Harness::without_controller(sim).await;
+    namespaces(&h, &["team-a", "team-b"]).await;
+    let _controller = run_with(&h, all_groups());
+    h.create_mirror(&mirror_of("team-a", "web", "other")).await;
+    h.wait_entries("team-a", "1 in team-a", |e| e.len() == 1)
+        .await;
+    next_second().await;
+    h.create_mirror(&mirror_of("team-b", "web", "web")).await;
+    h.wait_entries("team-b", "3 in team-b", |e| e.len() == 3)
+        .await;
+
+    let patch = serde_json::json!({"spec": {"provider": {"sim": {"group": "web"}}}});
+    h.mirrors("team-a")
+        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    h.wait_entries("team-a", "3 in team-a", |e| e.len() == 3)
+        .await;
+    h.wait_entries("team-b", "team-b's withdrawn", |e| e.is_empty())
+        .await;
+    let status = h
+        .wait_status("team-b", "web", "GroupClaimed", |s| claimed_by(s).is_some())
+        .await;
+    assert!(claimed_by(&status).unwrap().contains("team-a/web"));
+    let note = wait_event(&h, "team-b", "EntriesWithdrawn").await;
+    assert!(note.contains("another mirror claims this group"), "{note}");
 }

@@ -3,8 +3,12 @@
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use futures::FutureExt;
 
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
@@ -27,8 +31,115 @@ pub struct Harness {
     pub server: ApiServer,
     pub client: Client,
     pub sim: SimCloud,
+    controller: Option<ControllerTask>,
+    /// How the controllers this harness started ended, when they ended
+    /// without being stopped or with an error.
+    failures: Failures,
+}
+
+/// What went wrong with the controllers of a test, one line each.
+pub type Failures = Arc<Mutex<Vec<String>>>;
+
+/// Panics with every failure recorded, if any.
+pub fn check_failures(failures: &Failures) {
+    let failures = failures.lock().unwrap_or_else(|e| e.into_inner());
+    if !failures.is_empty() {
+        panic!("{}", failures.join("\n"));
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// A controller (`app::run`) running as a task of the test. It must run
+/// until the test stops it: if it ends by itself (an error, a panic, or even
+/// Ok), or ends with an error once stopped, that is recorded in its
+/// [`Failures`], and the harness's waits fail at once with it.
+pub struct ControllerTask {
+    name: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<bool, app::AppError>>>,
+    task: Option<tokio::task::JoinHandle<Result<bool, String>>>,
+    stopping: Arc<AtomicBool>,
+    failures: Failures,
+}
+
+impl ControllerTask {
+    pub fn spawn(name: &str, client: Client, opts: RunOptions, failures: &Failures) -> Self {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (name, stopping, failures) = (name.to_string(), stopping.clone(), failures.clone());
+            tokio::spawn(async move {
+                let run = app::run(client, opts, async {
+                    let _ = rx.await;
+                });
+                let outcome = match AssertUnwindSafe(run).catch_unwind().await {
+                    Ok(Ok(ok)) => Ok(ok),
+                    Ok(Err(error)) => Err(format!("controller {name} failed: {error}")),
+                    Err(panic) => Err(format!(
+                        "controller {name} panicked: {}",
+                        panic_message(panic.as_ref())
+                    )),
+                };
+                let failure = match &outcome {
+                    Err(why) => Some(why.clone()),
+                    Ok(ok) if !stopping.load(Ordering::SeqCst) => Some(format!(
+                        "controller {name} ended (Ok({ok})) before the test stopped it"
+                    )),
+                    Ok(_) => None,
+                };
+                if let Some(why) = failure {
+                    failures.lock().unwrap_or_else(|e| e.into_inner()).push(why);
+                }
+                outcome
+            })
+        };
+        ControllerTask {
+            name: name.to_string(),
+            stop: Some(tx),
+            task: Some(task),
+            stopping,
+            failures: failures.clone(),
+        }
+    }
+
+    /// Panics if this controller (or another sharing its failures) has
+    /// ended by itself or with an error.
+    pub fn check(&self) {
+        check_failures(&self.failures);
+    }
+
+    /// Asks the controller to stop, and panics unless it ends Ok within 10 s.
+    pub async fn stop(mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let name = self.name.clone();
+        let Some(task) = self.task.take() else { return };
+        match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Err(_) => panic!("controller {name} did not stop within 10 s"),
+            Ok(Err(join)) => panic!("controller {name}: {join}"),
+            Ok(Ok(Err(why))) => panic!("{why}"),
+            Ok(Ok(Ok(_))) => {}
+        }
+    }
+}
+
+impl Drop for ControllerTask {
+    /// Stops the controller without waiting for it (an error it ends with
+    /// is still recorded).
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }
 
 pub async fn server() -> ApiServer {
@@ -62,8 +173,8 @@ impl Harness {
             client: server.client(),
             server,
             sim,
-            stop: None,
-            task: None,
+            controller: None,
+            failures: Failures::default(),
         };
         h.start_controller();
         h
@@ -76,31 +187,39 @@ impl Harness {
             client: server.client(),
             server,
             sim,
-            stop: None,
-            task: None,
+            controller: None,
+            failures: Failures::default(),
         }
     }
 
     pub fn start_controller(&mut self) {
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let opts = RunOptions {
             sim_cloud: Some(self.sim.clone()),
             kube_qps: 0.0,
+            allow_all_groups: true,
             ..RunOptions::default()
         };
-        self.task = Some(tokio::spawn(app::run(self.client.clone(), opts, async {
-            let _ = rx.await;
-        })));
-        self.stop = Some(tx);
+        self.controller = Some(self.spawn_controller("main", self.client.clone(), opts));
     }
 
+    /// Stops the controller `start` or `start_controller` started, and
+    /// panics unless it ended Ok.
     pub async fn stop_controller(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        if let Some(controller) = self.controller.take() {
+            controller.stop().await;
         }
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-        }
+    }
+
+    /// Another controller on this harness (a replica, other options): the
+    /// harness's waits fail at once if it ends by itself or with an error.
+    pub fn spawn_controller(&self, name: &str, client: Client, opts: RunOptions) -> ControllerTask {
+        ControllerTask::spawn(name, client, opts, &self.failures)
+    }
+
+    /// Panics if a controller this harness started has ended by itself or
+    /// with an error; for a test's own wait loops.
+    pub fn check_controllers(&self) {
+        check_failures(&self.failures);
     }
 
     /// A reconciler on this server and sim, for tests that drive passes.
@@ -117,7 +236,7 @@ impl Harness {
             app::providers(&metrics, Some(self.sim.clone())),
             cluster,
             metrics,
-            AllowedGroups::default(),
+            AllowedGroups::allow_all(),
         )
     }
 
@@ -166,6 +285,7 @@ impl Harness {
     ) -> Vec<DynamicObject> {
         let started = Instant::now();
         loop {
+            self.check_controllers();
             let items = self.entries(ns).await;
             if done(&items) {
                 return items;
@@ -203,6 +323,7 @@ impl Harness {
     ) -> ScalingGroupMirrorStatus {
         let started = Instant::now();
         loop {
+            self.check_controllers();
             let status = self.status(ns, name).await;
             if done(&status) {
                 return status;
@@ -216,9 +337,12 @@ impl Harness {
 }
 
 impl Drop for Harness {
+    /// Stops the controller without waiting; fails the test with what its
+    /// controllers recorded, unless it is failing already.
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        self.controller.take();
+        if !std::thread::panicking() {
+            self.check_controllers();
         }
     }
 }
@@ -269,3 +393,12 @@ pub const TWO_WORKLOADS: &str = "  workloads:
       ports: {metrics: 9100}
       serviceAccount: exporter-sa
 ";
+
+/// Options that allow every group (`--allow-all-groups`): for tests whose
+/// subject is not the allow-list, which denies everything by default.
+pub fn all_groups() -> RunOptions {
+    RunOptions {
+        allow_all_groups: true,
+        ..RunOptions::default()
+    }
+}
