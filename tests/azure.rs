@@ -817,16 +817,14 @@ async fn events_from_the_storage_queue_trigger_a_pass_and_are_deleted() {
     env.create_mirror(&mirror("flex", "flex", "  sync: {interval: 1h}\n"))
         .await;
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let opts = RunOptions {
         kube_qps: 0.0,
         clouds: env.clouds(args),
         allow_all_groups: true,
         ..RunOptions::default()
     };
-    let controller = tokio::spawn(app::run(env.server.client(), opts, async {
-        let _ = stopped.await;
-    }));
+    let failures = common::Failures::default();
+    let controller = common::ControllerTask::spawn("azure", env.server.client(), opts, &failures);
     wait(&env, "first passes", || async {
         env.instance_ids("web").await.len() == 1 && env.instance_ids("flex").await.len() == 1
     })
@@ -887,8 +885,7 @@ async fn events_from_the_storage_queue_trigger_a_pass_and_are_deleted() {
     })
     .await;
 
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+    controller.stop().await;
     drop(azurite);
 }
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use common::*;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use meshmirror::app::{self, RunOptions};
+use meshmirror::app::RunOptions;
 use meshmirror::cluster::Cluster;
 use meshmirror::controller::{self, Scope};
 use meshmirror::kube_cluster::KubeCluster;
@@ -96,18 +96,14 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 /// `app::run` on the harness's server and sim with these options; stops when
-/// the returned sender is dropped.
-fn run_app(h: &Harness, opts: RunOptions) -> tokio::sync::oneshot::Sender<()> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+/// dropped, and fails the harness's waits if it ends by itself.
+fn run_app(h: &Harness, opts: RunOptions) -> ControllerTask {
     let opts = RunOptions {
         sim_cloud: Some(h.sim.clone()),
         kube_qps: 0.0,
         ..opts
     };
-    tokio::spawn(app::run(h.client.clone(), opts, async {
-        let _ = rx.await;
-    }));
-    tx
+    h.spawn_controller("app", h.client.clone(), opts)
 }
 
 async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {

@@ -1,10 +1,12 @@
 //! Keeps terminate hooks alive while meshmirror drains: a hold by a hook
 //! meshmirror answers, whose heartbeat timeout is known, gets a
-//! `RecordLifecycleActionHeartbeat` every third of that timeout (counted from
-//! when the provider first saw the hold, which may be after it began) until it
-//! is answered or no longer reported. With the default timeout (3600 s) and
-//! drain (20 s) no heartbeat is ever sent. Decisions are pure; the provider's
-//! task sends them.
+//! `RecordLifecycleActionHeartbeat` every third of that timeout until it is
+//! answered or no longer reported. The first one comes a sixth of the timeout
+//! after the provider first saw the hold: that may be long after the hold
+//! began (a restarted process, whose predecessor beat up to a third ago), so
+//! waiting a full third could let the hold lapse. With the default timeout
+//! (3600 s) and drain (20 s) no heartbeat is ever sent. Decisions are pure;
+//! the provider's task sends them.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -19,7 +21,8 @@ const UNSEEN: Duration = Duration::from_secs(600);
 struct Hold {
     action: LifecycleAction,
     timeout: Duration,
-    last_beat: Instant,
+    /// When the next heartbeat is due.
+    next_beat: Instant,
     last_seen: Instant,
 }
 
@@ -36,7 +39,7 @@ impl Holds {
         let hold = self.holds.entry(key).or_insert_with(|| Hold {
             action: action.clone(),
             timeout,
-            last_beat: now,
+            next_beat: now + timeout / 6,
             last_seen: now,
         });
         hold.last_seen = now;
@@ -57,8 +60,8 @@ impl Holds {
             .retain(|_, h| now.saturating_duration_since(h.last_seen) < UNSEEN);
         let mut out = Vec::new();
         for hold in self.holds.values_mut() {
-            if now.saturating_duration_since(hold.last_beat) >= hold.timeout / 3 {
-                hold.last_beat = now;
+            if now >= hold.next_beat {
+                hold.next_beat = now + hold.timeout / 3;
                 out.push(hold.action.clone());
             }
         }
@@ -97,10 +100,14 @@ mod tests {
         let t0 = Instant::now();
         let timeout = Duration::from_secs(30);
         holds.seen(&action("i-1"), timeout, t0);
-        assert!(holds.due(t0 + Duration::from_secs(9)).is_empty());
-        assert_eq!(holds.due(t0 + Duration::from_secs(10)), vec![action("i-1")]);
-        assert!(holds.due(t0 + Duration::from_secs(15)).is_empty());
-        assert_eq!(holds.due(t0 + Duration::from_secs(20)).len(), 1);
+        // The first a sixth of the timeout after the hold was first seen.
+        assert!(holds.due(t0 + Duration::from_secs(4)).is_empty());
+        assert_eq!(holds.due(t0 + Duration::from_secs(5)), vec![action("i-1")]);
+        // Then every third.
+        assert!(holds.due(t0 + Duration::from_secs(14)).is_empty());
+        assert_eq!(holds.due(t0 + Duration::from_secs(15)).len(), 1);
+        assert!(holds.due(t0 + Duration::from_secs(24)).is_empty());
+        assert_eq!(holds.due(t0 + Duration::from_secs(25)).len(), 1);
         holds.forget("i-1", "drain");
         assert!(holds.due(t0 + Duration::from_secs(100)).is_empty());
         assert!(holds.is_empty());
