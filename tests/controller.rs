@@ -12,21 +12,6 @@ use meshmirror_provider::{Health, ProviderError};
 use meshmirror_sim::SimInstance;
 use meshmirror_testkit::apiserver::{Injected, Match, Verb};
 
-/// Waits until the sim has answered `members()` at least `n` times in all:
-/// each pass asks once, so this counts passes that have started.
-async fn wait_members_calls(h: &Harness, n: u64, what: &str) {
-    let started = Instant::now();
-    while h.sim.members_calls() < n {
-        h.check_controllers();
-        assert!(
-            started.elapsed() < CONVERGE,
-            "timed out waiting for {what}: {} of {n} members() calls",
-            h.sim.members_calls()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn scale_out_and_in_follow_the_group_with_one_entry_per_workload() {
     let h = Harness::start(sim_with(3)).await;
@@ -532,10 +517,10 @@ async fn api_server_faults_are_retried_until_converged() {
     // second event asking the cloud as well shows that the first one has
     // ended, with the server still down (passes of one mirror never overlap).
     let calls = h.sim.members_calls();
-    wait_members_calls(&h, calls + 1, "a pass during the outage").await;
+    wait_members_calls(&h, None, calls + 1, "a pass during the outage").await;
     h.sim
         .push_event("web", meshmirror_provider::GroupEventKind::Changed);
-    wait_members_calls(&h, calls + 2, "the next pass during the outage").await;
+    wait_members_calls(&h, None, calls + 2, "the next pass during the outage").await;
     faults.come_up().expect("server comes back on its port");
     h.wait_entries("default", "4 entries after the outage", |e| e.len() == 4)
         .await;

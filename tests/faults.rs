@@ -193,21 +193,6 @@ fn assert_no_duplicates_or_orphans(entries: &[DynamicObject], uid: &str, members
     }
 }
 
-/// Waits until the sim has answered `members()` at least `n` times in all:
-/// each pass asks once, so this counts passes that have started.
-async fn wait_members_calls(h: &Harness, n: u64, what: &str) {
-    let started = Instant::now();
-    while h.sim.members_calls() < n {
-        h.check_controllers();
-        assert!(
-            started.elapsed() < CONVERGE,
-            "timed out waiting for {what}: {} of {n} members() calls",
-            h.sim.members_calls()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Waits for an Event on the mirror with this reason whose note satisfies `ok`.
 async fn wait_event(h: &Harness, ns: &str, reason: &str, ok: impl Fn(&str) -> bool) -> String {
     let events: kube::Api<Event> = kube::Api::namespaced(h.client.clone(), ns);
@@ -363,7 +348,7 @@ async fn a_vanished_group_is_group_not_found_deletes_nothing_and_recovers() {
     // within a pass): the first of them has ended once the second asks, as
     // passes of one mirror never overlap. Still nothing deleted.
     let calls = h.sim.members_calls();
-    wait_members_calls(&h, calls + 2, "two more passes").await;
+    wait_members_calls(&h, None, calls + 2, "two more passes").await;
     assert_eq!(versions(&h.entries("default").await), versions(&before));
 
     // The group comes back with other members: entries follow them.
@@ -462,21 +447,9 @@ async fn a_group_gone_longer_than_the_grace_has_its_entries_withdrawn() {
     })
     .await;
     let calls = h.sim.members_calls_for("db").unwrap();
-    wait_members_calls_for(&h, "db", calls + 1).await;
+    wait_members_calls(&h, Some("db"), calls + 1, "another pass of db").await;
     assert_eq!(h.entries("default").await.len(), 1);
     controller.stop().await;
-}
-
-async fn wait_members_calls_for(h: &Harness, group: &str, at_least: u64) {
-    let started = Instant::now();
-    while h.sim.members_calls_for(group).unwrap() < at_least {
-        h.check_controllers();
-        assert!(
-            started.elapsed() < CONVERGE,
-            "{group}: fewer than {at_least} members calls"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// A sim provider whose `members()` for some groups waits until released, as
@@ -692,9 +665,9 @@ async fn an_api_server_outage_during_scale_in_and_out_leaves_no_orphans_or_dupli
     // asking the cloud too shows it has ended, with the server still down
     // (passes of one mirror never overlap).
     let calls = h.sim.members_calls();
-    wait_members_calls(&h, calls + 1, "a pass during the outage").await;
+    wait_members_calls(&h, None, calls + 1, "a pass during the outage").await;
     h.sim.push_event("web", GroupEventKind::Changed);
-    wait_members_calls(&h, calls + 2, "the next pass during the outage").await;
+    wait_members_calls(&h, None, calls + 2, "the next pass during the outage").await;
     faults.come_up().expect("server comes back on its port");
 
     let want = expected("web", &["app"], &sim_ids(&h.sim, "web"));

@@ -402,3 +402,22 @@ pub fn all_groups() -> RunOptions {
         ..RunOptions::default()
     }
 }
+
+/// Waits until the sim has answered `members()` at least `n` times, in all or
+/// for one group: each pass asks once, so this counts passes that have started.
+pub async fn wait_members_calls(h: &Harness, group: Option<&str>, n: u64, what: &str) {
+    let calls = || match group {
+        Some(group) => h.sim.members_calls_for(group).unwrap_or_default(),
+        None => h.sim.members_calls(),
+    };
+    let started = Instant::now();
+    while calls() < n {
+        h.check_controllers();
+        assert!(
+            started.elapsed() < CONVERGE,
+            "timed out waiting for {what}: {} of {n} members() calls",
+            calls()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
