@@ -14,7 +14,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Client;
 use kube::api::Api;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use meshmirror::leader::{Ended, Leadership, LeaseConfig, StopSignal};
 use meshmirror_testkit::{ApiServer, Injected, Match, Verb};
 use prometheus_client::metrics::gauge::Gauge;
@@ -235,7 +235,11 @@ impl LeaseLog {
         let (sink, ready) = (records.clone(), listed.clone());
         let task = tokio::spawn(async move {
             let mut last = 0u64;
-            let mut events = watcher(api, watcher::Config::default()).boxed();
+            // With backoff: a watch that fails at once (a dropped connection
+            // on a loaded machine) must not spin and starve the runtime.
+            let mut events = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .boxed();
             while let Some(event) = events.next().await {
                 let lease = match event {
                     Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l)) => l,
