@@ -12,12 +12,15 @@
 //!   hash = first 16 hex of SHA-256 over the compact JSON
 //!          [labels, annotations, spec, healthy] with sorted keys, UTF-8.
 
+mod common;
+
 use std::collections::BTreeMap;
 
+use common::*;
 use meshmirror::desired::content_hash;
 use meshmirror::names::entry_name;
 use meshmirror::workloadentry::{FIELD_MANAGER, WorkloadEntrySpec, keys};
-use meshmirror_provider::ProviderError;
+use meshmirror_provider::{Health, ProviderError};
 
 #[test]
 fn entry_names_are_pinned() {
@@ -133,4 +136,62 @@ fn provider_condition_reasons_are_pinned() {
     for (error, want) in table {
         assert_eq!(error.reason(), want, "{error:?}");
     }
+}
+
+/// Reasons that alerts, dashboards and runbooks match on, as the controller
+/// writes them: the Ready and Degraded conditions of a synced mirror, the
+/// Event of a pass that wrote, and the entries' Healthy condition in Cloud
+/// health mode.
+#[tokio::test]
+async fn condition_and_event_reasons_written_by_the_controller_are_pinned() {
+    use kube::api::{Api, ListParams};
+
+    let h = Harness::start(sim_with(2)).await;
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        "  health: Cloud\n  workloads: [{name: app}]\n",
+    ))
+    .await;
+    let reason = |o: &kube::api::DynamicObject| {
+        o.data["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Healthy"))
+            .and_then(|c| c["reason"].as_str())
+            .map(str::to_string)
+    };
+    h.wait_entries("default", "CloudHealthy", |e| {
+        e.len() == 2
+            && e.iter()
+                .all(|o| reason(o).as_deref() == Some("CloudHealthy"))
+    })
+    .await;
+    let status = h.wait_status("default", "web", "Ready", is_ready).await;
+    let pinned = |type_: &str| {
+        condition(&status, type_)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+            .unwrap()
+    };
+    assert_eq!(pinned("Ready"), ("True".into(), "Synced".into()));
+    assert_eq!(pinned("Degraded"), ("False".into(), "AsExpected".into()));
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(h.client.clone(), "default");
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.iter().any(|r| r == "EntriesSynced"), "{reasons:?}");
+
+    h.sim.set_health("web", "i-02", Health::Unhealthy).unwrap();
+    h.wait_entries("default", "CloudUnhealthy", |e| {
+        e.iter().any(|o| {
+            annotation(o, keys::INSTANCE_ID) == "i-02"
+                && reason(o).as_deref() == Some("CloudUnhealthy")
+        })
+    })
+    .await;
 }
