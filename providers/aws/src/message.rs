@@ -63,6 +63,14 @@ pub enum ParseError {
     Missing { what: String, field: &'static str },
     #[error("unrecognised message shape")]
     Unrecognised,
+    /// A detail-type from a source that does not emit it: anyone who may
+    /// put events on the bus (or send to the queue) could forge it.
+    #[error("{what} must come from {expected}, not {from:?}")]
+    Source {
+        what: String,
+        expected: &'static str,
+        from: Option<String>,
+    },
 }
 
 const LAUNCHING: &str = "autoscaling:EC2_INSTANCE_LAUNCHING";
@@ -104,6 +112,8 @@ struct Envelope {
     #[serde(rename = "detail-type")]
     detail_type: String,
     #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
     region: Option<String>,
     #[serde(default)]
     detail: Value,
@@ -117,6 +127,15 @@ fn eventbridge(value: &Value, default_region: &str) -> Result<Message, ParseErro
         .filter(|r| !r.is_empty())
         .unwrap_or_else(|| default_region.to_string());
     let what = envelope.detail_type.as_str();
+    if let Some(expected) = source_of(what)
+        && envelope.source.as_deref() != Some(expected)
+    {
+        return Err(ParseError::Source {
+            what: what.to_string(),
+            expected,
+            from: envelope.source,
+        });
+    }
     let detail = &envelope.detail;
     let field = |name: &'static str| -> Result<String, ParseError> {
         string(detail, name).ok_or_else(|| ParseError::Missing {
@@ -175,6 +194,22 @@ fn eventbridge(value: &Value, default_region: &str) -> Result<Message, ParseErro
         other => Ok(Message::Ignored {
             detail_type: other.to_string(),
         }),
+    }
+}
+
+/// The one EventBridge source that emits a detail-type meshmirror acts on.
+fn source_of(detail_type: &str) -> Option<&'static str> {
+    match detail_type {
+        "EC2 Instance Launch Successful"
+        | "EC2 Instance Launch Unsuccessful"
+        | "EC2 Instance Terminate Successful"
+        | "EC2 Instance Terminate Unsuccessful"
+        | "EC2 Instance-launch Lifecycle Action"
+        | "EC2 Instance-terminate Lifecycle Action" => Some("aws.autoscaling"),
+        "EC2 Instance State-change Notification"
+        | "EC2 Spot Instance Interruption Warning"
+        | "EC2 Instance Rebalance Recommendation" => Some("aws.ec2"),
+        _ => None,
     }
 }
 
@@ -530,6 +565,37 @@ mod tests {
         for body in cases {
             assert!(parse(body, "r").is_err(), "{body:?} must be malformed");
         }
+    }
+
+    #[test]
+    fn an_event_from_the_wrong_source_is_refused() {
+        let body = |source: &str| {
+            format!(
+                r#"{{"source":{source},"detail-type":"EC2 Instance-terminate Lifecycle Action","region":"us-east-1","detail":{{"AutoScalingGroupName":"g","EC2InstanceId":"i-1","LifecycleHookName":"h"}}}}"#
+            )
+        };
+        assert!(parse(&body(r#""aws.autoscaling""#), "r").is_ok());
+        for forged in [r#""custom.app""#, r#""aws.ec2""#, "null"] {
+            let err = parse(&body(forged), "r").unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ParseError::Source {
+                        expected: "aws.autoscaling",
+                        ..
+                    }
+                ),
+                "{forged}: {err:?}"
+            );
+        }
+        let spot = r#"{"source":"aws.autoscaling","detail-type":"EC2 Spot Instance Interruption Warning","detail":{"instance-id":"i-1"}}"#;
+        assert!(matches!(
+            parse(spot, "r"),
+            Err(ParseError::Source {
+                expected: "aws.ec2",
+                ..
+            })
+        ));
     }
 
     #[test]
