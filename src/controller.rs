@@ -131,23 +131,26 @@ struct Ctx {
 
 impl Ctx {
     /// The claim of `mirror`; a new claimant wakes the group's other mirrors.
+    /// Every mirror's spec is checked once per call (the contenders).
     fn claim(&self, mirror: &ScalingGroupMirror) -> claims::Claim {
-        let all = self.mirrors.state();
-        let allowed = &self.reconciler.allowed;
-        let claim = claims::claim_of(mirror, all.iter().map(AsRef::as_ref), allowed);
-        let (Some(uid), claims::Claim::Claimant) = (mirror.metadata.uid.as_deref(), &claim) else {
-            return claim;
-        };
         let Ok(config) = crate::config::validate(&mirror.spec) else {
-            return claim;
+            // The pass reports the invalid spec before it looks at claims.
+            return claims::Claim::Claimant;
         };
+        let all = self.mirrors.state();
+        let contenders =
+            claims::contenders(all.iter().map(AsRef::as_ref), &self.reconciler.allowed);
+        let uid = mirror.metadata.uid.as_deref().unwrap_or_default();
+        let claim = claims::claim(uid, &config.group, &contenders);
+        if claim != claims::Claim::Claimant {
+            return claim;
+        }
         let group = config.group.canonical();
         let new = self
             .claimants
             .lock()
             .is_ok_and(|mut c| c.insert(group.clone(), uid.to_string()).as_deref() != Some(uid));
         if new {
-            let contenders = claims::contenders(all.iter().map(AsRef::as_ref), allowed);
             for other in contenders
                 .iter()
                 .filter(|c| c.group == group && c.uid != uid)
