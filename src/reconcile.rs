@@ -225,22 +225,18 @@ impl Reconciler {
         status.group = Some(config.group.to_string());
 
         if let Err(message) = self.allowed.check(&owner.namespace, &config.group) {
-            let deferred = self
+            let requeue = self
                 .withdraw(
                     owner,
                     spec,
                     "the allow-list (--allowed-groups) no longer allows this group",
+                    INVALID_SPEC_RECHECK,
                 )
                 .await;
             let failure = Failure {
                 reason: "GroupNotAllowed",
                 message,
-                // Entries still to withdraw go at the pace of a sync.
-                requeue: if deferred > 0 {
-                    Duration::from_secs(1)
-                } else {
-                    INVALID_SPEC_RECHECK
-                },
+                requeue,
             };
             return self.fail(owner, &old, status, failure).await;
         }
@@ -256,8 +252,13 @@ impl Reconciler {
                 };
             }
             Claim::ClaimedBy { namespace, name } => {
-                let deferred = self
-                    .withdraw(owner, spec, "another mirror claims this group")
+                let requeue = self
+                    .withdraw(
+                        owner,
+                        spec,
+                        "another mirror claims this group",
+                        config.interval,
+                    )
                     .await;
                 let failure = Failure {
                     reason: "GroupClaimed",
@@ -265,11 +266,7 @@ impl Reconciler {
                         "group {} is claimed by mirror {namespace}/{name}, the oldest mirror naming it; a VM belongs to one namespace, so this mirror writes nothing until that one is deleted",
                         config.group
                     ),
-                    requeue: if deferred > 0 {
-                        Duration::from_secs(1)
-                    } else {
-                        config.interval
-                    },
+                    requeue,
                 };
                 return self.fail(owner, &old, status, failure).await;
             }
@@ -303,28 +300,19 @@ impl Reconciler {
             Ok(members) => members,
             Err(ProviderError::GroupNotFound(group)) if gone_for >= self.group_gone_grace => {
                 // A definite answer, held for the whole grace: withdraw.
-                let deferred = self
-                    .withdraw(
-                        owner,
-                        spec,
-                        &format!(
-                            "the cloud has said group {group} does not exist for {}s, longer than the {}s grace, and clouds reuse addresses",
-                            gone_for.as_secs(),
-                            self.group_gone_grace.as_secs()
-                        ),
-                    )
-                    .await;
+                let why = format!(
+                    "the cloud has said group {group} does not exist for {}s, longer than the {}s grace, and clouds reuse addresses",
+                    gone_for.as_secs(),
+                    self.group_gone_grace.as_secs()
+                );
+                let requeue = self.withdraw(owner, spec, &why, config.interval).await;
                 let failure = Failure {
                     reason: "GroupNotFound",
                     message: format!(
                         "scaling group not found: {group}; its entries are withdrawn (gone longer than the {}s grace)",
                         self.group_gone_grace.as_secs()
                     ),
-                    requeue: if deferred > 0 {
-                        Duration::from_secs(1)
-                    } else {
-                        config.interval
-                    },
+                    requeue,
                 };
                 return self.fail(owner, &old, status, failure).await;
             }
@@ -529,20 +517,22 @@ impl Reconciler {
     /// allow-list was narrowed), within the mirror's delete policy. Returns
     /// how many wait for a later pass.
     /// Deletes the mirror's entries (within its delete policy) because it may
-    /// no longer act on its group; returns how many are left to delete.
+    /// no longer act on its group. Returns when to look again: soon while
+    /// entries are left to delete (at the pace of a sync), else `then`.
     async fn withdraw(
         &self,
         owner: &Owner,
         spec: &crate::crd::ScalingGroupMirrorSpec,
         why: &str,
-    ) -> usize {
+        then: Duration,
+    ) -> Duration {
         let actual = match self.cluster.owned_entries(owner).await {
             Ok(actual) if !actual.is_empty() => actual,
-            Ok(_) => return 0,
+            Ok(_) => return then,
             Err(err) => {
                 tracing::warn!(namespace = %owner.namespace, mirror = %owner.name, %err,
                     "could not list the entries of a denied group");
-                return 0;
+                return then;
             }
         };
         let plan = plan::plan(
@@ -564,7 +554,11 @@ impl Reconciler {
                 .event(owner, EventType::Normal, "EntriesWithdrawn", &note)
                 .await;
         }
-        plan.deferred_deletes + report.failed_writes
+        if plan.deferred_deletes + report.failed_writes > 0 {
+            Duration::from_secs(1)
+        } else {
+            then
+        }
     }
 
     async fn members(
