@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use meshmirror_provider::{Instance, LifecycleAction, LifecycleKind, Outcome};
+use meshmirror_provider::{HookDef, Instance, LifecycleAction, LifecycleKind, Outcome};
 
 use crate::crd::{HealthMode, LaunchTimeoutOutcome, LifecycleSpec};
 
@@ -168,6 +168,68 @@ impl LifecycleTracker {
         self.drained_since.remove(&key);
         self.launching_since.remove(&key);
         self.answered.insert(key);
+    }
+}
+
+/// The hooks of a spec that meshmirror may answer: those the cloud lists on
+/// the mirror's own group for the same transition. `listed` is `None` when
+/// the provider has no lifecycle hooks. Returns the spec with every other
+/// hook removed, and a message naming each removed one.
+pub fn verified(
+    spec: &LifecycleSpec,
+    provider: &str,
+    group: &str,
+    listed: Option<&[HookDef]>,
+) -> (LifecycleSpec, Option<String>) {
+    let mut out = spec.clone();
+    let mut problems = Vec::new();
+    let named = [
+        (
+            &mut out.terminate_hook,
+            LifecycleKind::Terminate,
+            "terminateHook",
+        ),
+        (&mut out.launch_hook, LifecycleKind::Launch, "launchHook"),
+    ];
+    for (slot, kind, field) in named {
+        let Some(name) = slot.as_deref() else {
+            continue;
+        };
+        let problem = match listed {
+            None => format!(
+                "spec.lifecycle.{field} {name:?}: the {provider} provider has no lifecycle hooks; remove the field"
+            ),
+            Some(hooks) if hooks.iter().any(|h| h.name == name && h.kind == kind) => continue,
+            Some(hooks) => {
+                let mut have: Vec<&str> = hooks
+                    .iter()
+                    .filter(|h| h.kind == kind)
+                    .map(|h| h.name.as_str())
+                    .collect();
+                have.sort_unstable();
+                let have = if have.is_empty() {
+                    "none".to_string()
+                } else {
+                    have.join(", ")
+                };
+                format!(
+                    "spec.lifecycle.{field} {name:?} is not a {} hook of group {group} (its {} hooks: {have}); it is not answered until the group has it",
+                    kind_word(kind),
+                    kind_word(kind)
+                )
+            }
+        };
+        problems.push(problem);
+        *slot = None;
+    }
+    let problem = (!problems.is_empty()).then(|| problems.join("; "));
+    (out, problem)
+}
+
+fn kind_word(kind: LifecycleKind) -> &'static str {
+    match kind {
+        LifecycleKind::Launch => "launch",
+        LifecycleKind::Terminate => "terminate",
     }
 }
 
@@ -356,5 +418,63 @@ mod tests {
             assert_eq!(d.complete[0].outcome, want);
             assert_eq!(d.complete[0].reason, "LaunchTimeout");
         }
+    }
+
+    #[test]
+    fn only_hooks_the_group_has_for_that_transition_are_answered() {
+        let hook = |name: &str, kind| HookDef {
+            name: name.into(),
+            kind,
+        };
+        let both = [
+            hook("term", LifecycleKind::Terminate),
+            hook("launch", LifecycleKind::Launch),
+        ];
+        let swapped = [
+            hook("term", LifecycleKind::Launch),
+            hook("other", LifecycleKind::Terminate),
+        ];
+        type Case<'a> = (
+            Option<&'a [HookDef]>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+        );
+        let cases: [Case; 4] = [
+            (Some(&both), Some("term"), Some("launch"), None),
+            (
+                Some(&swapped),
+                None,
+                None,
+                Some(
+                    "spec.lifecycle.terminateHook \"term\" is not a terminate hook of group g (its terminate hooks: other); it is not answered until the group has it; spec.lifecycle.launchHook \"launch\" is not a launch hook of group g (its launch hooks: term); it is not answered until the group has it",
+                ),
+            ),
+            (
+                Some(&[]),
+                None,
+                None,
+                Some(
+                    "spec.lifecycle.terminateHook \"term\" is not a terminate hook of group g (its terminate hooks: none); it is not answered until the group has it; spec.lifecycle.launchHook \"launch\" is not a launch hook of group g (its launch hooks: none); it is not answered until the group has it",
+                ),
+            ),
+            (
+                None,
+                None,
+                None,
+                Some(
+                    "spec.lifecycle.terminateHook \"term\": the gcp provider has no lifecycle hooks; remove the field; spec.lifecycle.launchHook \"launch\": the gcp provider has no lifecycle hooks; remove the field",
+                ),
+            ),
+        ];
+        for (listed, term, launch, problem) in cases {
+            let (out, got) = verified(&spec(), "gcp", "g", listed);
+            assert_eq!(out.terminate_hook.as_deref(), term, "{listed:?}");
+            assert_eq!(out.launch_hook.as_deref(), launch, "{listed:?}");
+            assert_eq!(got.as_deref(), problem, "{listed:?}");
+            assert_eq!(out.drain_seconds, 20);
+        }
+        let none = LifecycleSpec::default();
+        assert_eq!(verified(&none, "gcp", "g", None), (none, None));
     }
 }

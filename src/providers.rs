@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use meshmirror_provider::{
-    BoxEventStream, GroupRef, Instance, LifecycleAction, Outcome, Provider, ProviderError,
+    BoxEventStream, GroupRef, HookDef, Instance, LifecycleAction, Outcome, Provider, ProviderError,
     RetryPolicy, Retrying,
 };
 
@@ -129,6 +129,25 @@ impl<P: Provider> Provider for Instrumented<P> {
 
     fn answers_hooks(&self, group: &GroupRef, hooks: &[&str]) {
         self.inner.answers_hooks(group, hooks);
+    }
+
+    async fn lifecycle_hooks(
+        &self,
+        group: &GroupRef,
+    ) -> Result<Option<Vec<HookDef>>, ProviderError> {
+        let started = Instant::now();
+        let result = deadline(
+            self.deadline,
+            "lifecycle_hooks",
+            self.inner.lifecycle_hooks(group),
+        )
+        .await;
+        self.record("lifecycle_hooks", started, &result);
+        result
+    }
+
+    fn stand_down(&self) {
+        self.inner.stand_down();
     }
 
     async fn complete_lifecycle(

@@ -49,6 +49,13 @@ pub struct LifecycleAction {
     pub token: Option<String>,
 }
 
+/// A lifecycle hook defined on a group, as the cloud lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HookDef {
+    pub name: String,
+    pub kind: LifecycleKind,
+}
+
 /// One member of a scaling group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {

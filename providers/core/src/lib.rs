@@ -15,6 +15,8 @@ mod retry;
 pub use error::ProviderError;
 pub use event::{Ack, GroupEvent, GroupEventKind};
 pub use group::{GcpLocation, GroupRef};
-pub use instance::{Health, Instance, InstanceState, LifecycleAction, LifecycleKind, Outcome};
+pub use instance::{
+    Health, HookDef, Instance, InstanceState, LifecycleAction, LifecycleKind, Outcome,
+};
 pub use provider::{BoxEventStream, Provider};
 pub use retry::{RetryPolicy, Retrying};

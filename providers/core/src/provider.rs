@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-use crate::{GroupEvent, GroupRef, Instance, LifecycleAction, Outcome, ProviderError};
+use crate::{GroupEvent, GroupRef, HookDef, Instance, LifecycleAction, Outcome, ProviderError};
 
 pub type BoxEventStream = BoxStream<'static, GroupEvent>;
 
@@ -21,11 +21,26 @@ pub trait Provider: Send + Sync + 'static {
         None
     }
 
-    /// The lifecycle hooks meshmirror answers for `group` (from the mirror's
-    /// spec), told before every `members` call. A provider may keep holds by
+    /// The lifecycle hooks `group` has in the cloud. `None`: this provider
+    /// has no lifecycle hooks. The core answers a hook only when it is both
+    /// named in the mirror's spec and listed here for the mirror's own group.
+    async fn lifecycle_hooks(
+        &self,
+        _group: &GroupRef,
+    ) -> Result<Option<Vec<HookDef>>, ProviderError> {
+        Ok(None)
+    }
+
+    /// Exactly the lifecycle hooks meshmirror answers for `group` now (named
+    /// in the claimant's spec and found on the group), told before every
+    /// `members` call; an empty list when none. A provider may keep holds by
     /// these hooks alive (AWS heartbeats), including holds that began before
-    /// this process started.
+    /// this process started, and must stop at once for a hook no longer told.
     fn answers_hooks(&self, _group: &GroupRef, _hooks: &[&str]) {}
+
+    /// The leadership term ended: stop all background work for the term
+    /// (heartbeats, held state) before another replica takes over.
+    fn stand_down(&self) {}
 
     /// Answers a lifecycle hook that holds an instance.
     async fn complete_lifecycle(

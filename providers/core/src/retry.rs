@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use rand::Rng;
 
 use crate::{
-    BoxEventStream, GroupRef, Instance, LifecycleAction, Outcome, Provider, ProviderError,
+    BoxEventStream, GroupRef, HookDef, Instance, LifecycleAction, Outcome, Provider, ProviderError,
 };
 
 /// How often and how long to retry a retryable provider error within one pass.
@@ -87,6 +87,18 @@ impl<P: Provider> Provider for Retrying<P> {
 
     fn answers_hooks(&self, group: &GroupRef, hooks: &[&str]) {
         self.inner.answers_hooks(group, hooks);
+    }
+
+    async fn lifecycle_hooks(
+        &self,
+        group: &GroupRef,
+    ) -> Result<Option<Vec<HookDef>>, ProviderError> {
+        self.retry("lifecycle_hooks", || self.inner.lifecycle_hooks(group))
+            .await
+    }
+
+    fn stand_down(&self) {
+        self.inner.stand_down();
     }
 
     async fn complete_lifecycle(

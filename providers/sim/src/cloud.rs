@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use meshmirror_provider::{
-    BoxEventStream, GroupEventKind, GroupRef, Health, Instance, InstanceState, LifecycleAction,
-    LifecycleKind, Outcome, ProviderError,
+    BoxEventStream, GroupEventKind, GroupRef, Health, HookDef, Instance, InstanceState,
+    LifecycleAction, LifecycleKind, Outcome, ProviderError,
 };
 
 use crate::events::EventHub;
@@ -69,6 +69,24 @@ pub(crate) struct Member {
 pub(crate) type Events = Vec<(String, GroupEventKind)>;
 
 impl Group {
+    /// The hooks this group has, as a cloud would list them.
+    pub(crate) fn hooks(&self) -> Vec<HookDef> {
+        let mut hooks = Vec::new();
+        if self.termination_hook {
+            hooks.push(HookDef {
+                name: TERMINATION_HOOK.to_string(),
+                kind: LifecycleKind::Terminate,
+            });
+        }
+        if self.launch_hook {
+            hooks.push(HookDef {
+                name: LAUNCH_HOOK.to_string(),
+                kind: LifecycleKind::Launch,
+            });
+        }
+        hooks
+    }
+
     fn new(region: String, termination_hook: bool) -> Self {
         Group {
             region,

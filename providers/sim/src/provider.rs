@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use meshmirror_provider::{
-    BoxEventStream, GroupEventKind, GroupRef, Instance, InstanceState, LifecycleAction,
+    BoxEventStream, GroupEventKind, GroupRef, HookDef, Instance, InstanceState, LifecycleAction,
     LifecycleKind, Outcome, Provider, ProviderError,
 };
 
@@ -44,6 +44,18 @@ impl Provider for SimCloud {
 
     fn events(&self) -> Option<BoxEventStream> {
         Some(self.subscribe())
+    }
+
+    async fn lifecycle_hooks(
+        &self,
+        group: &GroupRef,
+    ) -> Result<Option<Vec<HookDef>>, ProviderError> {
+        let name = sim_group(group)?;
+        let st = self.lock();
+        let Some(g) = st.groups.get(name) else {
+            return Err(ProviderError::GroupNotFound(group.to_string()));
+        };
+        Ok(Some(g.hooks()))
     }
 
     /// Releases an instance held by a hook: a terminating one vanishes (whatever
