@@ -34,6 +34,10 @@ pub enum ClusterError {
         what: &'static str,
         after: std::time::Duration,
     },
+    /// A create found an object of that name that this mirror does not
+    /// own; it is left alone.
+    #[error("WorkloadEntry {name} exists and is not this mirror's")]
+    NameTaken { name: String },
     #[error("{0}")]
     Other(String),
 }
@@ -63,6 +67,9 @@ pub trait Cluster: Send + Sync {
         namespace: &str,
         name: &str,
     ) -> Result<Option<GroupTemplate>, ClusterError>;
+    /// Creates an entry the mirror does not have yet: never takes over a
+    /// same-named entry that is not the mirror's ([`ClusterError::NameTaken`]).
+    async fn create_entry(&self, owner: &Owner, entry: &DesiredEntry) -> Result<(), ClusterError>;
     /// Creates or updates an entry (server-side apply, one field manager).
     async fn apply_entry(&self, owner: &Owner, entry: &DesiredEntry) -> Result<(), ClusterError>;
     /// Writes the entry's `Healthy` condition through the status subresource.
@@ -101,6 +108,9 @@ impl<C: Cluster> Cluster for DryRun<C> {
         name: &str,
     ) -> Result<Option<GroupTemplate>, ClusterError> {
         self.0.workload_group(namespace, name).await
+    }
+    async fn create_entry(&self, owner: &Owner, entry: &DesiredEntry) -> Result<(), ClusterError> {
+        self.apply_entry(owner, entry).await
     }
     async fn apply_entry(&self, owner: &Owner, entry: &DesiredEntry) -> Result<(), ClusterError> {
         tracing::info!(namespace = %owner.namespace, mirror = %owner.name, entry = %entry.name,
@@ -156,6 +166,9 @@ impl Cluster for Offline {
         name: &str,
     ) -> Result<Option<GroupTemplate>, ClusterError> {
         Ok(self.groups.get(name).cloned())
+    }
+    async fn create_entry(&self, owner: &Owner, entry: &DesiredEntry) -> Result<(), ClusterError> {
+        self.apply_entry(owner, entry).await
     }
     async fn apply_entry(&self, _owner: &Owner, entry: &DesiredEntry) -> Result<(), ClusterError> {
         self.applied

@@ -215,6 +215,24 @@ impl Cluster for KubeCluster {
         .transpose()
     }
 
+    async fn create_entry(&self, owner: &Owner, entry: &DesiredEntry) -> Result<(), ClusterError> {
+        // Server-side apply with force would take over a same-named entry
+        // that someone else wrote; a create is rare (a new VM), so it looks
+        // first. An entry of ours missing from the cache is applied as usual.
+        let api = self.entries_api(&owner.namespace);
+        let existing = self
+            .within("reading a WorkloadEntry", api.get_opt(&entry.name))
+            .await?;
+        if let Some(obj) = existing
+            && !owned_by(&obj.metadata, owner)
+        {
+            return Err(ClusterError::NameTaken {
+                name: entry.name.clone(),
+            });
+        }
+        self.apply_entry(owner, entry).await
+    }
+
     async fn apply_entry(&self, owner: &Owner, entry: &DesiredEntry) -> Result<(), ClusterError> {
         let _permit = self.write_permit().await;
         let body = entry_manifest(self.version, owner, entry);

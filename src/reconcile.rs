@@ -11,7 +11,7 @@ use futures::stream::FuturesUnordered;
 use meshmirror_provider::{LifecycleKind, Outcome, ProviderError};
 
 use crate::claims::Claim;
-use crate::cluster::{Cluster, EventType, Owner};
+use crate::cluster::{Cluster, ClusterError, EventType, Owner};
 use crate::config::{self, MirrorConfig};
 use crate::crd::{Condition, ScalingGroupMirror, ScalingGroupMirrorStatus};
 use crate::desired::{self, Desired, DesiredEntry, Mirror};
@@ -48,6 +48,9 @@ pub struct PassReport {
     pub error: Option<String>,
     /// Writes that failed, as (operation, entry name).
     pub failed_names: Vec<(&'static str, String)>,
+    /// Entries not created because a same-named entry that is not the
+    /// mirror's exists (also counted in `failed_writes`).
+    pub names_taken: Vec<String>,
     /// When to run again.
     pub requeue: Duration,
 }
@@ -296,8 +299,8 @@ impl Reconciler {
             &owner.uid,
             matches!(members, Err(ProviderError::GroupNotFound(_))),
         );
-        let mut members = match members {
-            Ok(members) => members,
+        let (mut members, hooks) = match members {
+            Ok(found) => found,
             Err(ProviderError::GroupNotFound(group)) if gone_for >= self.group_gone_grace => {
                 // A definite answer, held for the whole grace: withdraw.
                 let why = format!(
@@ -441,7 +444,7 @@ impl Reconciler {
 
         let mut requeue = config.interval;
         if let Some(next) = self
-            .answer_hooks(owner, mirror, &members, &after)
+            .answer_hooks(owner, mirror, &hooks.spec, &members, &after)
             .await
             .map(|(answered, next)| {
                 report.hooks_answered = answered;
@@ -474,7 +477,24 @@ impl Reconciler {
             .get_or_create(&labels)
             .set(deferred_deletes as i64);
 
-        if report.failed_writes > 0 {
+        if !report.names_taken.is_empty() {
+            let message = names_taken_message(&owner.namespace, &report.names_taken);
+            set_conditions(
+                &mut status,
+                &old,
+                (false, "EntryNameTaken", &message),
+                (true, "EntryNameTaken", &message),
+            );
+            if !has_reason(&old, "Ready", "EntryNameTaken") {
+                self.cluster
+                    .event(owner, EventType::Warning, "EntryNameTaken", &message)
+                    .await;
+            }
+            report.error = Some(message);
+            // The other entry is not watched (it has no managed-by label), so
+            // its removal is noticed by looking again (one GET per name).
+            requeue = requeue.min(Duration::from_secs(5));
+        } else if report.failed_writes > 0 {
             let message = format!(
                 "{} of {} WorkloadEntry writes failed; retrying",
                 report.failed_writes, writes
@@ -498,12 +518,18 @@ impl Reconciler {
                     deferred_deletes, spec.sync.policy, spec.sync.max_deletes_per_pass
                 ));
             }
-            set_conditions(
-                &mut status,
-                &old,
-                (true, "Synced", &message),
-                (false, "AsExpected", "the cloud and the API server answer"),
-            );
+            let degraded = match &hooks.problem {
+                Some(problem) => (true, "HookNotFound", problem.as_str()),
+                None => (false, "AsExpected", "the cloud and the API server answer"),
+            };
+            set_conditions(&mut status, &old, (true, "Synced", &message), degraded);
+            if let Some(problem) = &hooks.problem
+                && !has_reason(&old, "Degraded", "HookNotFound")
+            {
+                self.cluster
+                    .event(owner, EventType::Warning, "HookNotFound", problem)
+                    .await;
+            }
             if deferred_deletes > 0 && spec.sync.policy == crate::crd::SyncPolicy::Sync {
                 requeue = requeue.min(Duration::from_secs(1));
             }
@@ -561,21 +587,38 @@ impl Reconciler {
         }
     }
 
+    /// The group's members, and the spec's lifecycle with only the hooks the
+    /// cloud confirmed on this group (plus what is wrong with the others).
+    /// The provider is told exactly those hooks, so a hook dropped from the
+    /// spec or missing on the group gets no more heartbeats.
     async fn members(
         &self,
         config: &MirrorConfig,
         lifecycle: &crate::crd::LifecycleSpec,
-    ) -> Result<Vec<meshmirror_provider::Instance>, ProviderError> {
+    ) -> Result<(Vec<meshmirror_provider::Instance>, Hooks), ProviderError> {
         let provider = self.providers.get(&config.group)?;
-        let hooks: Vec<&str> = [&lifecycle.terminate_hook, &lifecycle.launch_hook]
+        let hooks = if lifecycle.terminate_hook.is_some() || lifecycle.launch_hook.is_some() {
+            let listed = provider.lifecycle_hooks(&config.group).await?;
+            let (spec, problem) = crate::lifecycle::verified(
+                lifecycle,
+                config.group.provider(),
+                &config.group.to_string(),
+                listed.as_deref(),
+            );
+            Hooks { spec, problem }
+        } else {
+            Hooks {
+                spec: lifecycle.clone(),
+                problem: None,
+            }
+        };
+        let answered: Vec<&str> = [&hooks.spec.terminate_hook, &hooks.spec.launch_hook]
             .into_iter()
             .flatten()
             .map(String::as_str)
             .collect();
-        if !hooks.is_empty() {
-            provider.answers_hooks(&config.group, &hooks);
-        }
-        provider.members(&config.group).await
+        provider.answers_hooks(&config.group, &answered);
+        Ok((provider.members(&config.group).await?, hooks))
     }
 
     /// Marks the mirror failed (Ready=False, Degraded=True) and writes nothing else.
@@ -623,8 +666,8 @@ impl Reconciler {
         // so it follows the creates.
         let failed_creates: BTreeSet<String> = results
             .iter()
-            .filter(|(k, _, ok)| *k == "create" && !*ok)
-            .map(|(_, n, _)| n.clone())
+            .filter(|(k, _, ok, _)| *k == "create" && !*ok)
+            .map(|(_, n, _, _)| n.clone())
             .collect();
         let health_ops: Vec<Op<'_>> = plan
             .health
@@ -635,7 +678,10 @@ impl Reconciler {
         results.extend(run_bounded(cluster, owner, health_ops).await);
 
         let mut report = PassReport::default();
-        for (kind, name, ok) in results {
+        for (kind, name, ok, taken) in results {
+            if taken {
+                report.names_taken.push(name.clone());
+            }
             if !ok {
                 report.failed_writes += 1;
                 report.failed_names.push((kind, name));
@@ -665,18 +711,19 @@ impl Reconciler {
         &self,
         owner: &Owner,
         mirror: &ScalingGroupMirror,
+        lifecycle: &crate::crd::LifecycleSpec,
         members: &[meshmirror_provider::Instance],
         after: &BTreeMap<String, InstanceEntries>,
     ) -> Option<(usize, Option<Duration>)> {
         let spec = &mirror.spec;
-        if spec.lifecycle.terminate_hook.is_none() && spec.lifecycle.launch_hook.is_none() {
+        if lifecycle.terminate_hook.is_none() && lifecycle.launch_hook.is_none() {
             return None;
         }
         let decisions = {
             let mut trackers = self.lifecycle.lock().ok()?;
             trackers.entry(owner.uid.clone()).or_default().decide(
                 Instant::now(),
-                &spec.lifecycle,
+                lifecycle,
                 spec.health,
                 spec.workloads.len(),
                 members,
@@ -909,12 +956,12 @@ enum Op<'a> {
     Delete(&'a str),
 }
 
-async fn run_op(cluster: &dyn Cluster, owner: &Owner, op: Op<'_>) -> (&'static str, String, bool) {
+async fn run_op(cluster: &dyn Cluster, owner: &Owner, op: Op<'_>) -> WriteResult {
     let (kind, name, result) = match op {
         Op::Create(entry) => (
             "create",
             &entry.name,
-            cluster.apply_entry(owner, entry).await,
+            cluster.create_entry(owner, entry).await,
         ),
         Op::Update(entry) => (
             "update",
@@ -936,15 +983,16 @@ async fn run_op(cluster: &dyn Cluster, owner: &Owner, op: Op<'_>) -> (&'static s
         tracing::warn!(namespace = %owner.namespace, mirror = %owner.name,
             entry = %name, op = kind, %err, "write failed");
     }
-    (kind, name.clone(), result.is_ok())
+    let taken = matches!(result, Err(ClusterError::NameTaken { .. }));
+    (kind, name.clone(), result.is_ok(), taken)
 }
 
+/// A write's operation, entry name, success, and whether it found the name
+/// taken by an entry that is not the mirror's.
+type WriteResult = (&'static str, String, bool, bool);
+
 /// Runs the writes with at most [`WRITE_CONCURRENCY`] in flight.
-async fn run_bounded(
-    cluster: &dyn Cluster,
-    owner: &Owner,
-    ops: Vec<Op<'_>>,
-) -> Vec<(&'static str, String, bool)> {
+async fn run_bounded(cluster: &dyn Cluster, owner: &Owner, ops: Vec<Op<'_>>) -> Vec<WriteResult> {
     let mut in_flight = FuturesUnordered::new();
     let mut ops = ops.into_iter();
     let mut results = Vec::new();
@@ -1040,6 +1088,33 @@ fn set_conditions(
         }
     };
     status.conditions = vec![make("Ready", ready), make("Degraded", degraded)];
+}
+
+fn names_taken_message(namespace: &str, names: &[String]) -> String {
+    let mut names: Vec<&str> = names.iter().map(String::as_str).collect();
+    names.sort_unstable();
+    let more = names.len().saturating_sub(5);
+    let mut shown = names[..names.len().min(5)].join(", ");
+    if more > 0 {
+        shown.push_str(&format!(" and {more} more"));
+    }
+    format!(
+        "WorkloadEntries {shown} in namespace {namespace} exist and are not this mirror's (no ownerReference to it); they are left alone and their instances are not in the mesh: delete or rename them"
+    )
+}
+
+/// Whether the status has condition `type_` with `reason`.
+fn has_reason(status: &ScalingGroupMirrorStatus, type_: &str, reason: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.reason == reason)
+}
+
+/// The lifecycle hooks a pass may answer, and why any named one is left out.
+struct Hooks {
+    spec: crate::crd::LifecycleSpec,
+    problem: Option<String>,
 }
 
 /// Whether a status write would change anything but its timestamps.

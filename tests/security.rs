@@ -603,3 +603,123 @@ async fn an_outranked_mirror_withdraws_the_entries_it_wrote() {
     let note = wait_event(&h, "team-b", "EntriesWithdrawn").await;
     assert!(note.contains("another mirror claims this group"), "{note}");
 }
+
+/// A same-named entry that meshmirror does not own (someone wrote it by
+/// hand, or another tool) is never taken over by server-side apply: it is
+/// left as it is, and the mirror says so in its status and an Event.
+#[tokio::test]
+async fn a_same_named_entry_meshmirror_does_not_own_is_left_alone_and_reported() {
+    let sim = sim_groups(&[("web", 2)]);
+    let h = Harness::without_controller(sim).await;
+    namespaces(&h, &["team-a"]).await;
+    let name = meshmirror::names::entry_name("web", "app", "web-1");
+    let theirs: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "WorkloadEntry",
+        "metadata": {"name": name, "namespace": "team-a", "labels": {"owner": "someone-else"}},
+        "spec": {"address": "10.77.0.1", "labels": {"app": "theirs"}},
+    }))
+    .unwrap();
+    let theirs = h
+        .entries_api("team-a")
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap();
+    let _controller = run_with(&h, all_groups());
+    h.create_mirror(&mirror_of("team-a", "web", "web")).await;
+    h.wait_status("team-a", "web", "EntryNameTaken", |s| {
+        condition(s, "Ready").is_some_and(|c| c.reason == "EntryNameTaken")
+    })
+    .await;
+    let note = wait_event(&h, "team-a", "EntryNameTaken").await;
+    assert!(note.contains(&name), "{note}");
+    // The other VM's entry is written; the taken name is not touched.
+    let entries = h
+        .wait_entries("team-a", "the other VM's entry and theirs", |e| {
+            e.len() == 2
+        })
+        .await;
+    let now = entries
+        .iter()
+        .find(|e| e.metadata.name.as_deref() == Some(name.as_str()))
+        .unwrap();
+    assert_eq!(
+        now.metadata.resource_version,
+        theirs.metadata.resource_version
+    );
+    assert_eq!(now.metadata.owner_references, None);
+    assert_eq!(now.data["spec"]["address"], "10.77.0.1");
+    // Once they delete theirs, meshmirror writes its own.
+    h.entries_api("team-a")
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    h.wait_status("team-a", "web", "Synced", |s| {
+        condition(s, "Ready").is_some_and(|c| c.reason == "Synced")
+    })
+    .await;
+    let mine = h.entries_api("team-a").get(&name).await.unwrap();
+    assert_eq!(mine.data["spec"]["address"], "10.9.0.1");
+}
+
+/// `drainSeconds: 0` and `launchTimeoutSeconds: 0` with `onLaunchTimeout:
+/// Abandon` would let a mirror release or kill another team's VMs at once if
+/// it could answer their hooks. It cannot: a group it may not mirror is
+/// refused before the cloud is asked, and on its own group a hook the group
+/// does not have is reported (Degraded, HookNotFound) and never answered.
+#[tokio::test]
+async fn hooks_of_a_group_the_mirror_does_not_own_are_never_answered() {
+    let sim = sim_groups(&[("team-a-web", 2), ("team-b-db", 1)]);
+    sim.set_termination_hook("team-a-web", true).unwrap();
+    sim.set_launch_hook("team-a-web", true).unwrap();
+    let h = Harness::without_controller(sim).await;
+    namespaces(&h, &["team-a", "team-b"]).await;
+    let _controller = run_with(
+        &h,
+        RunOptions {
+            allowed_groups: vec!["team-a=sim:team-a-*".into(), "team-b=sim:team-b-*".into()],
+            ..RunOptions::default()
+        },
+    );
+    let greedy = "  workloads: [{name: app}]\n  sync: {interval: 5s}\n  lifecycle: {drainSeconds: 0, terminateHook: sim-termination, launchTimeoutSeconds: 0, onLaunchTimeout: Abandon, launchHook: sim-launch}\n";
+    let mirror = |ns: &str, name: &str, group: &str| {
+        mirror_yaml(ns, name, greedy).replace("group: web", &format!("group: {group}"))
+    };
+    // team-b names team-a's group, and its own group that has no hooks.
+    h.create_mirror(&mirror("team-b", "steal", "team-a-web"))
+        .await;
+    h.create_mirror(&mirror("team-b", "db", "team-b-db")).await;
+    h.wait_status("team-b", "steal", "GroupNotAllowed", |s| {
+        condition(s, "Ready").is_some_and(|c| c.reason == "GroupNotAllowed")
+    })
+    .await;
+    let status = h
+        .wait_status("team-b", "db", "HookNotFound", |s| {
+            condition(s, "Degraded").is_some_and(|c| c.reason == "HookNotFound")
+        })
+        .await;
+    assert!(is_ready(&status), "the entries are still written");
+    let message = &condition(&status, "Degraded").unwrap().message;
+    assert!(
+        message.contains("spec.lifecycle.terminateHook \"sim-termination\" is not a terminate hook of group sim:team-b-db (its terminate hooks: none)"),
+        "{message}"
+    );
+    let note = wait_event(&h, "team-b", "HookNotFound").await;
+    assert_eq!(&note, message);
+
+    // team-a's VMs come and go, held by their hooks; with no mirror of
+    // team-a's own, nobody answers them.
+    let leaving = h.sim.scale_in("team-a-web", 1).unwrap();
+    let launched = h.sim.scale_out("team-a-web", 1).unwrap();
+    assert_ne!(launched, leaving);
+    let calls = h.sim.members_calls_for("team-b-db").unwrap();
+    wait_members_calls(
+        &h,
+        Some("team-b-db"),
+        calls + 2,
+        "two more passes of team-b's mirror",
+    )
+    .await;
+    assert_eq!(h.sim.pending_actions().len(), 2);
+    assert!(h.sim.completed_actions().is_empty());
+}
