@@ -105,6 +105,15 @@ struct SharedAck {
 }
 
 impl SharedAck {
+    /// Whether the source no longer waits for this ack (it redelivered the
+    /// message, so a newer ack stands for it).
+    fn abandoned(&self) -> bool {
+        self.ack
+            .lock()
+            .map(|a| a.as_ref().is_none_or(Ack::is_abandoned))
+            .unwrap_or(true)
+    }
+
     fn handled(&self) {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1
             && let Ok(mut ack) = self.ack.lock()
@@ -191,10 +200,19 @@ async fn reconcile(mirror: Arc<ScalingGroupMirror>, ctx: Arc<Ctx>) -> Result<Act
     } else if !acks.is_empty()
         && let Ok(mut pending) = ctx.pending.lock()
     {
-        // Not handled: keep them for the next pass (or the source redelivers).
-        pending.entry(key).or_default().extend(acks);
+        // Not handled: keep them for the next pass, but not those the source
+        // gave up on, so a message redelivered while the pass keeps failing
+        // leaves one waiter, not one per delivery.
+        keep_pending(pending.entry(key).or_default(), acks);
     }
     Ok(Action::requeue(report.requeue))
+}
+
+/// Adds a failed pass's acks back to the mirror's pending ones, dropping
+/// those the source gave up on.
+fn keep_pending(kept: &mut Vec<Arc<SharedAck>>, acks: Vec<Arc<SharedAck>>) {
+    kept.extend(acks);
+    kept.retain(|a| !a.abandoned());
 }
 
 fn error_policy(_: Arc<ScalingGroupMirror>, _: &Never, _: Arc<Ctx>) -> Action {
@@ -406,4 +424,40 @@ pub async fn run_once(
         all_ok &= report.ok();
     }
     Ok(all_ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> (Arc<SharedAck>, futures::channel::oneshot::Receiver<()>) {
+        let (ack, rx) = Ack::new();
+        let shared = Arc::new(SharedAck {
+            remaining: AtomicUsize::new(1),
+            ack: Mutex::new(Some(ack)),
+        });
+        (shared, rx)
+    }
+
+    #[test]
+    fn a_redelivered_message_leaves_one_waiter_while_passes_fail() {
+        let mut kept = Vec::new();
+        let (first, first_rx) = shared();
+        keep_pending(&mut kept, vec![first]);
+        assert_eq!(kept.len(), 1);
+        // The source delivers the message again and stops waiting on the
+        // first delivery's ack; each failed pass brings the new ack back.
+        let mut receivers = vec![first_rx];
+        for _ in 0..10 {
+            receivers.clear();
+            let (again, rx) = shared();
+            receivers.push(rx);
+            keep_pending(&mut kept, vec![again]);
+            assert_eq!(kept.len(), 1, "one waiter per message, not per delivery");
+        }
+        // A live one is kept and answered once handled.
+        let mut rx = receivers.pop().unwrap();
+        kept.pop().unwrap().handled();
+        assert_eq!(rx.try_recv(), Ok(Some(())));
+    }
 }

@@ -47,6 +47,12 @@ impl Ack {
         Ack(None)
     }
 
+    /// Whether nobody waits for this ack any more (the source gave up on the
+    /// message, e.g. because it was delivered again): holding it is useless.
+    pub fn is_abandoned(&self) -> bool {
+        self.0.as_ref().is_some_and(oneshot::Sender::is_canceled)
+    }
+
     pub fn ack(mut self) {
         if let Some(tx) = self.0.take() {
             let _ = tx.send(());
@@ -66,4 +72,18 @@ pub struct GroupEvent {
     pub group: GroupRef,
     pub kind: GroupEventKind,
     pub ack: Ack,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ack_is_abandoned_once_its_receiver_is_gone() {
+        let (ack, rx) = Ack::new();
+        assert!(!ack.is_abandoned());
+        drop(rx);
+        assert!(ack.is_abandoned());
+        assert!(!Ack::none().is_abandoned());
+    }
 }
