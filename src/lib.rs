@@ -29,6 +29,7 @@ pub mod reconcile;
 pub mod slim;
 pub mod triggers;
 pub mod workloadentry;
+pub mod write_backoff;
 
 /// mimalloc gives freed memory back to the system. With glibc's allocator,
 /// memory freed after a fleet-wide converge stayed resident: 120 MiB of RSS

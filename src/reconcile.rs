@@ -21,6 +21,7 @@ use crate::pass_memo::{Clean, PassMemo};
 use crate::plan::{self, ActualEntry, DeletePolicy, Plan};
 use crate::policy::AllowedGroups;
 use crate::providers::Providers;
+use crate::write_backoff::WriteBackoff;
 
 /// How many entry writes one pass keeps in flight.
 const WRITE_CONCURRENCY: usize = 16;
@@ -77,6 +78,7 @@ pub struct Reconciler {
     /// Since when the cloud has said each mirror's group is gone (by uid).
     gone_since: Mutex<HashMap<String, Instant>>,
     group_gone_grace: Duration,
+    write_backoff: Mutex<WriteBackoff>,
 }
 
 fn now_rfc3339() -> String {
@@ -119,6 +121,7 @@ impl Reconciler {
             known: Mutex::default(),
             gone_since: Mutex::default(),
             group_gone_grace: DEFAULT_GROUP_GONE_GRACE,
+            write_backoff: Mutex::default(),
         }
     }
 
@@ -294,6 +297,24 @@ impl Reconciler {
             };
         }
 
+        let waiting = self
+            .write_backoff
+            .lock()
+            .ok()
+            .and_then(|mut b| b.waiting(&owner.uid, generation, Instant::now()));
+        if let Some(waiting) = waiting {
+            // Status and Events were written by the failing pass.
+            return PassReport {
+                error: Some(format!(
+                    "writes failed in {} passes in a row; the next pass waits {}s",
+                    waiting.failures,
+                    waiting.left.as_secs()
+                )),
+                requeue: waiting.left,
+                ..PassReport::default()
+            };
+        }
+
         let members = self.members(&config, &spec.lifecycle).await;
         let gone_for = self.gone_for(
             &owner.uid,
@@ -417,6 +438,9 @@ impl Reconciler {
                     },
                 );
                 let report = self.apply(owner, &plan).await;
+                if let Ok(mut backoff) = self.write_backoff.lock() {
+                    backoff.record(&owner.uid, generation, report.failed_writes, Instant::now());
+                }
                 self.report_changes(owner, &plan, &report, &desired).await;
                 let clean = Clean {
                     entries_version: entries_version.unwrap_or_default(),
@@ -916,6 +940,9 @@ impl Reconciler {
         }
         if let Ok(mut g) = self.gone_since.lock() {
             g.remove(uid);
+        }
+        if let Ok(mut b) = self.write_backoff.lock() {
+            b.forget(uid);
         }
     }
 

@@ -1293,3 +1293,93 @@ async fn an_api_server_that_stops_answering_fails_the_pass_at_the_deadline_and_r
     h.wait_status("default", "web", "Ready again", is_ready)
         .await;
 }
+
+/// All mirrors share one write budget. A mirror whose writes keep failing
+/// (here: every entry write in its namespace answers 500) waits before its
+/// next pass, doubling per failing pass, so its retries spend nothing while
+/// another mirror scales in; a new generation of its spec is tried at once.
+#[tokio::test]
+async fn a_mirror_whose_writes_keep_failing_backs_off_and_spends_no_writes_meanwhile() {
+    let sim = SimCloud::new();
+    for (g, (group, n)) in [("bad-g", 20u8), ("good-g", 6)].into_iter().enumerate() {
+        sim.ensure_group(group, "us-east-1");
+        for i in 1..=n {
+            sim.add_instance(
+                group,
+                SimInstance::running(format!("{group}-{i}"), Ipv4Addr::new(10, 8, g as u8, i)),
+            )
+            .unwrap();
+        }
+    }
+    let h = Harness::without_controller(sim).await;
+    for ns in ["bad", "good"] {
+        let yaml = mirror_yaml("default", "web", "  workloads: [{name: app}]\n")
+            .replace("namespace: default", &format!("namespace: {ns}"))
+            .replace("group: web", &format!("group: {ns}-g"));
+        h.create_namespace(ns).await;
+        h.create_mirror(&yaml).await;
+    }
+    h.server.faults().fail_next(
+        Match::any()
+            .verb(Verb::Patch)
+            .resource("workloadentries")
+            .namespace("bad"),
+        u32::MAX,
+        Injected::Internal,
+    );
+    let reconciler = h.reconciler();
+    let pass = async |ns: &str| {
+        let mirror = h.mirrors(ns).get("web").await.unwrap();
+        reconciler.pass(&mirror).await
+    };
+    let first = pass("bad").await;
+    assert_eq!(first.failed_writes, 20);
+
+    // Passes while it waits: no cloud call, no write.
+    let requests = h.server.requests();
+    let cloud_calls = h.sim.members_calls_for("bad-g").unwrap();
+    for _ in 0..5 {
+        let waiting = pass("bad").await;
+        let error = waiting.error.unwrap();
+        assert!(
+            error.contains("writes failed in 1 passes in a row"),
+            "{error}"
+        );
+        assert!(
+            waiting.requeue <= Duration::from_secs(5),
+            "{:?}",
+            waiting.requeue
+        );
+        assert_eq!(waiting.failed_writes, 0);
+    }
+    assert_eq!(h.server.requests().since(&requests).writes(), 0);
+    assert_eq!(h.sim.members_calls_for("bad-g").unwrap(), cloud_calls);
+
+    // The other mirror writes, and scales in, meanwhile.
+    assert_eq!(pass("good").await.created, 6);
+    h.sim.scale_in("good-g", 3).unwrap();
+    let scale_in = pass("good").await;
+    assert_eq!((scale_in.deleted, scale_in.failed_writes), (3, 0));
+
+    // Someone fixes the spec: a new generation is tried at once.
+    let requests = h.server.requests();
+    h.mirrors("bad")
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"sync": {"interval": "31s"}}})),
+        )
+        .await
+        .unwrap();
+    h.server.faults().clear();
+    let fixed = pass("bad").await;
+    assert!(fixed.ok(), "{fixed:?}");
+    assert_eq!(fixed.created, 20);
+    assert_eq!(
+        h.server
+            .requests()
+            .since(&requests)
+            .get(Verb::Patch, "workloadentries"),
+        20
+    );
+}

@@ -240,6 +240,14 @@ impl Harness {
         )
     }
 
+    /// Creates a namespace (an existing one is fine).
+    pub async fn create_namespace(&self, name: &str) {
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+            .expect("a namespace");
+        let _ = api.create(&PostParams::default(), &ns).await;
+    }
+
     pub fn mirrors(&self, ns: &str) -> Api<ScalingGroupMirror> {
         Api::namespaced(self.client.clone(), ns)
     }

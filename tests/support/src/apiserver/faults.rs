@@ -150,6 +150,7 @@ impl LoggedWrite {
 pub struct Match {
     verb: Option<Verb>,
     resource: Option<String>,
+    namespace: Option<String>,
 }
 
 impl Match {
@@ -168,9 +169,19 @@ impl Match {
         self
     }
 
-    pub(crate) fn matches(&self, verb: Verb, resource: &str) -> bool {
+    /// Requests in this namespace only.
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.namespace = Some(namespace.to_string());
+        self
+    }
+
+    pub(crate) fn matches(&self, verb: Verb, resource: &str, namespace: Option<&str>) -> bool {
         self.verb.is_none_or(|v| v == verb)
             && self.resource.as_deref().is_none_or(|r| r == resource)
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|n| Some(n) == namespace)
     }
 }
 
@@ -240,11 +251,16 @@ impl FaultRules {
     }
 
     /// The delay and the failure (consuming one) for this request.
-    pub fn take(&mut self, verb: Verb, resource: &str) -> (Duration, Option<ApiError>) {
+    pub fn take(
+        &mut self,
+        verb: Verb,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> (Duration, Option<ApiError>) {
         let delay = self
             .delays
             .iter()
-            .filter(|(m, _)| m.matches(verb, resource))
+            .filter(|(m, _)| m.matches(verb, resource, namespace))
             .map(|(_, d)| *d)
             .max()
             .unwrap_or_default();
@@ -252,7 +268,7 @@ impl FaultRules {
         if let Some(i) = self
             .fails
             .iter()
-            .position(|(m, _, _)| m.matches(verb, resource))
+            .position(|(m, _, _)| m.matches(verb, resource, namespace))
         {
             let (_, left, e) = &mut self.fails[i];
             err = Some(e.error());
@@ -286,6 +302,16 @@ mod tests {
     }
 
     #[test]
+    fn a_namespaced_fault_matches_that_namespace_only() {
+        let mut r = FaultRules::default();
+        r.fail_next(Match::any().namespace("bad"), 1, Injected::Internal);
+        assert!(r.take(Verb::Patch, "x", Some("good")).1.is_none());
+        assert!(r.take(Verb::Patch, "x", None).1.is_none());
+        assert!(r.take(Verb::Patch, "x", Some("bad")).1.is_some());
+        assert!(r.take(Verb::Patch, "x", Some("bad")).1.is_none());
+    }
+
+    #[test]
     fn failures_are_consumed_in_order() {
         let mut r = FaultRules::default();
         r.fail_next(
@@ -295,13 +321,13 @@ mod tests {
                 retry_after_secs: 3,
             },
         );
-        assert!(r.take(Verb::Get, "x").1.is_none());
-        assert!(r.take(Verb::Patch, "y").1.is_none());
-        let e = r.take(Verb::Patch, "x").1.unwrap();
+        assert!(r.take(Verb::Get, "x", None).1.is_none());
+        assert!(r.take(Verb::Patch, "y", None).1.is_none());
+        let e = r.take(Verb::Patch, "x", None).1.unwrap();
         assert_eq!((e.code, e.retry_after), (429, Some(3)));
-        assert!(r.take(Verb::Patch, "x").1.is_some());
-        assert!(r.take(Verb::Patch, "x").1.is_none());
+        assert!(r.take(Verb::Patch, "x", None).1.is_some());
+        assert!(r.take(Verb::Patch, "x", None).1.is_none());
         r.delay(Match::any(), Duration::from_millis(5));
-        assert_eq!(r.take(Verb::Get, "z").0, Duration::from_millis(5));
+        assert_eq!(r.take(Verb::Get, "z", None).0, Duration::from_millis(5));
     }
 }

@@ -64,7 +64,7 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
             .or_default()
             .bump(rr.verb, &counter);
     }
-    let (delay, fail) = lock(&shared.faults).take(rr.verb, &counter);
+    let (delay, fail) = lock(&shared.faults).take(rr.verb, &counter, rr.namespace.as_deref());
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }

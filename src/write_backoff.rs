@@ -1,0 +1,130 @@
+//! Per-mirror backoff after failing writes. All mirrors share one write
+//! budget (`--kube-qps` and the writes in flight); a mirror whose writes keep
+//! failing (a quota, an admission webhook, RBAC in one namespace) would
+//! otherwise spend it every few seconds and slow every other mirror's
+//! scale-in. After a pass with failed writes its next pass waits 5 s,
+//! doubling per failing pass up to 5 min; a pass whose writes all land, or a
+//! new generation of the spec (someone fixed it), ends the wait. Times are
+//! passed in, so the rule is tested without sleeping.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const FIRST: Duration = Duration::from_secs(5);
+const CAP: Duration = Duration::from_secs(300);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Wait {
+    failures: u32,
+    until: Instant,
+    generation: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+pub struct WriteBackoff {
+    waits: HashMap<String, Wait>,
+}
+
+/// How long a mirror still waits, and after how many failing passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    pub left: Duration,
+    pub failures: u32,
+}
+
+impl WriteBackoff {
+    /// Whether the mirror `uid` (spec at `generation`) must wait before its
+    /// next pass.
+    pub fn waiting(&mut self, uid: &str, generation: Option<i64>, now: Instant) -> Option<Waiting> {
+        let wait = *self.waits.get(uid)?;
+        if wait.generation != generation {
+            self.waits.remove(uid);
+            return None;
+        }
+        (now < wait.until).then(|| Waiting {
+            left: wait.until - now,
+            failures: wait.failures,
+        })
+    }
+
+    /// Records a pass's writes: `failed` of them failed. Returns how long the
+    /// mirror now waits (zero when it does not).
+    pub fn record(
+        &mut self,
+        uid: &str,
+        generation: Option<i64>,
+        failed: usize,
+        now: Instant,
+    ) -> Duration {
+        if failed == 0 {
+            self.waits.remove(uid);
+            return Duration::ZERO;
+        }
+        let failures = self
+            .waits
+            .get(uid)
+            .filter(|w| w.generation == generation)
+            .map_or(1, |w| w.failures.saturating_add(1));
+        let delay = FIRST
+            .saturating_mul(2u32.saturating_pow(failures - 1))
+            .min(CAP);
+        self.waits.insert(
+            uid.to_string(),
+            Wait {
+                failures,
+                until: now + delay,
+                generation,
+            },
+        );
+        delay
+    }
+
+    pub fn forget(&mut self, uid: &str) {
+        self.waits.remove(uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_passes_wait_longer_each_time_up_to_the_cap() {
+        let mut b = WriteBackoff::default();
+        let t = Instant::now();
+        let gen1 = Some(1);
+        let delays: Vec<u64> = (0..9)
+            .map(|_| b.record("m", gen1, 3, t).as_secs())
+            .collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(
+            b.waiting("m", gen1, t + Duration::from_secs(299)),
+            Some(Waiting {
+                left: Duration::from_secs(1),
+                failures: 9
+            })
+        );
+        assert_eq!(b.waiting("m", gen1, t + Duration::from_secs(300)), None);
+        assert_eq!(b.waiting("other", gen1, t), None);
+    }
+
+    #[test]
+    fn success_or_a_new_spec_ends_the_wait() {
+        let mut b = WriteBackoff::default();
+        let t = Instant::now();
+        b.record("m", Some(1), 1, t);
+        b.record("m", Some(1), 1, t);
+        assert!(b.waiting("m", Some(1), t).is_some());
+        assert_eq!(b.record("m", Some(1), 0, t), Duration::ZERO);
+        assert_eq!(b.waiting("m", Some(1), t), None);
+
+        b.record("m", Some(1), 1, t);
+        assert_eq!(
+            b.waiting("m", Some(2), t),
+            None,
+            "a new generation is tried at once"
+        );
+        // And starts counting from one again.
+        assert_eq!(b.record("m", Some(2), 1, t), FIRST);
+    }
+}
