@@ -14,6 +14,7 @@ use crate::clouds::{self, CloudArgs};
 use crate::cluster::{Cluster, DryRun, Offline, Owner};
 use crate::controller::{self, Caches, Scope};
 use crate::crd::ScalingGroupMirror;
+use crate::fence::Fence;
 use crate::http::{self, Readiness};
 use crate::kube_cluster::{KubeCluster, entry_manifest};
 use crate::leader::{Leadership, LeaseConfig};
@@ -195,6 +196,12 @@ pub async fn run(
     }
 
     let (caches, _cache_tasks) = Caches::start(&client, &scope);
+    // With leader election nothing is written until the lease is won.
+    let fence = if opts.leader.is_some() {
+        Fence::standby()
+    } else {
+        Fence::always()
+    };
     let kube = KubeCluster::new(
         client.clone(),
         opts.version,
@@ -202,7 +209,8 @@ pub async fn run(
         writes,
         pod,
     )
-    .with_groups(caches.groups.clone());
+    .with_groups(caches.groups.clone())
+    .with_fence(fence.clone());
     let cluster: Arc<dyn Cluster> = if opts.dry_run {
         Arc::new(DryRun(kube))
     } else {
@@ -210,7 +218,9 @@ pub async fn run(
     };
     let leader_gauge = metrics.leader.clone();
     let reconciler = Arc::new(
-        Reconciler::new(providers, cluster, metrics, allowed).with_group_gone_grace(grace),
+        Reconciler::new(providers, cluster, metrics, allowed)
+            .with_group_gone_grace(grace)
+            .with_fence(fence.clone()),
     );
     {
         let (ready, caches) = (ready.clone(), caches.clone());
@@ -228,7 +238,8 @@ pub async fn run(
         Some(config) => {
             let leadership = Leadership::new(client.clone(), config)
                 .map_err(|e| AppError::Invalid(e.to_string()))?
-                .with_gauge(leader_gauge);
+                .with_gauge(leader_gauge)
+                .with_fence(fence);
             leadership
                 .run(shutdown, |stop| {
                     let (client, scope, reconciler, caches) = (

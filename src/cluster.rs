@@ -38,6 +38,9 @@ pub enum ClusterError {
     /// own; it is left alone.
     #[error("WorkloadEntry {name} exists and is not this mirror's")]
     NameTaken { name: String },
+    /// This replica no longer holds the lease: it writes nothing more.
+    #[error("not the leader any more: the write was not sent")]
+    NotLeader,
     #[error("{0}")]
     Other(String),
 }

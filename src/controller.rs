@@ -388,8 +388,7 @@ pub async fn run(
         claimants: Mutex::default(),
         outranked,
     });
-    controller
-        .graceful_shutdown_on(shutdown)
+    let work = controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {
             match result {
@@ -402,8 +401,18 @@ pub async fn run(
                 Ok(_) => {}
             }
             futures::future::ready(())
-        })
-        .await;
+        });
+    // The term ends: passes still in flight are dropped, cancelling their
+    // cloud and API calls (the next term or leader redoes them; the fence
+    // already refuses their writes), and the providers end the term's
+    // background work (AWS heartbeats).
+    tokio::select! {
+        () = work => {}
+        () = shutdown => tracing::info!("term ended; passes in flight cancelled"),
+    }
+    for provider in reconciler.providers.iter() {
+        provider.stand_down();
+    }
 }
 
 /// One pass of every mirror in scope (`run --once`); true when all succeeded.

@@ -17,6 +17,7 @@ use crate::cluster::{Cluster, ClusterError, EventType, Owner};
 use crate::crd::{ScalingGroupMirror, ScalingGroupMirrorStatus};
 use crate::desired::DesiredEntry;
 use crate::entry_cache::{EntryCache, owned_by, read_entry};
+use crate::fence::Fence;
 use crate::group_cache::GroupCache;
 use crate::plan::ActualEntry;
 use crate::ratelimit::RateLimiter;
@@ -32,6 +33,7 @@ pub struct KubeCluster {
     in_flight: Semaphore,
     groups: Option<Arc<GroupCache>>,
     call_timeout: Duration,
+    fence: Fence,
 }
 
 /// Writes in flight at once, across all mirrors. Each holds a connection and
@@ -69,7 +71,14 @@ impl KubeCluster {
             in_flight: Semaphore::new(MAX_WRITES_IN_FLIGHT),
             groups: None,
             call_timeout: API_CALL_TIMEOUT,
+            fence: Fence::always(),
         }
+    }
+
+    /// Writes only while `fence` holds (leader election).
+    pub fn with_fence(mut self, fence: Fence) -> Self {
+        self.fence = fence;
+        self
     }
 
     /// Another deadline per API-server call than [`API_CALL_TIMEOUT`].
@@ -99,10 +108,15 @@ impl KubeCluster {
     }
 
     /// Waits for a write slot and then for the write rate.
-    async fn write_permit(&self) -> Option<SemaphorePermit<'_>> {
+    /// Waits for the write budget, then checks the fence: the lease may have
+    /// been lost while this write waited.
+    async fn write_permit(&self) -> Result<Option<SemaphorePermit<'_>>, ClusterError> {
         let permit = self.in_flight.acquire().await.ok();
         self.writes.acquire().await;
-        permit
+        if !self.fence.holds() {
+            return Err(ClusterError::NotLeader);
+        }
+        Ok(permit)
     }
 
     fn entries_api(&self, namespace: &str) -> Api<DynamicObject> {
@@ -234,7 +248,7 @@ impl Cluster for KubeCluster {
     }
 
     async fn apply_entry(&self, owner: &Owner, entry: &DesiredEntry) -> Result<(), ClusterError> {
-        let _permit = self.write_permit().await;
+        let _permit = self.write_permit().await?;
         let body = entry_manifest(self.version, owner, entry);
         let api = self.entries_api(&owner.namespace);
         let written = self
@@ -259,7 +273,7 @@ impl Cluster for KubeCluster {
         name: &str,
         healthy: bool,
     ) -> Result<(), ClusterError> {
-        let _permit = self.write_permit().await;
+        let _permit = self.write_permit().await?;
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let body = json!({
             "apiVersion": format!("networking.istio.io/{}", self.version.as_str()),
@@ -292,7 +306,7 @@ impl Cluster for KubeCluster {
     }
 
     async fn delete_entry(&self, owner: &Owner, name: &str) -> Result<(), ClusterError> {
-        let _permit = self.write_permit().await;
+        let _permit = self.write_permit().await?;
         let api = self.entries_api(&owner.namespace);
         match self
             .within(
@@ -316,7 +330,7 @@ impl Cluster for KubeCluster {
         owner: &Owner,
         status: &ScalingGroupMirrorStatus,
     ) -> Result<(), ClusterError> {
-        let _permit = self.write_permit().await;
+        let _permit = self.write_permit().await?;
         let api: Api<ScalingGroupMirror> = Api::namespaced(self.client.clone(), &owner.namespace);
         let body = json!({
             "apiVersion": ScalingGroupMirror::api_version(&()),
@@ -337,6 +351,9 @@ impl Cluster for KubeCluster {
     }
 
     async fn event(&self, owner: &Owner, kind: EventType, reason: &str, note: &str) {
+        if !self.fence.holds() {
+            return;
+        }
         let reference = ObjectReference {
             api_version: Some(ScalingGroupMirror::api_version(&()).into()),
             kind: Some(ScalingGroupMirror::kind(&()).into()),

@@ -20,6 +20,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::fence::Fence;
+
 /// Where the lease lives, who we are, and the timings (client-go's defaults:
 /// 15 s, 10 s, 2 s).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -189,6 +191,8 @@ pub struct Leadership {
     state: watch::Sender<bool>,
     gauge: Option<Gauge>,
     observed: Observed,
+    fence: Fence,
+    terms: u64,
 }
 
 impl Leadership {
@@ -200,6 +204,8 @@ impl Leadership {
             state: watch::channel(false).0,
             gauge: None,
             observed: Observed::default(),
+            fence: Fence::standby(),
+            terms: 0,
         })
     }
 
@@ -207,6 +213,14 @@ impl Leadership {
     pub fn with_gauge(mut self, gauge: Gauge) -> Self {
         gauge.set(0);
         self.gauge = Some(gauge);
+        self
+    }
+
+    /// The fencing token writes check: a term begins when the lease is won
+    /// and ends the moment it is lost, before the work is stopped.
+    pub fn with_fence(mut self, fence: Fence) -> Self {
+        fence.end();
+        self.fence = fence;
         self
     }
 
@@ -236,7 +250,10 @@ impl Leadership {
                 () = &mut shutdown => return Ended::Shutdown,
                 since = self.acquire() => since,
             };
-            tracing::info!(identity = %self.config.identity, lease = %self.config.name, "leading");
+            self.terms += 1;
+            self.fence.begin(self.terms);
+            tracing::info!(identity = %self.config.identity, lease = %self.config.name,
+                term = self.terms, "leading");
             self.set_leading(true);
             let (stop, stop_rx) = watch::channel(false);
             let mut running = pin!(work(StopSignal(stop_rx)));
@@ -247,6 +264,9 @@ impl Leadership {
             };
             match ended {
                 None => {
+                    // Fenced first: a write still in flight after this point
+                    // is refused, whatever the work is doing.
+                    self.fence.end();
                     tracing::warn!(identity = %self.config.identity, "lost the lease; stopping work");
                     let _ = stop.send(true);
                     running.await;
@@ -262,8 +282,10 @@ impl Leadership {
                             () = self.keep_renewing(Instant::now()) => false,
                         };
                     if !renewed {
+                        self.fence.end();
                         running.await;
                     }
+                    self.fence.end();
                     self.set_leading(false);
                     if renewed {
                         self.release().await;

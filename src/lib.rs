@@ -12,6 +12,7 @@ pub mod crd;
 pub mod demo;
 pub mod desired;
 pub mod entry_cache;
+pub mod fence;
 pub mod group_cache;
 pub mod group_names;
 pub mod http;

@@ -15,6 +15,7 @@ use crate::cluster::{Cluster, ClusterError, EventType, Owner};
 use crate::config::{self, MirrorConfig};
 use crate::crd::{Condition, ScalingGroupMirror, ScalingGroupMirrorStatus};
 use crate::desired::{self, Desired, DesiredEntry, Mirror};
+use crate::fence::Fence;
 use crate::lifecycle::{InstanceEntries, LifecycleTracker};
 use crate::metrics::{EntryOpLabels, LifecycleLabels, Metrics, PassLabels, mirror_labels};
 use crate::pass_memo::{Clean, PassMemo};
@@ -79,6 +80,7 @@ pub struct Reconciler {
     gone_since: Mutex<HashMap<String, Instant>>,
     group_gone_grace: Duration,
     write_backoff: Mutex<WriteBackoff>,
+    fence: Fence,
 }
 
 fn now_rfc3339() -> String {
@@ -122,7 +124,20 @@ impl Reconciler {
             gone_since: Mutex::default(),
             group_gone_grace: DEFAULT_GROUP_GONE_GRACE,
             write_backoff: Mutex::default(),
+            fence: Fence::always(),
         }
+    }
+
+    /// Failing writes make a mirror wait `first`, doubling (tests).
+    pub fn with_write_backoff(mut self, first: Duration) -> Self {
+        self.write_backoff = Mutex::new(WriteBackoff::starting_at(first));
+        self
+    }
+
+    /// Answers lifecycle hooks only while `fence` holds (leader election).
+    pub fn with_fence(mut self, fence: Fence) -> Self {
+        self.fence = fence;
+        self
     }
 
     /// How long entries outlive their group once the cloud says it is gone.
@@ -438,8 +453,14 @@ impl Reconciler {
                     },
                 );
                 let report = self.apply(owner, &plan).await;
+                let mut report = report;
                 if let Ok(mut backoff) = self.write_backoff.lock() {
-                    backoff.record(&owner.uid, generation, report.failed_writes, Instant::now());
+                    report.requeue = backoff.record(
+                        &owner.uid,
+                        generation,
+                        report.failed_writes,
+                        Instant::now(),
+                    );
                 }
                 self.report_changes(owner, &plan, &report, &desired).await;
                 let clean = Clean {
@@ -516,8 +537,9 @@ impl Reconciler {
             }
             report.error = Some(message);
             // The other entry is not watched (it has no managed-by label), so
-            // its removal is noticed by looking again (one GET per name).
-            requeue = requeue.min(Duration::from_secs(5));
+            // its removal is noticed by looking again (one GET per name),
+            // after the write backoff.
+            requeue = requeue.min(report.requeue.max(Duration::from_secs(1)));
         } else if report.failed_writes > 0 {
             let message = format!(
                 "{} of {} WorkloadEntry writes failed; retrying",
@@ -530,7 +552,7 @@ impl Reconciler {
                 (true, "ApplyFailed", &message),
             );
             report.error = Some(message);
-            requeue = requeue.min(Duration::from_secs(5));
+            requeue = requeue.min(report.requeue.max(Duration::from_secs(1)));
         } else {
             let mut message = format!(
                 "{} entries for {} members ({} skipped)",
@@ -757,6 +779,13 @@ impl Reconciler {
         let mut answered = 0;
         for completion in decisions.complete {
             let action = &completion.action;
+            if !self.fence.holds() {
+                // The lease was lost during this pass: the next leader answers.
+                tracing::info!(namespace = %owner.namespace, mirror = %owner.name,
+                    instance = %action.instance_id, hook = %action.hook,
+                    "not the leader any more; hook left for the next leader");
+                break;
+            }
             let result = match self.providers.get(&action.group) {
                 Ok(provider) => {
                     provider

@@ -2,15 +2,16 @@
 //! budget (`--kube-qps` and the writes in flight); a mirror whose writes keep
 //! failing (a quota, an admission webhook, RBAC in one namespace) would
 //! otherwise spend it every few seconds and slow every other mirror's
-//! scale-in. After a pass with failed writes its next pass waits 5 s,
-//! doubling per failing pass up to 5 min; a pass whose writes all land, or a
-//! new generation of the spec (someone fixed it), ends the wait. Times are
-//! passed in, so the rule is tested without sleeping.
+//! scale-in. After a pass with failed writes its next pass waits 1 s,
+//! doubling per failing pass up to 5 min (a passing 500 or 409 costs a
+//! second; a lasting failure soon costs nothing); a pass whose writes all
+//! land, or a new generation of the spec (someone fixed it), ends the wait.
+//! Times are passed in, so the rule is tested without sleeping.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-const FIRST: Duration = Duration::from_secs(5);
+pub const FIRST: Duration = Duration::from_secs(1);
 const CAP: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,9 +21,16 @@ struct Wait {
     generation: Option<i64>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriteBackoff {
+    first: Duration,
     waits: HashMap<String, Wait>,
+}
+
+impl Default for WriteBackoff {
+    fn default() -> Self {
+        WriteBackoff::starting_at(FIRST)
+    }
 }
 
 /// How long a mirror still waits, and after how many failing passes.
@@ -33,6 +41,14 @@ pub struct Waiting {
 }
 
 impl WriteBackoff {
+    /// A backoff whose first wait is `first` (tests use a long one).
+    pub fn starting_at(first: Duration) -> Self {
+        WriteBackoff {
+            first,
+            waits: HashMap::new(),
+        }
+    }
+
     /// Whether the mirror `uid` (spec at `generation`) must wait before its
     /// next pass.
     pub fn waiting(&mut self, uid: &str, generation: Option<i64>, now: Instant) -> Option<Waiting> {
@@ -65,7 +81,8 @@ impl WriteBackoff {
             .get(uid)
             .filter(|w| w.generation == generation)
             .map_or(1, |w| w.failures.saturating_add(1));
-        let delay = FIRST
+        let delay = self
+            .first
             .saturating_mul(2u32.saturating_pow(failures - 1))
             .min(CAP);
         self.waits.insert(
@@ -96,12 +113,13 @@ mod tests {
         let delays: Vec<u64> = (0..9)
             .map(|_| b.record("m", gen1, 3, t).as_secs())
             .collect();
-        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256]);
+        assert_eq!(b.record("m", gen1, 3, t).as_secs(), 300, "the cap");
         assert_eq!(
             b.waiting("m", gen1, t + Duration::from_secs(299)),
             Some(Waiting {
                 left: Duration::from_secs(1),
-                failures: 9
+                failures: 10
             })
         );
         assert_eq!(b.waiting("m", gen1, t + Duration::from_secs(300)), None);

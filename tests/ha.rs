@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use meshmirror::app::RunOptions;
 use meshmirror::leader::LeaseConfig;
-use meshmirror_testkit::{Match, Verb};
+use meshmirror_testkit::{Injected, Match, Verb};
 
 /// The User-Agent of a replica's client: the server counts each replica's
 /// requests apart.
@@ -113,4 +113,68 @@ async fn a_standby_takes_over_and_catches_up_with_changes_made_during_the_handov
 
     b.stop().await;
     assert_eq!(holder(&h).await, "", "released on shutdown");
+}
+
+/// A leader whose pass is stuck in a slow cloud call when it loses the
+/// lease writes nothing once it has lost it: the pass is cancelled (its
+/// cloud call never returns to it) and any write would be refused by the
+/// fence. The scale-out it was reading is left for the next leader.
+#[tokio::test]
+async fn a_replica_that_loses_the_lease_mid_pass_writes_nothing_after() {
+    let h = Harness::without_controller(sim_with(2)).await;
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        "  workloads: [{name: app}]\n  sync: {interval: 1h}\n",
+    ))
+    .await;
+    let a = replica(&h, "a");
+    h.wait_entries("default", "a leads and writes", |e| e.len() == 2)
+        .await;
+    h.wait_status("default", "web", "a writes status", |s| s.entries == 2)
+        .await;
+
+    // The next pass blocks in the cloud for 8 s (the lease's renew deadline
+    // is 1.5 s); while it waits, the API server stops answering a's lease.
+    let delay = Duration::from_secs(8);
+    h.sim.delay_members("web", delay).unwrap();
+    let answered = h.sim.members_answered_for("web").unwrap();
+    let calls = h.sim.members_calls_for("web").unwrap();
+    h.sim.scale_out("web", 2).unwrap();
+    wait_members_calls(&h, Some("web"), calls + 1, "the slow pass to start").await;
+    let cut = std::time::Instant::now();
+    h.server.faults().fail_next(
+        Match::any().resource("leases"),
+        u32::MAX,
+        Injected::Unavailable,
+    );
+    let writes_before = h.server.write_log().len();
+
+    // Past the moment the slow cloud call would have answered.
+    tokio::time::sleep(delay + Duration::from_secs(1)).await;
+    assert!(cut.elapsed() > delay);
+    let after: Vec<_> = h.server.write_log()[writes_before..]
+        .iter()
+        .filter(|w| w.resource != "leases")
+        .cloned()
+        .collect();
+    assert!(
+        after.is_empty(),
+        "written after the lease was lost: {after:?}"
+    );
+    assert_eq!(
+        h.sim.members_answered_for("web").unwrap(),
+        answered,
+        "the slow cloud call was not cancelled"
+    );
+    assert_eq!(h.entries("default").await.len(), 2);
+
+    // Once the server answers again, a (or whoever leads) catches up.
+    h.server.faults().clear();
+    h.sim.delay_members("web", Duration::ZERO).unwrap();
+    h.wait_entries("default", "the scale-out, by the next term", |e| {
+        e.len() == 4
+    })
+    .await;
+    a.stop().await;
 }

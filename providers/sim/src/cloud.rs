@@ -58,6 +58,10 @@ pub(crate) struct Group {
     pub(crate) fail_always: Option<ProviderError>,
     pub(crate) fail_next_completions: VecDeque<ProviderError>,
     pub(crate) members_calls: u64,
+    /// How long a `members` call takes before it reads the group.
+    pub(crate) members_delay: std::time::Duration,
+    /// `members` calls that ran to the end (not cancelled by the caller).
+    pub(crate) members_answered: u64,
 }
 
 pub(crate) struct Member {
@@ -96,6 +100,8 @@ impl Group {
             fail_next: VecDeque::new(),
             fail_always: None,
             fail_next_completions: VecDeque::new(),
+            members_delay: std::time::Duration::ZERO,
+            members_answered: 0,
             members_calls: 0,
         }
     }
@@ -635,6 +641,20 @@ impl SimCloud {
     }
 
     /// How many times `members()` was called for this group.
+    /// Makes every `members` call for the group take `delay` (a slow cloud);
+    /// the call reads the group once the delay is over.
+    pub fn delay_members(&self, group: &str, delay: std::time::Duration) -> Result<(), SimError> {
+        self.lock().group_mut(group)?.members_delay = delay;
+        Ok(())
+    }
+
+    /// How many `members` calls for the group ran to the end; a call whose
+    /// caller dropped it during the delay is counted in `members_calls_for`
+    /// only.
+    pub fn members_answered_for(&self, group: &str) -> Result<u64, SimError> {
+        Ok(self.lock().group(group)?.members_answered)
+    }
+
     pub fn members_calls_for(&self, group: &str) -> Result<u64, SimError> {
         Ok(self.lock().group(group)?.members_calls)
     }

@@ -26,13 +26,25 @@ impl Provider for SimCloud {
     }
 
     async fn members(&self, group: &GroupRef) -> Result<Vec<Instance>, ProviderError> {
-        let mut st = self.lock();
-        st.members_calls += 1;
+        let delay = {
+            let mut st = self.lock();
+            st.members_calls += 1;
+            let name = sim_group(group)?;
+            let Some(g) = st.groups.get_mut(name) else {
+                return Err(ProviderError::GroupNotFound(group.to_string()));
+            };
+            g.members_calls += 1;
+            g.members_delay
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let name = sim_group(group)?;
+        let mut st = self.lock();
         let Some(g) = st.groups.get_mut(name) else {
             return Err(ProviderError::GroupNotFound(group.to_string()));
         };
-        g.members_calls += 1;
+        g.members_answered += 1;
         if let Some(err) = g.fail_next.pop_front() {
             return Err(err);
         }
