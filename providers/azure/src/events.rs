@@ -2,7 +2,11 @@
 //! Storage queue. A message naming a mirrored scale set (or, for Flexible
 //! sets, a VM in a resource group holding one) becomes a [`GroupEvent`] whose
 //! ack deletes the message; other messages are deleted at once; malformed ones
-//! are counted and deleted. Polling stays the safety net.
+//! are counted and deleted. An event is acted on only in the shape Event
+//! Grid gives it ([`vet`]): a resource event type, a subject that is a plain
+//! ARM id inside its topic's subscription or resource group. Anything else
+//! was not sent by the subscription (a forged or stray message). Events are
+//! hints: the group is re-read, and polling stays the safety net.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -40,6 +44,10 @@ pub struct QueueConfig {
 pub struct EventGridEvent {
     #[serde(default)]
     pub id: Option<String>,
+    /// The scope the subscription watches: `/subscriptions/S` or
+    /// `/subscriptions/S/resourceGroups/RG`.
+    #[serde(default)]
+    pub topic: Option<String>,
     #[serde(default)]
     pub subject: Option<String>,
     pub event_type: String,
@@ -124,20 +132,102 @@ fn target(uri: &str) -> Option<Target<'_>> {
     None
 }
 
-/// The groups an event is about, with what happened. Empty: not ours.
+/// Why an event is not one meshmirror can act on: the message is counted as
+/// malformed and deleted (delivering it again would not change it).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("topic {0:?} is not a subscription or resource group")]
+    Topic(Option<String>),
+    #[error("a resource event without a subject")]
+    NoSubject,
+    #[error("subject {subject:?} and resourceUri {resource_uri:?} differ")]
+    Subject {
+        subject: String,
+        resource_uri: String,
+    },
+    /// Empty, `.`/`..`, or percent-encoded segments: a resource id that could
+    /// read as another one.
+    #[error("{0:?} is not a plain resource id")]
+    Path(String),
+    /// A subject outside the topic's scope: whoever can write to the queue
+    /// could forge it; Event Grid never sends one.
+    #[error("subject {subject:?} is outside topic {topic:?}")]
+    Outside { topic: String, subject: String },
+}
+
+/// The resource events meshmirror acts on (the ones the Event Grid
+/// subscription in docs/azure.md sends).
+const EVENT_TYPES: &[&str] = &[
+    "Microsoft.Resources.ResourceWriteSuccess",
+    "Microsoft.Resources.ResourceDeleteSuccess",
+    "Microsoft.Resources.ResourceActionSuccess",
+];
+
+/// The segments of an ARM id (`/subscriptions/...`), if every one is plain:
+/// not empty, not dots only, no `%` (ARM names cannot hold one, so an encoded
+/// `/` or `.` is forged) and no `\`, `?` or `#`.
+fn segments(id: &str) -> Option<Vec<&str>> {
+    let parts: Vec<&str> = id.strip_prefix('/')?.split('/').collect();
+    let plain = |p: &&str| {
+        !p.is_empty()
+            && !p.chars().all(|c| c == '.')
+            && !p.contains(['%', '\\', '?', '#'])
+            && !p.chars().any(char::is_control)
+    };
+    (parts.iter().all(plain) && parts.first()?.eq_ignore_ascii_case("subscriptions"))
+        .then_some(parts)
+}
+
+/// The resource id an event is about, once its topic vouches for it: the
+/// subject (and `data.resourceUri`, the same id) must lie in the topic's
+/// subscription, and resource group if the topic names one. `None`: an event
+/// type meshmirror does not act on.
+pub fn vet(event: &EventGridEvent) -> Result<Option<&str>, EventError> {
+    if !EVENT_TYPES.contains(&event.event_type.as_str()) {
+        return Ok(None);
+    }
+    let topic = event.topic.as_deref();
+    let scope = topic
+        .and_then(segments)
+        .filter(|t| t.len() == 2 || (t.len() == 4 && t[2].eq_ignore_ascii_case("resourceGroups")))
+        .ok_or_else(|| EventError::Topic(topic.map(str::to_string)))?;
+    let uri = event.data.as_ref().and_then(|d| d.resource_uri.as_deref());
+    let subject = match (event.subject.as_deref(), uri) {
+        (Some(subject), Some(uri)) if !subject.eq_ignore_ascii_case(uri) => {
+            return Err(EventError::Subject {
+                subject: subject.into(),
+                resource_uri: uri.into(),
+            });
+        }
+        (Some(id), _) | (None, Some(id)) => id,
+        (None, None) => return Err(EventError::NoSubject),
+    };
+    let parts = segments(subject).ok_or_else(|| EventError::Path(subject.into()))?;
+    // ARM ids are case-insensitive; `resourcegroups` is common in subjects.
+    let inside = parts.len() >= scope.len()
+        && scope
+            .iter()
+            .zip(&parts)
+            .all(|(t, s)| t.eq_ignore_ascii_case(s));
+    if !inside {
+        return Err(EventError::Outside {
+            topic: topic.unwrap_or_default().into(),
+            subject: subject.into(),
+        });
+    }
+    Ok(Some(subject))
+}
+
+/// The groups an event is about, with what happened. Empty: not ours (an
+/// event type or resource meshmirror does not act on); an error: malformed.
 pub fn resolve(
     event: &EventGridEvent,
     known: &[(GroupRef, OrchestrationMode)],
-) -> Vec<(GroupRef, GroupEventKind)> {
-    let Some(uri) = event
-        .data
-        .as_ref()
-        .and_then(|d| d.resource_uri.as_deref())
-        .or(event.subject.as_deref())
-    else {
-        return Vec::new();
+) -> Result<Vec<(GroupRef, GroupEventKind)>, EventError> {
+    let Some(uri) = vet(event)? else {
+        return Ok(Vec::new());
     };
-    let deleted = event.event_type.ends_with("ResourceDeleteSuccess")
+    let deleted = event.event_type == "Microsoft.Resources.ResourceDeleteSuccess"
         || event
             .data
             .as_ref()
@@ -153,7 +243,7 @@ pub fn resolve(
         }
     };
     let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
-    match target(uri) {
+    Ok(match target(uri) {
         Some(Target::ScaleSet {
             subscription,
             resource_group,
@@ -192,7 +282,7 @@ pub fn resolve(
             .map(|(g, _)| (g.clone(), vm_kind()))
             .collect(),
         None => Vec::new(),
-    }
+    })
 }
 
 struct Poller {
@@ -229,16 +319,26 @@ impl Poller {
             let text = message.message_text.unwrap_or_default();
             let events = match decode_message(&text) {
                 Ok(events) => events,
-                Err(err) => {
-                    tracing::warn!(message = %id, %err, "malformed event message; deleted");
+                Err(error) => {
+                    tracing::warn!(message = %id, %error, "malformed event message; deleted");
                     self.config.observer.queue_message("malformed");
                     Self::delete(&self.client, &id, &receipt).await;
                     continue;
                 }
             };
             let known = self.config.known.snapshot();
-            let targets: Vec<(GroupRef, GroupEventKind)> =
-                events.iter().flat_map(|e| resolve(e, &known)).collect();
+            // One forged event spoils its message: none of it is acted on.
+            let targets: Result<Vec<Vec<(GroupRef, GroupEventKind)>>, EventError> =
+                events.iter().map(|e| resolve(e, &known)).collect();
+            let targets: Vec<(GroupRef, GroupEventKind)> = match targets {
+                Ok(targets) => targets.into_iter().flatten().collect(),
+                Err(error) => {
+                    tracing::warn!(message = %id, %error, "malformed event message; deleted");
+                    self.config.observer.queue_message("malformed");
+                    Self::delete(&self.client, &id, &receipt).await;
+                    continue;
+                }
+            };
             if targets.is_empty() {
                 tracing::debug!(message = %id, "event names no scale set; deleted");
                 self.config.observer.queue_message("ignored");
@@ -309,6 +409,9 @@ pub fn stream(config: QueueConfig) -> Result<BoxEventStream, AzureError> {
 mod tests {
     use super::*;
 
+    /// The groups a message concerns, with what happened to each.
+    type Targets = Vec<(GroupRef, GroupEventKind)>;
+
     fn group(rg: &str, set: &str) -> GroupRef {
         GroupRef::Azure {
             subscription_id: "sub".into(),
@@ -319,6 +422,7 @@ mod tests {
 
     fn event(kind: &str, uri: &str, op: &str) -> EventGridEvent {
         serde_json::from_value(serde_json::json!({
+            "topic": "/subscriptions/sub",
             "eventType": kind,
             "subject": uri,
             "data": {"resourceUri": uri, "operationName": op}
@@ -354,12 +458,12 @@ mod tests {
             "/subscriptions/sub/resourcegroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/3",
             "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/delete",
         );
-        let got = resolve(&e, &known);
+        let got = resolve(&e, &known).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].0, group("RG", "Web"));
         assert!(matches!(got[0].1, GroupEventKind::Terminated { .. }));
         // An unknown scale set is still named; the controller drops it.
-        let got = resolve(&e, &[]);
+        let got = resolve(&e, &[]).unwrap();
         assert_eq!(got[0].0, group("rg", "web"));
     }
 
@@ -375,7 +479,7 @@ mod tests {
             "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/flex_a1b2",
             "Microsoft.Compute/virtualMachines/write",
         );
-        let got = resolve(&e, &known);
+        let got = resolve(&e, &known).unwrap();
         assert_eq!(got, vec![(group("rg", "flex"), GroupEventKind::Changed)]);
     }
 
@@ -384,12 +488,238 @@ mod tests {
         // source: /work/shared/reference/azure/eventgrid-resource-write-success.json (a storage account)
         let sample = include_str!("../tests/fixtures/eventgrid-resource-write-success.json");
         let events = decode_message(sample).unwrap();
-        assert!(
+        assert_eq!(
             resolve(
                 &events[0],
                 &[(group("rg", "web"), OrchestrationMode::Flexible)]
-            )
-            .is_empty()
+            ),
+            Ok(vec![])
         );
+    }
+
+    /// Decodes one literal event and resolves it against `known`.
+    fn outcome(
+        json: &str,
+        known: &[(GroupRef, OrchestrationMode)],
+    ) -> Result<Vec<(GroupRef, GroupEventKind)>, EventError> {
+        let events = decode_message(json).unwrap_or_else(|e| panic!("{json}: {e}"));
+        assert_eq!(events.len(), 1);
+        resolve(&events[0], known)
+    }
+
+    #[test]
+    fn which_events_are_acted_on() {
+        let known = [
+            (group("rg", "web"), OrchestrationMode::Uniform),
+            (group("rg", "flex"), OrchestrationMode::Flexible),
+        ];
+        let cases: &[(&str, &str, Targets)] = &[
+            (
+                "a Uniform VM deleted, resource-group topic, subject in other case",
+                r#"{"topic": "/subscriptions/sub/resourceGroups/rg",
+                    "subject": "/subscriptions/SUB/resourcegroups/RG/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/3",
+                    "eventType": "Microsoft.Resources.ResourceDeleteSuccess",
+                    "data": {"resourceUri": "/subscriptions/SUB/resourcegroups/RG/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/3",
+                             "operationName": "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/delete"}}"#,
+                vec![(
+                    group("rg", "web"),
+                    GroupEventKind::Terminated {
+                        instance_id: "/subscriptions/SUB/resourcegroups/RG/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/3".into(),
+                    },
+                )],
+            ),
+            (
+                "a scale set written, subscription topic, no resourceUri",
+                r#"{"topic": "/subscriptions/sub",
+                    "subject": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web",
+                    "eventType": "Microsoft.Resources.ResourceWriteSuccess"}"#,
+                vec![(group("rg", "web"), GroupEventKind::Changed)],
+            ),
+            (
+                "an action on a scale set (deleteInstances)",
+                r#"{"topic": "/subscriptions/sub/resourceGroups/rg",
+                    "subject": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web",
+                    "eventType": "Microsoft.Resources.ResourceActionSuccess",
+                    "data": {"operationName": "Microsoft.Compute/virtualMachineScaleSets/delete/action"}}"#,
+                vec![(group("rg", "web"), GroupEventKind::Changed)],
+            ),
+            (
+                "a plain VM: the Flexible sets of its resource group",
+                r#"{"topic": "/subscriptions/sub/resourceGroups/rg",
+                    "subject": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/flex_a1",
+                    "eventType": "Microsoft.Resources.ResourceWriteSuccess"}"#,
+                vec![(group("rg", "flex"), GroupEventKind::Changed)],
+            ),
+            // Ignored: deleted, counted, no event.
+            (
+                "a failed write is not acted on",
+                r#"{"topic": "/subscriptions/sub/resourceGroups/rg",
+                    "subject": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web",
+                    "eventType": "Microsoft.Resources.ResourceWriteFailure"}"#,
+                vec![],
+            ),
+            (
+                "a custom event type, whatever its topic",
+                r#"{"topic": "nonsense",
+                    "subject": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web",
+                    "eventType": "Contoso.Items.ItemReceived"}"#,
+                vec![],
+            ),
+            (
+                "a plain VM in a resource group with no Flexible set read",
+                r#"{"topic": "/subscriptions/sub/resourceGroups/other",
+                    "subject": "/subscriptions/sub/resourceGroups/other/providers/Microsoft.Compute/virtualMachines/vm1",
+                    "eventType": "Microsoft.Resources.ResourceDeleteSuccess"}"#,
+                vec![],
+            ),
+            (
+                "the resource group itself",
+                r#"{"topic": "/subscriptions/sub",
+                    "subject": "/subscriptions/sub/resourceGroups/rg",
+                    "eventType": "Microsoft.Resources.ResourceWriteSuccess"}"#,
+                vec![],
+            ),
+        ];
+        for (what, json, want) in cases {
+            assert_eq!(outcome(json, &known).as_ref(), Ok(want), "{what}");
+        }
+    }
+
+    #[test]
+    fn forged_and_malformed_events_are_refused() {
+        let web = "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web";
+        let cases: &[(&str, &str, EventError)] = &[
+            (
+                "no topic",
+                r#"{"subject": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web",
+                    "eventType": "Microsoft.Resources.ResourceWriteSuccess"}"#,
+                EventError::Topic(None),
+            ),
+            (
+                "a topic that is a resource, not a scope",
+                r#"{"topic": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/s",
+                    "subject": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web",
+                    "eventType": "Microsoft.Resources.ResourceWriteSuccess"}"#,
+                EventError::Topic(Some(
+                    "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/s".into(),
+                )),
+            ),
+            (
+                "a topic with a climbing segment",
+                r#"{"topic": "/subscriptions/sub/..",
+                    "subject": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web",
+                    "eventType": "Microsoft.Resources.ResourceWriteSuccess"}"#,
+                EventError::Topic(Some("/subscriptions/sub/..".into())),
+            ),
+            (
+                "a subject in another subscription",
+                r#"{"topic": "/subscriptions/attacker",
+                    "subject": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web",
+                    "eventType": "Microsoft.Resources.ResourceWriteSuccess"}"#,
+                EventError::Outside {
+                    topic: "/subscriptions/attacker".into(),
+                    subject: web.into(),
+                },
+            ),
+            (
+                "a subject in another resource group of the subscription",
+                r#"{"topic": "/subscriptions/sub/resourceGroups/sandbox",
+                    "subject": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web",
+                    "eventType": "Microsoft.Resources.ResourceDeleteSuccess"}"#,
+                EventError::Outside {
+                    topic: "/subscriptions/sub/resourceGroups/sandbox".into(),
+                    subject: web.into(),
+                },
+            ),
+            (
+                "a subject above the topic's resource group",
+                r#"{"topic": "/subscriptions/sub/resourceGroups/rg",
+                    "subject": "/subscriptions/sub",
+                    "eventType": "Microsoft.Resources.ResourceWriteSuccess"}"#,
+                EventError::Outside {
+                    topic: "/subscriptions/sub/resourceGroups/rg".into(),
+                    subject: "/subscriptions/sub".into(),
+                },
+            ),
+            (
+                "a subject and resourceUri that differ",
+                r#"{"topic": "/subscriptions/sub/resourceGroups/rg",
+                    "subject": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web",
+                    "eventType": "Microsoft.Resources.ResourceWriteSuccess",
+                    "data": {"resourceUri": "/subscriptions/sub/resourceGroups/other/providers/Microsoft.Compute/virtualMachineScaleSets/web"}}"#,
+                EventError::Subject {
+                    subject: web.into(),
+                    resource_uri: "/subscriptions/sub/resourceGroups/other/providers/Microsoft.Compute/virtualMachineScaleSets/web".into(),
+                },
+            ),
+            (
+                "no subject at all",
+                r#"{"topic": "/subscriptions/sub", "eventType": "Microsoft.Resources.ResourceWriteSuccess"}"#,
+                EventError::NoSubject,
+            ),
+            (
+                "a subject climbing out of the topic's resource group",
+                r#"{"topic": "/subscriptions/sub/resourceGroups/rg",
+                    "subject": "/subscriptions/sub/resourceGroups/rg/../other/providers/Microsoft.Compute/virtualMachineScaleSets/web",
+                    "eventType": "Microsoft.Resources.ResourceWriteSuccess"}"#,
+                EventError::Path(
+                    "/subscriptions/sub/resourceGroups/rg/../other/providers/Microsoft.Compute/virtualMachineScaleSets/web".into(),
+                ),
+            ),
+            (
+                "a `.` segment",
+                r#"{"topic": "/subscriptions/sub/resourceGroups/rg",
+                    "subject": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/./virtualMachineScaleSets/web",
+                    "eventType": "Microsoft.Resources.ResourceWriteSuccess"}"#,
+                EventError::Path(
+                    "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/./virtualMachineScaleSets/web".into(),
+                ),
+            ),
+            (
+                "an empty segment",
+                r#"{"topic": "/subscriptions/sub/resourceGroups/rg",
+                    "subject": "/subscriptions/sub/resourceGroups/rg//providers/Microsoft.Compute/virtualMachineScaleSets/web",
+                    "eventType": "Microsoft.Resources.ResourceWriteSuccess"}"#,
+                EventError::Path(
+                    "/subscriptions/sub/resourceGroups/rg//providers/Microsoft.Compute/virtualMachineScaleSets/web".into(),
+                ),
+            ),
+            (
+                "a percent-encoded slash",
+                r#"{"topic": "/subscriptions/sub/resourceGroups/rg",
+                    "subject": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web%2F..%2Fapi",
+                    "eventType": "Microsoft.Resources.ResourceWriteSuccess"}"#,
+                EventError::Path(
+                    "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web%2F..%2Fapi".into(),
+                ),
+            ),
+            (
+                "not an ARM id",
+                r#"{"topic": "/subscriptions/sub",
+                    "subject": "subscriptions/sub/resourceGroups/rg",
+                    "eventType": "Microsoft.Resources.ResourceWriteSuccess"}"#,
+                EventError::Path("subscriptions/sub/resourceGroups/rg".into()),
+            ),
+        ];
+        let known = [(group("rg", "web"), OrchestrationMode::Uniform)];
+        for (what, json, want) in cases {
+            assert_eq!(outcome(json, &known).as_ref(), Err(want), "{what}");
+        }
+    }
+
+    #[test]
+    fn the_reference_events_pass_the_topic_check() {
+        // source: /work/shared/reference/azure/eventgrid-resource-*.json: the
+        // topic says `resourceGroups`, the write's subject `resourcegroups`.
+        for sample in [
+            include_str!("../tests/fixtures/eventgrid-resource-write-success.json"),
+            include_str!("../tests/fixtures/eventgrid-resource-delete-success.json"),
+        ] {
+            let events = decode_message(sample).unwrap();
+            assert_eq!(
+                vet(&events[0]).map(|id| id.map(|id| id.split('/').nth(7))),
+                Ok(Some(Some("storageAccounts")))
+            );
+        }
     }
 }

@@ -4,8 +4,12 @@
 //! A message becomes a [`GroupEvent`] for each group it concerns; its Pub/Sub
 //! ack is sent only after every one of those events was acknowledged by the
 //! core. Malformed messages and messages that concern no group meshmirror
-//! reads are acknowledged and dropped at once. Events are hints: the core
-//! re-reads the group, and polling stays the safety net.
+//! reads are acknowledged and dropped at once. Only allow-listed Compute
+//! Engine methods, from `compute.googleapis.com`, in the audit log of the
+//! entry's own project, and of a project a read group belongs to, are acted
+//! on: whoever may publish to the topic cannot make meshmirror act on
+//! another project. Events are hints: the core re-reads the group, and
+//! polling stays the safety net.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -79,6 +83,17 @@ impl Known {
         self.inner.lock().ok()?.group_of.get(instance_id).cloned()
     }
 
+    /// Whether a group of `project` has been read: entries of other projects
+    /// concern no mirror, whatever they say.
+    fn has_project(&self, project: &str) -> bool {
+        self.inner.lock().is_ok_and(|inner| {
+            inner
+                .members
+                .keys()
+                .any(|g| matches!(g, GroupRef::Gcp { project: p, .. } if p == project))
+        })
+    }
+
     /// Known groups of `project` whose zone or region holds `zone`.
     fn covering(&self, project: &str, zone: &str) -> Vec<GroupRef> {
         let Ok(inner) = self.inner.lock() else {
@@ -125,7 +140,7 @@ pub enum Entry {
     },
     /// A call on the group itself (resize, deleteInstances, ...).
     Group(GroupRef),
-    /// Another method: nothing to do.
+    /// A method meshmirror does not act on: acknowledged, nothing to do.
     Other,
 }
 
@@ -133,50 +148,187 @@ pub enum Entry {
 pub enum Verb {
     Insert,
     Delete,
+    /// Stopped, suspended, preempted or crashed: it stops serving.
+    Stop,
+    /// Started or resumed: it may serve again.
+    Start,
 }
 
-/// Reads a Cloud Audit Logs `LogEntry` as JSON.
-pub fn parse(data: &[u8]) -> Result<Entry, String> {
-    let v: Value = serde_json::from_slice(data).map_err(|e| format!("not JSON: {e}"))?;
+/// Why a message is not an audit-log entry meshmirror can act on. Each one is
+/// acknowledged and counted as malformed: redelivery would not change it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuditEntryError {
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("no protoPayload: not an audit-log entry")]
+    NotAuditLog,
+    #[error("no {0}")]
+    Missing(&'static str),
+    /// A Compute Engine method from another service: anyone who may publish
+    /// to the topic could forge it.
+    #[error("{method} must come from compute.googleapis.com, not {service:?}")]
+    Service {
+        method: String,
+        service: Option<String>,
+    },
+    /// Not the audit log this method is written to, or another project's.
+    #[error("{method} belongs in {expected}, not {log_name}")]
+    LogName {
+        method: String,
+        expected: String,
+        log_name: String,
+    },
+    #[error("{0}")]
+    Shape(&'static str),
+}
+
+const COMPUTE: &str = "compute.googleapis.com";
+
+/// Group methods that change, or may change, which instances a group has.
+/// (`setInstanceTemplate`, `setTargetPools`, per-instance configs and reads
+/// change no member by themselves.)
+const GROUP_METHODS: &[&str] = &[
+    "insert",
+    "delete",
+    "patch",
+    "update",
+    "resize",
+    "resizeAdvanced",
+    "createInstances",
+    "deleteInstances",
+    "abandonInstances",
+    "recreateInstances",
+    "applyUpdatesToInstances",
+    "startInstances",
+    "stopInstances",
+    "suspendInstances",
+    "resumeInstances",
+];
+
+/// What a Compute Engine method is, for the methods meshmirror acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    /// A call on a group; `regional` for `regionInstanceGroupManagers`.
+    Group { regional: bool },
+    /// An API call on an instance, logged in the Admin Activity log.
+    Call(Verb),
+    /// A system event on an instance, logged in the System Event log.
+    System(Verb),
+}
+
+/// The allow-list. API calls are named with the API version they came
+/// through (`v1.`, `beta.`, or none); system events never carry one.
+fn method(name: &str) -> Option<Method> {
+    match name {
+        "compute.instances.preempted"
+        | "compute.instances.guestTerminate"
+        | "compute.instances.terminateOnHostMaintenance"
+        | "compute.instances.hostError" => return Some(Method::System(Verb::Stop)),
+        "compute.instances.automaticRestart" => return Some(Method::System(Verb::Start)),
+        _ => {}
+    }
+    let call = name
+        .strip_prefix("v1.")
+        .or_else(|| name.strip_prefix("beta."))
+        .unwrap_or(name);
+    for (prefix, regional) in [
+        ("compute.instanceGroupManagers.", false),
+        ("compute.regionInstanceGroupManagers.", true),
+    ] {
+        if let Some(m) = call.strip_prefix(prefix) {
+            return GROUP_METHODS
+                .contains(&m)
+                .then_some(Method::Group { regional });
+        }
+    }
+    let verb = match call.strip_prefix("compute.instances.")? {
+        "insert" => Verb::Insert,
+        "delete" => Verb::Delete,
+        "stop" | "suspend" => Verb::Stop,
+        "start" | "startWithEncryptionKey" | "resume" => Verb::Start,
+        _ => return None,
+    };
+    Some(Method::Call(verb))
+}
+
+/// Reads a Cloud Audit Logs `LogEntry` as JSON. An allow-listed method must
+/// come from Compute Engine and sit in its project's audit log; any other
+/// method is [`Entry::Other`].
+pub fn parse(data: &[u8]) -> Result<Entry, AuditEntryError> {
+    use AuditEntryError::{Missing, Shape};
+    let v: Value =
+        serde_json::from_slice(data).map_err(|e| AuditEntryError::NotJson(e.to_string()))?;
     let payload = v
         .get("protoPayload")
         .filter(|p| p.is_object())
-        .ok_or("no protoPayload: not an audit-log entry")?;
-    let method = str_at(payload, &["methodName"]).ok_or("no protoPayload.methodName")?;
-    let resource = str_at(payload, &["resourceName"]).ok_or("no protoPayload.resourceName")?;
+        .ok_or(AuditEntryError::NotAuditLog)?;
+    let method_name = str_at(payload, &["methodName"]).ok_or(Missing("protoPayload.methodName"))?;
+    let Some(method) = method(method_name) else {
+        return Ok(Entry::Other);
+    };
+    let service = str_at(payload, &["serviceName"]);
+    if service != Some(COMPUTE) {
+        return Err(AuditEntryError::Service {
+            method: method_name.into(),
+            service: service.map(str::to_string),
+        });
+    }
+    let resource =
+        str_at(payload, &["resourceName"]).ok_or(Missing("protoPayload.resourceName"))?;
     let label = |key: &str| str_at(&v, &["resource", "labels", key]).map(str::to_string);
     let project = label("project_id")
         .or_else(|| segment_after(resource, "projects").map(str::to_string))
-        .ok_or("no project")?;
-
-    if method.contains("nstanceGroupManagers.") {
-        let manager = segment_after(resource, "instanceGroupManagers")
-            .ok_or("a group method without a group in resourceName")?
-            .to_string();
-        let location = match (
-            segment_after(resource, "zones"),
-            segment_after(resource, "regions"),
-        ) {
-            (Some(zone), _) => GcpLocation::Zone(zone.into()),
-            (None, Some(region)) => GcpLocation::Region(region.into()),
-            (None, None) => return Err("a group without zone or region".into()),
+        .ok_or(Missing("project"))?;
+    if let Some(log_name) = str_at(&v, &["logName"]) {
+        let log = if matches!(method, Method::System(_)) {
+            "system_event"
+        } else {
+            "activity"
         };
-        return Ok(Entry::Group(GroupRef::Gcp {
-            project,
-            location,
-            manager,
-        }));
+        let expected = format!("projects/{project}/logs/cloudaudit.googleapis.com%2F{log}");
+        if log_name != expected {
+            return Err(AuditEntryError::LogName {
+                method: method_name.into(),
+                expected,
+                log_name: log_name.into(),
+            });
+        }
     }
-    let verb = if method.ends_with("compute.instances.insert") {
-        Verb::Insert
-    } else if method.ends_with("compute.instances.delete") {
-        Verb::Delete
-    } else {
-        return Ok(Entry::Other);
+
+    let verb = match method {
+        Method::Group { regional } => {
+            let manager = segment_after(resource, "instanceGroupManagers")
+                .ok_or(Shape("a group method without a group in resourceName"))?
+                .to_string();
+            let location = match (
+                regional,
+                segment_after(resource, "zones"),
+                segment_after(resource, "regions"),
+            ) {
+                (false, Some(zone), None) => GcpLocation::Zone(zone.into()),
+                (true, None, Some(region)) => GcpLocation::Region(region.into()),
+                _ => {
+                    return Err(Shape(
+                        "a zonal group method needs zones/ in resourceName, a regional one regions/",
+                    ));
+                }
+            };
+            return Ok(Entry::Group(GroupRef::Gcp {
+                project,
+                location,
+                manager,
+            }));
+        }
+        Method::Call(verb) | Method::System(verb) => verb,
     };
+    if segment_after(resource, "instances").is_none() {
+        return Err(Shape(
+            "an instance method without an instance in resourceName",
+        ));
+    }
     let zone = label("zone")
         .or_else(|| segment_after(resource, "zones").map(str::to_string))
-        .ok_or("an instance entry without a zone")?;
+        .ok_or(Shape("an instance entry without a zone"))?;
     let linked = payload
         .pointer("/request/links")
         .and_then(Value::as_array)
@@ -231,11 +383,16 @@ fn member_of(source: &str, project: &str) -> Option<GroupRef> {
     })
 }
 
-/// The groups an entry concerns, with what happened to each.
+/// The groups an entry concerns, with what happened to each. Only entries of
+/// a project some group read here belongs to concern any.
 pub fn resolve(entry: &Entry, known: &Known) -> Vec<(GroupRef, GroupEventKind)> {
     match entry {
         Entry::Other => Vec::new(),
-        Entry::Group(group) => vec![(group.clone(), GroupEventKind::Changed)],
+        Entry::Group(group @ GroupRef::Gcp { project, .. }) if known.has_project(project) => {
+            vec![(group.clone(), GroupEventKind::Changed)]
+        }
+        Entry::Group(_) => Vec::new(),
+        Entry::Instance { project, .. } if !known.has_project(project) => Vec::new(),
         Entry::Instance {
             project,
             zone,
@@ -255,9 +412,17 @@ pub fn resolve(entry: &Entry, known: &Known) -> Vec<(GroupRef, GroupEventKind)> 
                 Verb::Delete => GroupEventKind::Terminated {
                     instance_id: id.into(),
                 },
+                Verb::Stop => GroupEventKind::Interrupted {
+                    instance_id: id.into(),
+                },
+                Verb::Start => GroupEventKind::Changed,
             };
             let id = instance_id.as_deref();
-            if let Some(group) = id.and_then(|id| known.group_of(id)) {
+            // The member's group, if it is of the entry's own project.
+            let holder = id
+                .and_then(|id| known.group_of(id))
+                .filter(|g| matches!(g, GroupRef::Gcp { project: p, .. } if p == project));
+            if let Some(group) = holder {
                 return vec![(group, kind(id.unwrap_or_default()))];
             }
             if let Some(group) = linked {
@@ -356,8 +521,8 @@ impl Feed {
                 Some(Ok((message, handler))) => {
                     self.failures = 0;
                     match parse(&message.data) {
-                        Err(why) => {
-                            tracing::warn!(message = %message.message_id, %why,
+                        Err(error) => {
+                            tracing::warn!(message = %message.message_id, %error,
                                 "malformed audit-log message; acknowledged and dropped");
                             self.report(EventOutcome::Malformed);
                             handler.ack();
@@ -418,6 +583,9 @@ mod tests {
 
     use super::*;
 
+    /// The groups a message concerns, with what happened to each.
+    type Targets = Vec<(GroupRef, GroupEventKind)>;
+
     fn fixture(name: &str) -> String {
         let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap();
@@ -448,8 +616,12 @@ mod tests {
                 first_only: true,
             }
         );
+        // No group of project-1 read yet: the entry concerns no mirror.
+        let known = Known::default();
+        assert_eq!(resolve(&entry, &known), vec![]);
+        known.record(&zonal("project-1", "europe-west1-b", "other"), &[]);
         assert_eq!(
-            resolve(&entry, &Known::default()),
+            resolve(&entry, &known),
             vec![(
                 group,
                 GroupEventKind::Launched {
@@ -508,7 +680,8 @@ mod tests {
     #[test]
     fn group_calls_and_regional_links() {
         let entry = parse(
-            br#"{"protoPayload": {"methodName": "v1.compute.regionInstanceGroupManagers.resize",
+            br#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                 "methodName": "v1.compute.regionInstanceGroupManagers.resize",
                  "resourceName": "projects/p/regions/europe-west1/instanceGroupManagers/api"}}"#,
         )
         .unwrap();
@@ -533,17 +706,309 @@ mod tests {
         );
     }
 
+    /// A project with a zonal group (member 42) and a regional one read.
+    fn known() -> Known {
+        let known = Known::default();
+        known.record(
+            &zonal("project-1", "us-central1-a", "web"),
+            &[Instance::running("42", Ipv4Addr::LOCALHOST)],
+        );
+        known.record(
+            &GroupRef::Gcp {
+                project: "project-1".into(),
+                location: GcpLocation::Region("europe-west1".into()),
+                manager: "api".into(),
+            },
+            &[],
+        );
+        known
+    }
+
     #[test]
-    fn malformed_and_unrelated_messages() {
-        assert!(parse(b"not json").is_err());
-        assert!(parse(b"{}").is_err());
-        assert!(parse(br#"{"protoPayload": {"methodName": "x"}}"#).is_err());
-        let other = parse(
-            br#"{"protoPayload": {"methodName": "v1.compute.disks.insert",
-                 "resourceName": "projects/p/zones/z-a/disks/d"}}"#,
-        )
-        .unwrap();
-        assert_eq!(other, Entry::Other);
-        assert_eq!(resolve(&other, &Known::default()), vec![]);
+    fn which_entries_are_acted_on() {
+        let web = || zonal("project-1", "us-central1-a", "web");
+        let api = || GroupRef::Gcp {
+            project: "project-1".into(),
+            location: GcpLocation::Region("europe-west1".into()),
+            manager: "api".into(),
+        };
+        let id = || "42".to_string();
+        let cases: &[(&str, &str, Targets)] = &[
+            (
+                "a zonal group call in its project's activity log",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                    "methodName": "v1.compute.instanceGroupManagers.resize",
+                    "resourceName": "projects/project-1/zones/us-central1-a/instanceGroupManagers/web"},
+                    "resource": {"labels": {"project_id": "project-1"}},
+                    "logName": "projects/project-1/logs/cloudaudit.googleapis.com%2Factivity"}"#,
+                vec![(web(), GroupEventKind::Changed)],
+            ),
+            (
+                "a beta regional group call (no logName: Pub/Sub copies may lack it)",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                    "methodName": "beta.compute.regionInstanceGroupManagers.resizeAdvanced",
+                    "resourceName": "projects/project-1/regions/europe-west1/instanceGroupManagers/api"}}"#,
+                vec![(api(), GroupEventKind::Changed)],
+            ),
+            (
+                "a member stopped",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                    "methodName": "v1.compute.instances.stop",
+                    "resourceName": "projects/project-1/zones/us-central1-a/instances/web-x1"},
+                    "resource": {"labels": {"project_id": "project-1", "zone": "us-central1-a", "instance_id": "42"}},
+                    "logName": "projects/project-1/logs/cloudaudit.googleapis.com%2Factivity"}"#,
+                vec![(web(), GroupEventKind::Interrupted { instance_id: id() })],
+            ),
+            (
+                "a member preempted: a system event in the system-event log",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                    "methodName": "compute.instances.preempted",
+                    "resourceName": "projects/project-1/zones/us-central1-a/instances/web-x1"},
+                    "resource": {"labels": {"project_id": "project-1", "zone": "us-central1-a", "instance_id": "42"}},
+                    "logName": "projects/project-1/logs/cloudaudit.googleapis.com%2Fsystem_event"}"#,
+                vec![(web(), GroupEventKind::Interrupted { instance_id: id() })],
+            ),
+            (
+                "a member's delete begins (beta API)",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                    "methodName": "beta.compute.instances.delete",
+                    "resourceName": "projects/project-1/zones/us-central1-a/instances/web-x1"},
+                    "resource": {"labels": {"project_id": "project-1", "zone": "us-central1-a", "instance_id": "42"}},
+                    "operation": {"first": true}}"#,
+                vec![(web(), GroupEventKind::Terminating { instance_id: id() })],
+            ),
+            (
+                "a member started again",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                    "methodName": "v1.compute.instances.start",
+                    "resourceName": "projects/project-1/zones/us-central1-a/instances/web-x1"},
+                    "resource": {"labels": {"project_id": "project-1", "zone": "us-central1-a", "instance_id": "42"}}}"#,
+                vec![(web(), GroupEventKind::Changed)],
+            ),
+            // Ignored: acknowledged, counted, no event.
+            (
+                "a read of a group is not on the allow-list",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                    "methodName": "v1.compute.instanceGroupManagers.get",
+                    "resourceName": "projects/project-1/zones/us-central1-a/instanceGroupManagers/web"}}"#,
+                vec![],
+            ),
+            (
+                "a new template changes no member by itself",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                    "methodName": "v1.compute.instanceGroupManagers.setInstanceTemplate",
+                    "resourceName": "projects/project-1/zones/us-central1-a/instanceGroupManagers/web"}}"#,
+                vec![],
+            ),
+            (
+                "another resource",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                    "methodName": "v1.compute.disks.insert",
+                    "resourceName": "projects/project-1/zones/us-central1-a/disks/d"}}"#,
+                vec![],
+            ),
+            (
+                "another service's own method",
+                r#"{"protoPayload": {"serviceName": "storage.googleapis.com",
+                    "methodName": "storage.objects.create",
+                    "resourceName": "projects/_/buckets/b/objects/o"}}"#,
+                vec![],
+            ),
+            (
+                "a system event spelled as an API call does not exist",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                    "methodName": "v1.compute.instances.preempted",
+                    "resourceName": "projects/project-1/zones/us-central1-a/instances/web-x1"},
+                    "resource": {"labels": {"project_id": "project-1", "zone": "us-central1-a", "instance_id": "42"}}}"#,
+                vec![],
+            ),
+            (
+                "a group call in a project no group read here belongs to",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                    "methodName": "v1.compute.instanceGroupManagers.resize",
+                    "resourceName": "projects/project-2/zones/us-central1-a/instanceGroupManagers/web"},
+                    "logName": "projects/project-2/logs/cloudaudit.googleapis.com%2Factivity"}"#,
+                vec![],
+            ),
+            (
+                "member 42's id in another project's entry",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                    "methodName": "v1.compute.instances.delete",
+                    "resourceName": "projects/project-2/zones/us-central1-a/instances/x"},
+                    "resource": {"labels": {"project_id": "project-2", "zone": "us-central1-a", "instance_id": "42"}}}"#,
+                vec![],
+            ),
+            (
+                "a delete of an instance no group read here holds",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                    "methodName": "v1.compute.instances.delete",
+                    "resourceName": "projects/project-1/zones/us-central1-a/instances/pet"},
+                    "resource": {"labels": {"project_id": "project-1", "zone": "us-central1-a", "instance_id": "7"}}}"#,
+                vec![],
+            ),
+        ];
+        let known = known();
+        for (what, json, want) in cases {
+            let entry = parse(json.as_bytes()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(resolve(&entry, &known), *want, "{what}");
+        }
+    }
+
+    #[test]
+    fn malformed_and_forged_entries_are_refused() {
+        use AuditEntryError::*;
+        let cases: &[(&str, &str, AuditEntryError)] = &[
+            (
+                "not JSON",
+                "not json",
+                NotJson("expected ident at line 1 column 2".into()),
+            ),
+            ("no protoPayload", "{}", NotAuditLog),
+            (
+                "no method",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com"}}"#,
+                Missing("protoPayload.methodName"),
+            ),
+            (
+                "a Compute method without its service",
+                r#"{"protoPayload": {"methodName": "v1.compute.instances.insert",
+                    "resourceName": "projects/project-1/zones/us-central1-a/instances/i"}}"#,
+                Service {
+                    method: "v1.compute.instances.insert".into(),
+                    service: None,
+                },
+            ),
+            (
+                "a Compute method from another service",
+                r#"{"protoPayload": {"serviceName": "pubsub.googleapis.com",
+                    "methodName": "v1.compute.instanceGroupManagers.resize",
+                    "resourceName": "projects/project-1/zones/us-central1-a/instanceGroupManagers/web"}}"#,
+                Service {
+                    method: "v1.compute.instanceGroupManagers.resize".into(),
+                    service: Some("pubsub.googleapis.com".into()),
+                },
+            ),
+            (
+                "no resourceName",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                    "methodName": "v1.compute.instanceGroupManagers.resize"}}"#,
+                Missing("protoPayload.resourceName"),
+            ),
+            (
+                "another project's audit log",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                    "methodName": "v1.compute.instanceGroupManagers.resize",
+                    "resourceName": "projects/project-1/zones/us-central1-a/instanceGroupManagers/web"},
+                    "logName": "projects/attacker/logs/cloudaudit.googleapis.com%2Factivity"}"#,
+                LogName {
+                    method: "v1.compute.instanceGroupManagers.resize".into(),
+                    expected: "projects/project-1/logs/cloudaudit.googleapis.com%2Factivity".into(),
+                    log_name: "projects/attacker/logs/cloudaudit.googleapis.com%2Factivity".into(),
+                },
+            ),
+            (
+                "not an audit log",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                    "methodName": "v1.compute.instances.delete",
+                    "resourceName": "projects/project-1/zones/us-central1-a/instances/i"},
+                    "resource": {"labels": {"project_id": "project-1", "zone": "us-central1-a"}},
+                    "logName": "projects/project-1/logs/my-app"}"#,
+                LogName {
+                    method: "v1.compute.instances.delete".into(),
+                    expected: "projects/project-1/logs/cloudaudit.googleapis.com%2Factivity".into(),
+                    log_name: "projects/project-1/logs/my-app".into(),
+                },
+            ),
+            (
+                "a system event in the activity log",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                    "methodName": "compute.instances.preempted",
+                    "resourceName": "projects/project-1/zones/us-central1-a/instances/i"},
+                    "resource": {"labels": {"project_id": "project-1", "zone": "us-central1-a"}},
+                    "logName": "projects/project-1/logs/cloudaudit.googleapis.com%2Factivity"}"#,
+                LogName {
+                    method: "compute.instances.preempted".into(),
+                    expected: "projects/project-1/logs/cloudaudit.googleapis.com%2Fsystem_event"
+                        .into(),
+                    log_name: "projects/project-1/logs/cloudaudit.googleapis.com%2Factivity".into(),
+                },
+            ),
+            (
+                "an API call in the data-access log",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                    "methodName": "v1.compute.instances.insert",
+                    "resourceName": "projects/project-1/zones/us-central1-a/instances/i"},
+                    "resource": {"labels": {"project_id": "project-1", "zone": "us-central1-a"}},
+                    "logName": "projects/project-1/logs/cloudaudit.googleapis.com%2Fdata_access"}"#,
+                LogName {
+                    method: "v1.compute.instances.insert".into(),
+                    expected: "projects/project-1/logs/cloudaudit.googleapis.com%2Factivity".into(),
+                    log_name: "projects/project-1/logs/cloudaudit.googleapis.com%2Fdata_access"
+                        .into(),
+                },
+            ),
+            (
+                "a regional method on a zonal path",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                    "methodName": "v1.compute.regionInstanceGroupManagers.resize",
+                    "resourceName": "projects/project-1/zones/us-central1-a/instanceGroupManagers/web"}}"#,
+                Shape("a zonal group method needs zones/ in resourceName, a regional one regions/"),
+            ),
+            (
+                "an instance method on a disk",
+                r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+                    "methodName": "v1.compute.instances.delete",
+                    "resourceName": "projects/project-1/zones/us-central1-a/disks/d"}}"#,
+                Shape("an instance method without an instance in resourceName"),
+            ),
+        ];
+        for (what, json, want) in cases {
+            assert_eq!(parse(json.as_bytes()).as_ref(), Err(want), "{what}");
+        }
+    }
+
+    #[test]
+    fn the_reference_entries_pass_the_source_checks() {
+        for name in [
+            "audit-log-instances-insert-by-mig.json",
+            "audit-log-instances-insert-mig-useragent.json",
+            "audit-log-instances-delete.json",
+        ] {
+            assert!(
+                matches!(parse(fixture(name).as_bytes()), Ok(Entry::Instance { .. })),
+                "{name}"
+            );
+        }
+        let preempted = parse(fixture("audit-log-instances-preempted.json").as_bytes()).unwrap();
+        assert_eq!(
+            preempted,
+            Entry::Instance {
+                project: "project-1".into(),
+                zone: "us-central1-a".into(),
+                instance_id: Some("2162224123123123213".into()),
+                verb: Verb::Stop,
+                linked: None,
+                by_group: false,
+                first_only: false,
+            }
+        );
+        let known = Known::default();
+        let group = zonal("project-1", "us-central1-a", "spot");
+        known.record(
+            &group,
+            &[Instance::running(
+                "2162224123123123213",
+                Ipv4Addr::LOCALHOST,
+            )],
+        );
+        assert_eq!(
+            resolve(&preempted, &known),
+            vec![(
+                group,
+                GroupEventKind::Interrupted {
+                    instance_id: "2162224123123123213".into()
+                }
+            )]
+        );
     }
 }

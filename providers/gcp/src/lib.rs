@@ -10,7 +10,8 @@ mod state;
 
 pub use convert::{Unlisted, region_of};
 pub use events::{
-    Entry, EventOutcome, Known, PubSubConfig, Verb, parse as parse_audit_entry, resolve,
+    AuditEntryError, Entry, EventOutcome, Known, PubSubConfig, Verb, parse as parse_audit_entry,
+    resolve,
 };
 pub use provider::{Auth, GcpConfig, GcpProvider, OutcomeSink, name_filter};
 pub use state::{health, instance_state};

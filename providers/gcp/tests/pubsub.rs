@@ -136,9 +136,19 @@ async fn audit_log_messages_become_group_events_acked_only_when_handled() {
     again.ack.ack();
     nothing_within(&mut events, Duration::from_secs(12)).await;
 
-    // 2. Malformed messages are counted and acknowledged (never redelivered).
+    // 2. Malformed messages are counted and acknowledged (never redelivered):
+    // not JSON, a Compute method without its service, and a group call forged
+    // into another project's audit log.
     publish("this is not an audit log".into()).await;
     publish(r#"{"protoPayload": {"methodName": "v1.compute.instances.insert"}}"#.into()).await;
+    publish(
+        r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+            "methodName": "v1.compute.instanceGroupManagers.resize",
+            "resourceName": "projects/project-1/zones/us-central1-a/instanceGroupManagers/instance-group-1"},
+            "logName": "projects/elsewhere/logs/cloudaudit.googleapis.com%2Factivity"}"#
+            .into(),
+    )
+    .await;
     // 3. A delete of a member, which names no group, finds it by the member's id.
     let member_id = members[0].id.clone();
     publish(fixture("audit-log-instances-delete.json").replace("3771111960822", &member_id)).await;
@@ -151,13 +161,14 @@ async fn audit_log_messages_become_group_events_acked_only_when_handled() {
         }
     );
     delete.ack.ack();
-    assert_eq!(malformed.load(Ordering::SeqCst), 2);
+    assert_eq!(malformed.load(Ordering::SeqCst), 3);
 
     // 4. A delete of an instance no mirrored group holds is acknowledged and dropped.
     publish(fixture("audit-log-instances-delete.json")).await;
     // 5. A group call names its group directly.
     publish(
-        r#"{"protoPayload": {"methodName": "v1.compute.instanceGroupManagers.resize",
+        r#"{"protoPayload": {"serviceName": "compute.googleapis.com",
+            "methodName": "v1.compute.instanceGroupManagers.resize",
             "resourceName": "projects/project-1/zones/us-central1-a/instanceGroupManagers/instance-group-1"},
             "resource": {"labels": {"project_id": "project-1"}}}"#
             .into(),
@@ -171,7 +182,7 @@ async fn audit_log_messages_become_group_events_acked_only_when_handled() {
     assert_eq!(dropped.load(Ordering::SeqCst), 1);
     assert_eq!(
         malformed.load(Ordering::SeqCst),
-        2,
+        3,
         "malformed ones were not redelivered"
     );
     assert_eq!(names.len(), 2);
