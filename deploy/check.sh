@@ -13,7 +13,11 @@
 # with kubernetes-validate --strict against the oldest and newest Kubernetes
 # we support, ScalingGroupMirror against the CRD's schema, PrometheusRule with
 # `promtool check rules`, ServiceMonitor against its fields and the Service it
-# selects. Then, through cargo unless --no-cargo is given: the
+# selects. The namespace-scoped overlay (deploy/overlays/namespaced) by
+# deploy/check-namespaced.py: no ClusterRoleBinding grants WorkloadEntry
+# writes, and each namespace of its `--namespace` has a Role with the base
+# ClusterRole's rules, bound to the ServiceAccount, and nothing more. Then,
+# through cargo unless --no-cargo is given: the
 # ScalingGroupMirror examples on an API server serving the CRD (CEL rules too)
 # and the alerts and the dashboard against the metrics the binary exports
 # (tests/deploy.rs); the cloud permission examples against the calls the
@@ -107,6 +111,15 @@ k8s_args=()
 for version in "${K8S_VERSIONS[@]}"; do k8s_args+=(-k "$version"); done
 python3 deploy/validate-kinds.py --crd deploy/crd.yaml "${k8s_args[@]}" "${manifests[@]}" \
   || fail "deploy/validate-kinds.py"
+
+echo "-- the namespace-scoped install grants nothing cluster-wide (deploy/check-namespaced.py)"
+if [ -s "$tmp/overlay-namespaced.yaml" ]; then
+  python3 deploy/check-namespaced.py --base "$tmp/install.yaml" \
+    "deploy/overlays/namespaced=$tmp/overlay-namespaced.yaml" \
+    || fail "deploy/check-namespaced.py"
+else
+  fail "deploy/overlays/namespaced is missing or did not render"
+fi
 
 echo "-- dashboards parse as JSON"
 while IFS= read -r -d '' file; do

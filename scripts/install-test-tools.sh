@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh machine (idempotent), then checks
 # that every tool runs, failing with the tool's name when one does not:
-#   cargo-nextest (the test runner), moto's server (AWS), Azurite (Azure
+#   cargo-nextest (the test runner), cargo-deny (licences, bans and sources
+#   of the dependencies, deny.toml), moto's server (AWS), Azurite (Azure
 #   Storage queues), kubernetes-validate and promtool (deploy/check.sh).
 # The Cloud CLI with its Pub/Sub emulator, Java and kubectl come with the
 # machine's image; they are checked, not installed. The GCE and ARM mocks and
@@ -12,6 +13,7 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 
 NEXTEST_VERSION=0.9.151
+CARGO_DENY_VERSION=0.20.2
 MOTO_VERSION=5.2.1
 AZURITE_VERSION=3.35.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
@@ -19,6 +21,13 @@ KUBERNETES_VALIDATE_VERSION=1.37.0
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest $NEXTEST_VERSION into $MESHMIRROR_TOOLS/cargo (a few minutes, once)"
   cargo install --quiet --locked --root "$MESHMIRROR_TOOLS/cargo" "cargo-nextest@$NEXTEST_VERSION"
+fi
+# Its own temporary target directory, not the shared one: a cold build takes
+# about 9 minutes on 2 cores, and the shared one's lock would hold back every
+# other build meanwhile.
+if ! cargo deny --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
+  echo "installing cargo-deny $CARGO_DENY_VERSION into $MESHMIRROR_TOOLS/cargo (about 9 minutes, once)"
+  env -u CARGO_TARGET_DIR cargo install --quiet --locked --root "$MESHMIRROR_TOOLS/cargo" "cargo-deny@$CARGO_DENY_VERSION"
 fi
 if ! python3 -c "import moto, sys; sys.exit(0 if moto.__version__ == '$MOTO_VERSION' else 1)" 2>/dev/null \
     || ! command -v moto_server >/dev/null; then
@@ -48,6 +57,7 @@ check() {
   fi
 }
 check cargo-nextest "cargo install --locked cargo-nextest@$NEXTEST_VERSION" cargo nextest --version
+check cargo-deny "cargo install --locked cargo-deny@$CARGO_DENY_VERSION" cargo deny --version
 check moto_server "pip install 'moto[server]==$MOTO_VERSION'" moto_server --help
 check azurite-queue "npm install azurite@$AZURITE_VERSION (in $MESHMIRROR_TOOLS)" azurite-queue --version
 check kubernetes-validate "pip install kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" python3 -c 'import kubernetes_validate'
@@ -61,4 +71,4 @@ if [ ${#broken[@]} -gt 0 ]; then
   printf 'install-test-tools: %s\n' "${broken[@]}" >&2
   exit 1
 fi
-echo "install-test-tools: cargo-nextest, moto_server, azurite-queue, kubernetes-validate, promtool, kubectl, gcloud with the Pub/Sub emulator and java all run"
+echo "install-test-tools: cargo-nextest, cargo-deny, moto_server, azurite-queue, kubernetes-validate, promtool, kubectl, gcloud with the Pub/Sub emulator and java all run"
