@@ -179,6 +179,10 @@ const AWS_CALLS: &[(&str, &str)] = &[
         "autoscaling:RecordLifecycleActionHeartbeat",
     ),
     ("describe_instances", "ec2:DescribeInstances"),
+    (
+        "describe_spot_instance_requests",
+        "ec2:DescribeSpotInstanceRequests",
+    ),
     ("receive_message", "sqs:ReceiveMessage"),
     ("delete_message_batch", "sqs:DeleteMessage"),
 ];

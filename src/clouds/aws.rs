@@ -23,14 +23,13 @@ pub struct AwsArgs {
     /// SQS queue fed by EventBridge rules and lifecycle-hook notifications.
     #[arg(long, env = "MESHMIRROR_AWS_EVENT_QUEUE_URL")]
     pub aws_event_queue_url: Option<String>,
-    /// Further terminate hooks meshmirror keeps alive with heartbeats while it
-    /// drains (hooks named in a mirror's spec.lifecycle, and hooks it has
-    /// answered, are kept alive without this).
-    #[arg(long, env = "MESHMIRROR_AWS_HEARTBEAT_HOOKS", value_delimiter = ',')]
-    pub aws_heartbeat_hooks: Vec<String>,
+    /// AWS accounts whose events are accepted from the queue (default: the
+    /// account in the queue URL); messages from any other are deleted.
+    #[arg(long, env = "MESHMIRROR_AWS_ACCOUNTS", value_delimiter = ',')]
+    pub aws_accounts: Vec<String>,
     /// Static keys instead of the default chain (tests and tools only).
     #[arg(skip)]
-    pub static_credentials: Option<(String, String)>,
+    pub static_credentials: Option<(String, secrecy::SecretString)>,
 }
 
 impl AwsArgs {
@@ -40,7 +39,7 @@ impl AwsArgs {
             region: self.aws_region.clone(),
             event_queue_url: self.aws_event_queue_url.clone(),
             static_credentials: self.static_credentials.clone(),
-            heartbeat_hooks: self.aws_heartbeat_hooks.clone(),
+            accounts: self.aws_accounts.clone(),
             ..AwsConfig::default()
         }
     }

@@ -22,9 +22,9 @@ aws events put-targets --region "$REGION" --rule meshmirror \
   --targets "Id=queue,Arn=arn:aws:sqs:$REGION:$ACCOUNT:$QUEUE"
 
 # 3. The lifecycle hooks meshmirror answers. The heartbeat timeout must be
-#    longer than drainSeconds, or meshmirror must be told to send heartbeats
-#    (--aws-heartbeat-hooks meshmirror-drain). The default result is what AWS
-#    does if meshmirror never answers.
+#    longer than drainSeconds, or name the hook in the mirror's
+#    spec.lifecycle.terminateHook; meshmirror then sends heartbeats for it.
+#    The default result is what AWS does if meshmirror never answers.
 aws autoscaling put-lifecycle-hook --region "$REGION" \
   --auto-scaling-group-name "$ASG" --lifecycle-hook-name meshmirror-drain \
   --lifecycle-transition autoscaling:EC2_INSTANCE_TERMINATING \

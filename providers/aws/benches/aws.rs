@@ -21,6 +21,8 @@ use meshmirror_provider::{GroupRef, Provider};
 use meshmirror_testkit::aws::{AwsProxy, Moto};
 
 const REGION: &str = "us-east-1";
+/// moto's account, which its queue URLs name (events must come from it).
+const ACCOUNT: &str = "123456789012";
 
 #[tokio::main]
 async fn main() {
@@ -133,7 +135,7 @@ async fn main() {
             .unwrap()
             .to_string();
         let body = format!(
-            r#"{{"version":"0","id":"{i}","detail-type":"EC2 Instance Launch Successful","source":"aws.autoscaling","region":"{REGION}","resources":[],"detail":{{"AutoScalingGroupName":"{group_name}","EC2InstanceId":"{new}"}}}}"#
+            r#"{{"version":"0","id":"{i}","detail-type":"EC2 Instance Launch Successful","source":"aws.autoscaling","account":"{ACCOUNT}","region":"{REGION}","resources":[],"detail":{{"AutoScalingGroupName":"{group_name}","EC2InstanceId":"{new}"}}}}"#
         );
         let sent = Instant::now();
         sqsc.send_message()

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use secrecy::ExposeSecret;
+
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_autoscaling::config::{Credentials, Region};
 use tokio::sync::OnceCell;
@@ -47,7 +49,7 @@ impl Clients {
                 if let Some((key, secret)) = &self.config.static_credentials {
                     loader = loader.credentials_provider(Credentials::new(
                         key.clone(),
-                        secret.clone(),
+                        secret.expose_secret().to_string(),
                         None,
                         None,
                         "meshmirror-static",

@@ -158,6 +158,54 @@ fn ipv6(instance: &aws_sdk_ec2::types::Instance) -> Option<Ipv6Addr> {
         .or_else(|| all.iter().find_map(|a| parse(a.ipv6_address())))
 }
 
+/// The status code of the spot request behind each of the given spot
+/// instances (`marked-for-termination` and the like once EC2 has decided to
+/// interrupt one). Asked only for instances named by a spot interruption
+/// warning, so it costs nothing in the usual pass.
+pub async fn spot_statuses(
+    client: &aws_sdk_ec2::Client,
+    ids: &[String],
+) -> Result<HashMap<String, String>, ProviderError> {
+    let mut out = HashMap::new();
+    for chunk in ids.chunks(IDS_PER_CALL) {
+        let mut pages = client
+            .describe_spot_instance_requests()
+            .filters(
+                Filter::builder()
+                    .name("instance-id")
+                    .set_values(Some(chunk.to_vec()))
+                    .build(),
+            )
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| error::map("DescribeSpotInstanceRequests", e))?;
+            merge_spot_statuses(&mut out, page.spot_instance_requests());
+        }
+    }
+    Ok(out)
+}
+
+/// An instance's requests by status code; a marked one wins (a persistent
+/// request can list an instance under an older request too).
+fn merge_spot_statuses(
+    out: &mut HashMap<String, String>,
+    requests: &[aws_sdk_ec2::types::SpotInstanceRequest],
+) {
+    for request in requests {
+        let (Some(id), Some(code)) = (
+            request.instance_id(),
+            request.status().and_then(|s| s.code()),
+        ) else {
+            continue;
+        };
+        let known_marked = crate::state::spot_marked(out.get(id).map(String::as_str));
+        if !known_marked {
+            out.insert(id.to_string(), code.to_string());
+        }
+    }
+}
+
 /// A lifecycle hook of a group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HookInfo {
@@ -222,7 +270,40 @@ pub async fn groups_of(
 
 #[cfg(test)]
 mod tests {
+    use aws_sdk_ec2::types::{SpotInstanceRequest, SpotInstanceStatus};
+
     use super::*;
+
+    #[test]
+    fn spot_statuses_by_instance_a_marked_request_wins() {
+        let request = |id: Option<&str>, code: Option<&str>| {
+            let mut status = SpotInstanceStatus::builder();
+            if let Some(code) = code {
+                status = status.code(code);
+            }
+            SpotInstanceRequest::builder()
+                .set_instance_id(id.map(str::to_string))
+                .status(status.build())
+                .build()
+        };
+        let mut out = HashMap::new();
+        merge_spot_statuses(
+            &mut out,
+            &[
+                request(Some("i-1"), Some("marked-for-termination")),
+                request(Some("i-1"), Some("fulfilled")),
+                request(Some("i-2"), Some("fulfilled")),
+                request(None, Some("marked-for-stop")),
+                request(Some("i-3"), None),
+            ],
+        );
+        merge_spot_statuses(&mut out, &[request(Some("i-2"), Some("marked-for-stop"))]);
+        let want = HashMap::from([
+            ("i-1".to_string(), "marked-for-termination".to_string()),
+            ("i-2".to_string(), "marked-for-stop".to_string()),
+        ]);
+        assert_eq!(out, want);
+    }
 
     #[test]
     fn a_member_ec2_did_not_return_fails_the_pass() {

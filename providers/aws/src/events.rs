@@ -1,10 +1,12 @@
 //! The SQS event feed: long-polls the queue, turns each message into a
 //! [`GroupEvent`] whose ack deletes the message, and deletes at once what it
-//! cannot use (malformed, test notifications, instances in no group). A
-//! message whose ack is dropped is not deleted: SQS delivers it again. Each
-//! `events()` call starts its own poller, which stops when its stream is
-//! dropped (the controller takes one per leadership term).
+//! cannot use (malformed, from another account or an unmirrored region,
+//! test notifications, instances in no group). A message whose ack is
+//! dropped is not deleted: SQS delivers it again. Each `events()` call
+//! starts its own poller, which stops when its stream is dropped (the
+//! controller takes one per leadership term).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::describe;
 use crate::error;
-use crate::message::{self, GroupNotice, InstanceNotice, Message};
+use crate::message::{self, GroupNotice, InstanceNotice, Message, Parsed};
 use crate::provider::Inner;
 use crate::stats::MessageOutcome;
 
@@ -41,7 +43,12 @@ async fn poll(inner: Arc<Inner>, url: String, tx: mpsc::Sender<GroupEvent>) {
     let sqs = inner.clients.sqs(&region).await;
     let (delete_tx, delete_rx) = mpsc::unbounded_channel::<String>();
     tokio::spawn(deleter(inner.clone(), sqs.clone(), url.clone(), delete_rx));
-    tracing::info!(queue = %url, %region, "polling the AWS event queue");
+    let accounts = inner.config.event_accounts();
+    if accounts.is_empty() {
+        tracing::warn!(queue = %url,
+            "no account in the queue URL and none configured: events from any account are accepted");
+    }
+    tracing::info!(queue = %url, %region, ?accounts, "polling the AWS event queue");
     let wait = inner.config.receive_wait.min(Duration::from_secs(20));
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -79,7 +86,7 @@ async fn poll(inner: Arc<Inner>, url: String, tx: mpsc::Sender<GroupEvent>) {
                 continue;
             };
             let id = msg.message_id().unwrap_or("?");
-            match to_event(&inner, body, &region).await {
+            match to_event(&inner, body, &region, &accounts).await {
                 Handled::Event(group, kind) => {
                     inner.stats.message(MessageOutcome::Event);
                     if let Some(o) = &inner.observer {
@@ -128,11 +135,83 @@ enum Handled {
     Retry(String),
 }
 
-async fn to_event(inner: &Arc<Inner>, body: &str, default_region: &str) -> Handled {
-    let parsed = match message::parse(body, default_region) {
+/// Why a well-formed message is not acted on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// From an account meshmirror does not run in (or naming none).
+    Account(Option<String>),
+    /// About a region no mirror names.
+    Region(String),
+}
+
+impl Refusal {
+    /// Another account's message on our queue is misrouted or forged, as a
+    /// wrong source is; another region's is merely not ours.
+    fn outcome(&self) -> MessageOutcome {
+        match self {
+            Refusal::Account(_) => MessageOutcome::Malformed,
+            Refusal::Region(_) => MessageOutcome::Ignored,
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Account(Some(a)) => write!(f, "from account {a}, not one meshmirror runs in"),
+            Refusal::Account(None) => f.write_str("names no account"),
+            Refusal::Region(r) => write!(f, "about region {r}, where no mirror names a group"),
+        }
+    }
+}
+
+/// Accepts a message from one of `accounts` (none: no check) about the
+/// queue's region or one where a mirror names a group. The queue's region
+/// is always accepted: an EventBridge rule delivers only to a queue in its
+/// own region, so that is where events come from before the first pass;
+/// other regions' events arrive only through forwarding between buses.
+fn check_origin(
+    parsed: &Parsed,
+    accounts: &[String],
+    queue_region: &str,
+    mirrored: &BTreeSet<String>,
+) -> Result<(), Refusal> {
+    if !accounts.is_empty()
+        && !parsed
+            .account
+            .as_ref()
+            .is_some_and(|a| accounts.contains(a))
+    {
+        return Err(Refusal::Account(parsed.account.clone()));
+    }
+    let region = match &parsed.message {
+        Message::Group { region, .. } | Message::Instance { region, .. } => region,
+        Message::Test { .. } | Message::Ignored { .. } => return Ok(()),
+    };
+    if region != queue_region && !mirrored.contains(region) {
+        return Err(Refusal::Region(region.clone()));
+    }
+    Ok(())
+}
+
+async fn to_event(
+    inner: &Arc<Inner>,
+    body: &str,
+    default_region: &str,
+    accounts: &[String],
+) -> Handled {
+    let parsed = match message::parse_envelope(body, default_region) {
         Ok(m) => m,
         Err(e) => return Handled::Drop(MessageOutcome::Malformed, e.to_string()),
     };
+    let checked = {
+        let memory = inner.memory.lock().expect("memory lock");
+        check_origin(&parsed, accounts, default_region, memory.mirrored_regions())
+    };
+    if let Err(refusal) = checked {
+        return Handled::Drop(refusal.outcome(), refusal.to_string());
+    }
+    let parsed = parsed.message;
     let now = Instant::now();
     match parsed {
         Message::Test { group } => Handled::Drop(
@@ -228,6 +307,8 @@ async fn to_event(inner: &Arc<Inner>, body: &str, default_region: &str) -> Handl
                     _ => GroupEventKind::Changed,
                 },
                 InstanceNotice::SpotInterruption(_) => {
+                    // A hint: passes ask EC2 for the spot request's status
+                    // for a while; only EC2 takes the VM out.
                     inner
                         .memory
                         .lock()
@@ -305,5 +386,94 @@ async fn deleter(
                 tracing::warn!(%err, "cannot delete handled messages; they will be redelivered");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::GroupNotice;
+
+    fn group_message(region: &str, account: Option<&str>) -> Parsed {
+        Parsed {
+            message: Message::Group {
+                region: region.into(),
+                group: "g".into(),
+                instance_id: None,
+                what: GroupNotice::LaunchSucceeded,
+            },
+            account: account.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn only_our_accounts_and_regions_are_accepted() {
+        let ours = vec!["123456789012".to_string()];
+        let mirrored: BTreeSet<String> = ["eu-west-1".to_string()].into();
+        let instance = |region: &str| Parsed {
+            message: Message::Instance {
+                region: region.into(),
+                instance_id: "i-1".into(),
+                what: InstanceNotice::Rebalance,
+            },
+            account: Some("123456789012".into()),
+        };
+        let test = Parsed {
+            message: Message::Test { group: "g".into() },
+            account: Some("123456789012".into()),
+        };
+        let foreign_test = Parsed {
+            account: Some("999999999999".into()),
+            ..test.clone()
+        };
+        let account = |a: Option<&str>| Err(Refusal::Account(a.map(str::to_string)));
+        let region = |r: &str| Err(Refusal::Region(r.into()));
+        // (message, accounts, want)
+        let cases = [
+            (
+                group_message("us-east-1", Some("123456789012")),
+                &ours,
+                Ok(()),
+            ),
+            (
+                group_message("eu-west-1", Some("123456789012")),
+                &ours,
+                Ok(()),
+            ),
+            (
+                group_message("ap-south-1", Some("123456789012")),
+                &ours,
+                region("ap-south-1"),
+            ),
+            (instance("ap-south-1"), &ours, region("ap-south-1")),
+            (instance("eu-west-1"), &ours, Ok(())),
+            (
+                group_message("us-east-1", Some("999999999999")),
+                &ours,
+                account(Some("999999999999")),
+            ),
+            (group_message("us-east-1", None), &ours, account(None)),
+            (test.clone(), &ours, Ok(())),
+            (foreign_test, &ours, account(Some("999999999999"))),
+            // No account known: no account check; regions still checked.
+            (group_message("us-east-1", None), &vec![], Ok(())),
+            (
+                group_message("ap-south-1", Some("999999999999")),
+                &vec![],
+                region("ap-south-1"),
+            ),
+        ];
+        for (i, (parsed, accounts, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                check_origin(&parsed, accounts, "us-east-1", &mirrored),
+                want,
+                "case {i}: {parsed:?}"
+            );
+        }
+        assert_eq!(Refusal::Account(None).outcome(), MessageOutcome::Malformed);
+        assert_eq!(
+            Refusal::Region("x".into()).outcome(),
+            MessageOutcome::Ignored
+        );
     }
 }

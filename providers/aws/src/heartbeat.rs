@@ -8,10 +8,10 @@
 //! (3600 s) and drain (20 s) no heartbeat is ever sent. Decisions are pure;
 //! the provider's task sends them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use meshmirror_provider::LifecycleAction;
+use meshmirror_provider::{GroupRef, LifecycleAction};
 
 /// A hold no pass has reported for this long is dropped (its mirror is gone
 /// or it was answered elsewhere).
@@ -54,6 +54,29 @@ impl Holds {
             .remove(&(instance_id.to_string(), hook.to_string()));
     }
 
+    /// Keeps only the holds of `group` by hooks in `owned` (those of other
+    /// groups are untouched); returns how many were forgotten.
+    pub fn retain_owned(&mut self, group: &GroupRef, owned: &BTreeSet<String>) -> usize {
+        let before = self.holds.len();
+        self.holds
+            .retain(|_, h| &h.action.group != group || owned.contains(&h.action.hook));
+        before - self.holds.len()
+    }
+
+    /// AWS refused the hold's token: heartbeats go by instance id alone.
+    pub fn token_refused(&mut self, instance_id: &str, hook: &str) {
+        if let Some(hold) = self
+            .holds
+            .get_mut(&(instance_id.to_string(), hook.to_string()))
+        {
+            hold.action.token = None;
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.holds.clear();
+    }
+
     /// The holds due a heartbeat now; each is marked as beaten.
     pub fn due(&mut self, now: Instant) -> Vec<LifecycleAction> {
         self.holds
@@ -81,17 +104,63 @@ mod tests {
 
     use super::*;
 
+    fn group(name: &str) -> GroupRef {
+        GroupRef::Aws {
+            region: "r".into(),
+            name: name.into(),
+        }
+    }
+
     fn action(id: &str) -> LifecycleAction {
+        hold_by("g", id, "drain")
+    }
+
+    fn hold_by(group_name: &str, id: &str, hook: &str) -> LifecycleAction {
         LifecycleAction {
-            group: GroupRef::Aws {
-                region: "r".into(),
-                name: "g".into(),
-            },
+            group: group(group_name),
             instance_id: id.into(),
             kind: LifecycleKind::Terminate,
-            hook: "drain".into(),
+            hook: hook.into(),
             token: None,
         }
+    }
+
+    #[test]
+    fn holds_by_hooks_no_longer_owned_get_no_more_heartbeats() {
+        let mut holds = Holds::default();
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(30);
+        holds.seen(&hold_by("g", "i-1", "drain"), timeout, t0);
+        holds.seen(&hold_by("g", "i-2", "ready"), timeout, t0);
+        holds.seen(&hold_by("other", "i-3", "drain"), timeout, t0);
+        let owned: BTreeSet<String> = ["ready".to_string()].into();
+        assert_eq!(holds.retain_owned(&group("g"), &owned), 1);
+        let due: Vec<_> = holds
+            .due(t0 + timeout)
+            .into_iter()
+            .map(|a| a.instance_id)
+            .collect();
+        assert_eq!(due, vec!["i-2".to_string(), "i-3".to_string()]);
+        assert_eq!(holds.retain_owned(&group("g"), &BTreeSet::new()), 1);
+        holds.clear();
+        assert!(holds.is_empty());
+    }
+
+    #[test]
+    fn a_refused_token_is_not_sent_again() {
+        let mut holds = Holds::default();
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(30);
+        let with_token = LifecycleAction {
+            token: Some("t".into()),
+            ..action("i-1")
+        };
+        holds.seen(&with_token, timeout, t0);
+        assert_eq!(holds.due(t0 + timeout)[0].token.as_deref(), Some("t"));
+        holds.token_refused("i-1", "drain");
+        // A pass that no longer knows the token does not bring it back.
+        holds.seen(&action("i-1"), timeout, t0 + timeout);
+        assert_eq!(holds.due(t0 + timeout * 2)[0].token, None);
     }
 
     #[test]

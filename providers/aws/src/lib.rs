@@ -3,11 +3,12 @@
 //! SQS feed of EventBridge and lifecycle-hook events.
 //!
 //! Events are hints; the API is the truth. A pass asks Auto Scaling and EC2,
-//! and an event only makes it happen sooner. The one thing an event adds is a
-//! spot interruption warning, which no describe call shows per instance: it
-//! moves an instance out of the mesh only if EC2 confirms that the instance
-//! is a spot instance (or that it is already stopping or shutting down), so a
-//! forged or stale message cannot pull an on-demand instance out.
+//! and an event only makes it happen sooner. A spot interruption warning
+//! too: it makes the next passes ask EC2 for the instance's spot request
+//! status, and only EC2 (a `marked-for-*` status, or an instance state on the
+//! way out) moves the instance out of the mesh, so a forged or stale message
+//! pulls nothing out. Messages are accepted only from meshmirror's own
+//! accounts and for regions it mirrors.
 
 mod clients;
 mod config;

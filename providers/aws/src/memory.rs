@@ -2,7 +2,8 @@
 //! restart: hook tokens from events (the API never shows them; completing by
 //! instance id works without), spot interruption warnings (the API shows no
 //! per-instance flag), which group an instance is in (EC2 events name only
-//! the instance), and which hooks meshmirror answers (for heartbeats).
+//! the instance), which hooks meshmirror answers (for heartbeats), and the
+//! regions of the groups it mirrors (for checking where events come from).
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -24,11 +25,14 @@ pub struct HookNote {
 
 #[derive(Debug, Default)]
 pub struct Memory {
-    hooks: HashMap<(String, LifecycleKind), HookNote>,
+    /// By (instance id, hook name): one note per hook, so another team's
+    /// hook announced on the same instance cannot hide ours.
+    hooks: HashMap<(String, String), HookNote>,
     spot: HashMap<String, Instant>,
     index: HashMap<String, GroupRef>,
     by_group: HashMap<GroupRef, BTreeSet<String>>,
     owned: HashMap<GroupRef, BTreeSet<String>>,
+    regions: BTreeSet<String>,
 }
 
 impl Memory {
@@ -45,7 +49,7 @@ impl Memory {
         self.hooks
             .retain(|_, note| now.saturating_duration_since(note.at) < TOKEN_MEMORY);
         self.hooks.insert(
-            (instance_id.to_string(), kind),
+            (instance_id.to_string(), hook.clone()),
             HookNote {
                 group,
                 hook,
@@ -56,44 +60,74 @@ impl Memory {
         );
     }
 
-    /// The announced action holding `instance_id`, if one is known.
+    /// The announced action holding `instance_id` in `group` by one of
+    /// `candidates` (the group's hooks for that transition, as
+    /// `DescribeLifecycleHooks` lists them): a hook meshmirror answers
+    /// first, else the latest. A note naming any other hook, group or
+    /// transition is never used: an event does not override what the API
+    /// says.
     pub fn hook_for(
         &self,
         group: &GroupRef,
         instance_id: &str,
         kind: LifecycleKind,
+        candidates: &[&str],
     ) -> Option<&HookNote> {
+        let owned = self.owned.get(group);
+        candidates
+            .iter()
+            .filter_map(|hook| self.hooks.get(&(instance_id.to_string(), hook.to_string())))
+            .filter(|note| &note.group == group && note.kind == kind)
+            .max_by_key(|note| (owned.is_some_and(|o| o.contains(&note.hook)), note.at))
+    }
+
+    /// The action was answered: forget its token. (It does not make the
+    /// hook one meshmirror answers: only `set_owned` does.)
+    pub fn answered(&mut self, instance_id: &str, hook: &str) {
         self.hooks
-            .get(&(instance_id.to_string(), kind))
-            .filter(|note| &note.group == group)
+            .remove(&(instance_id.to_string(), hook.to_string()));
     }
 
-    /// The action was answered: forget its token, and remember the hook as
-    /// one meshmirror answers.
-    pub fn answered(
-        &mut self,
-        group: &GroupRef,
-        instance_id: &str,
-        kind: LifecycleKind,
-        hook: &str,
-    ) {
-        self.hooks.remove(&(instance_id.to_string(), kind));
-        self.own(group, hook);
-    }
-
-    /// Remembers `hook` as one meshmirror answers for `group`.
-    pub fn own(&mut self, group: &GroupRef, hook: &str) {
-        if self.owned.get(group).is_some_and(|o| o.contains(hook)) {
-            return;
+    /// AWS refused the token noted for this action: later calls go by
+    /// instance id alone.
+    pub fn token_refused(&mut self, instance_id: &str, hook: &str) {
+        if let Some(note) = self
+            .hooks
+            .get_mut(&(instance_id.to_string(), hook.to_string()))
+        {
+            note.token = None;
         }
-        self.owned
-            .entry(group.clone())
-            .or_default()
-            .insert(hook.to_string());
+    }
+
+    /// Exactly the hooks meshmirror answers for `group` now; none forgets
+    /// the group.
+    pub fn set_owned(&mut self, group: &GroupRef, hooks: BTreeSet<String>) {
+        if hooks.is_empty() {
+            self.owned.remove(group);
+        } else if self.owned.get(group) != Some(&hooks) {
+            self.owned.insert(group.clone(), hooks);
+        }
+    }
+
+    /// The leadership term ended: no hook is answered until told again.
+    pub fn clear_owned(&mut self) {
+        self.owned.clear();
     }
 
     pub fn owned_hooks(&self, group: &GroupRef) -> Option<&BTreeSet<String>> {
         self.owned.get(group)
+    }
+
+    /// A mirror asked about a group in `region`.
+    pub fn mirrored_region(&mut self, region: &str) {
+        if !self.regions.contains(region) {
+            self.regions.insert(region.to_string());
+        }
+    }
+
+    /// The regions of every group a mirror has asked about in this process.
+    pub fn mirrored_regions(&self) -> &BTreeSet<String> {
+        &self.regions
     }
 
     pub fn spot_warned(&mut self, instance_id: &str, now: Instant) {
@@ -146,28 +180,83 @@ mod tests {
         }
     }
 
+    const TERM: LifecycleKind = LifecycleKind::Terminate;
+
+    fn owned(hooks: &[&str]) -> BTreeSet<String> {
+        hooks.iter().map(|h| h.to_string()).collect()
+    }
+
     #[test]
-    fn tokens_are_kept_per_instance_and_kind_until_answered() {
+    fn tokens_are_kept_per_instance_and_hook_until_answered() {
         let mut m = Memory::default();
         let now = Instant::now();
+        m.hook_announced(g("a"), "i-1", TERM, "drain".into(), Some("t".into()), now);
+        let drain = ["drain"];
+        assert_eq!(
+            m.hook_for(&g("a"), "i-1", LifecycleKind::Launch, &drain),
+            None
+        );
+        assert_eq!(m.hook_for(&g("b"), "i-1", TERM, &drain), None);
+        assert_eq!(m.hook_for(&g("a"), "i-2", TERM, &drain), None);
+        assert_eq!(m.hook_for(&g("a"), "i-1", TERM, &["other"]), None);
+        let note = m.hook_for(&g("a"), "i-1", TERM, &drain).unwrap();
+        assert_eq!(note.token.as_deref(), Some("t"));
+        m.token_refused("i-1", "drain");
+        let note = m.hook_for(&g("a"), "i-1", TERM, &drain).unwrap();
+        assert_eq!(note.token, None);
+        m.answered("i-1", "drain");
+        assert_eq!(m.hook_for(&g("a"), "i-1", TERM, &drain), None);
+    }
+
+    #[test]
+    fn another_hook_announced_on_the_same_instance_does_not_hide_ours() {
+        let mut m = Memory::default();
+        let t0 = Instant::now();
+        m.set_owned(&g("a"), owned(&["drain"]));
+        m.hook_announced(g("a"), "i-1", TERM, "drain".into(), Some("ours".into()), t0);
+        // Later, another team's hook on the same transition.
+        let later = t0 + Duration::from_secs(1);
         m.hook_announced(
             g("a"),
             "i-1",
-            LifecycleKind::Terminate,
-            "drain".into(),
-            Some("t".into()),
-            now,
+            TERM,
+            "theirs".into(),
+            Some("t2".into()),
+            later,
         );
-        assert_eq!(m.hook_for(&g("a"), "i-1", LifecycleKind::Launch), None);
-        assert_eq!(m.hook_for(&g("b"), "i-1", LifecycleKind::Terminate), None);
-        let note = m
-            .hook_for(&g("a"), "i-1", LifecycleKind::Terminate)
-            .unwrap();
-        assert_eq!(note.token.as_deref(), Some("t"));
+        let both = ["drain", "theirs"];
+        let note = m.hook_for(&g("a"), "i-1", TERM, &both).unwrap();
+        assert_eq!(
+            (note.hook.as_str(), note.token.as_deref()),
+            ("drain", Some("ours"))
+        );
+        // Theirs is still there for whoever asks by it, and is the latest
+        // when meshmirror owns neither.
+        assert_eq!(
+            m.hook_for(&g("a"), "i-1", TERM, &["theirs"]).unwrap().hook,
+            "theirs"
+        );
+        m.set_owned(&g("a"), BTreeSet::new());
+        assert_eq!(
+            m.hook_for(&g("a"), "i-1", TERM, &both).unwrap().hook,
+            "theirs"
+        );
+    }
+
+    #[test]
+    fn owned_hooks_are_exactly_the_last_told_and_answering_adds_none() {
+        let mut m = Memory::default();
+        m.answered("i-1", "drain");
+        assert_eq!(m.owned_hooks(&g("a")), None, "an answer is no licence");
+        m.set_owned(&g("a"), owned(&["drain", "ready"]));
+        m.set_owned(&g("b"), owned(&["drain"]));
+        m.set_owned(&g("a"), owned(&["ready"]));
+        assert_eq!(m.owned_hooks(&g("a")), Some(&owned(&["ready"])));
+        m.set_owned(&g("a"), BTreeSet::new());
         assert_eq!(m.owned_hooks(&g("a")), None);
-        m.answered(&g("a"), "i-1", LifecycleKind::Terminate, "drain");
-        assert_eq!(m.hook_for(&g("a"), "i-1", LifecycleKind::Terminate), None);
-        assert!(m.owned_hooks(&g("a")).unwrap().contains("drain"));
+        assert_eq!(m.owned_hooks(&g("b")), Some(&owned(&["drain"])));
+        m.clear_owned();
+        assert_eq!(m.owned_hooks(&g("b")), None);
     }
 
     #[test]

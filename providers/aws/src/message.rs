@@ -77,20 +77,36 @@ const LAUNCHING: &str = "autoscaling:EC2_INSTANCE_LAUNCHING";
 const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
 const TEST: &str = "autoscaling:TEST_NOTIFICATION";
 
+/// A message and the account it says it comes from (`account` of an
+/// EventBridge envelope, `AccountId` of a hook notification).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    pub message: Message,
+    pub account: Option<String>,
+}
+
 /// Parses one message body. `default_region` stands in where the message
 /// carries none (hook notifications straight to SQS name no region).
 pub fn parse(body: &str, default_region: &str) -> Result<Message, ParseError> {
+    parse_envelope(body, default_region).map(|p| p.message)
+}
+
+/// [`parse`], with the account the message names.
+pub fn parse_envelope(body: &str, default_region: &str) -> Result<Parsed, ParseError> {
     let value: Value =
         serde_json::from_str(body.trim()).map_err(|e| ParseError::NotJson(e.to_string()))?;
     parse_value(&value, default_region, 0)
 }
 
-fn parse_value(value: &Value, default_region: &str, depth: u8) -> Result<Message, ParseError> {
+fn parse_value(value: &Value, default_region: &str, depth: u8) -> Result<Parsed, ParseError> {
     let Some(object) = value.as_object() else {
         return Err(ParseError::Unrecognised);
     };
     if object.contains_key("detail-type") {
-        return eventbridge(value, default_region);
+        return Ok(Parsed {
+            message: eventbridge(value, default_region)?,
+            account: string(value, "account"),
+        });
     }
     // SQS subscribed to an SNS topic: the notification wraps the real message.
     if depth == 0
@@ -102,7 +118,10 @@ fn parse_value(value: &Value, default_region: &str, depth: u8) -> Result<Message
         return parse_value(&inner, default_region, depth + 1);
     }
     if object.contains_key("AutoScalingGroupName") {
-        return hook_notification(value, default_region);
+        return Ok(Parsed {
+            message: hook_notification(value, default_region)?,
+            account: string(value, "AccountId"),
+        });
     }
     Err(ParseError::Unrecognised)
 }
@@ -596,6 +615,21 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_account_comes_with_the_message() {
+        let account = |body: &str| parse_envelope(body, "r").map(|p| p.account);
+        let eventbridge = fixture("eventbridge-asg-launch-successful.json");
+        assert_eq!(account(&eventbridge), Ok(Some("123456789012".into())));
+        let hook = key_values_to_json(&fixture("awsdocs-asg-lifecycle-hook-notification.yaml"));
+        assert_eq!(account(&hook), Ok(Some("123456789012".into())));
+        // Through SNS: the inner message's account, not the topic's.
+        let inner = r#"{"source":"aws.ec2","detail-type":"EC2 Instance Rebalance Recommendation","account":"210987654321","detail":{"instance-id":"i-1"}}"#;
+        let wrapped = serde_json::json!({"Type": "Notification", "TopicArn": "arn:aws:sns:r:123456789012:t", "Message": inner}).to_string();
+        assert_eq!(account(&wrapped), Ok(Some("210987654321".into())));
+        let bare = r#"{"AutoScalingGroupName":"g","Event":"autoscaling:TEST_NOTIFICATION"}"#;
+        assert_eq!(account(bare), Ok(None));
     }
 
     #[test]

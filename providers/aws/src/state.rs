@@ -78,20 +78,32 @@ pub fn ec2_leaving(state: Option<&str>) -> bool {
     )
 }
 
+/// Whether a spot request status code (`DescribeSpotInstanceRequests`)
+/// says EC2 is about to interrupt the instance: the instance still runs,
+/// but not for long.
+pub fn spot_marked(status_code: Option<&str>) -> bool {
+    matches!(
+        status_code,
+        Some("marked-for-termination" | "marked-for-stop" | "marked-for-hibernation")
+    )
+}
+
 /// One member's [`Instance`], without its lifecycle action (the caller adds
-/// it). `spot_warned` is a remembered spot interruption warning.
+/// it). `spot_status` is the status code of the instance's spot request,
+/// when one was asked for (only after a spot interruption warning: the
+/// warning is a hint, EC2's own word is what takes a VM out).
 pub fn instance(
     region: &str,
     member: &AsgMember,
     ec2: Option<&Ec2Facts>,
     base: InstanceState,
-    spot_warned: bool,
+    spot_status: Option<&str>,
 ) -> Instance {
     let empty = Ec2Facts::default();
     let facts = ec2.unwrap_or(&empty);
     let mut state = base;
     if state == InstanceState::Running
-        && (ec2_leaving(facts.state.as_deref()) || (spot_warned && facts.spot))
+        && (ec2_leaving(facts.state.as_deref()) || (facts.spot && spot_marked(spot_status)))
     {
         state = InstanceState::Terminating;
     }
@@ -158,31 +170,56 @@ mod tests {
     }
 
     #[test]
-    fn ec2_state_and_spot_warnings_confirm_a_departure() {
+    fn spot_request_statuses_that_mean_an_interruption() {
+        let cases = [
+            (Some("marked-for-termination"), true),
+            (Some("marked-for-stop"), true),
+            (Some("marked-for-hibernation"), true),
+            (Some("fulfilled"), false),
+            (Some("request-canceled-and-instance-running"), false),
+            (Some("pending-evaluation"), false),
+            (None, false),
+        ];
+        for (code, want) in cases {
+            assert_eq!(spot_marked(code), want, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn only_ec2_confirms_a_departure() {
         let running = Ec2Facts {
             state: Some("running".into()),
             ..Default::default()
         };
-        let i = instance("r", &member(), Some(&running), InstanceState::Running, true);
-        assert_eq!(
-            i.state,
-            InstanceState::Running,
-            "a warning for an on-demand running instance changes nothing"
-        );
         let spot = Ec2Facts {
             spot: true,
             ..running.clone()
         };
-        let i = instance("r", &member(), Some(&spot), InstanceState::Running, false);
-        assert_eq!(i.state, InstanceState::Running, "spot without a warning");
-        let i = instance("r", &member(), Some(&spot), InstanceState::Running, true);
-        assert_eq!(i.state, InstanceState::Terminating);
+        let marked = Some("marked-for-termination");
+        // (facts, spot request status, want)
+        let cases = [
+            (&running, None, InstanceState::Running),
+            (&spot, None, InstanceState::Running),
+            (&spot, Some("fulfilled"), InstanceState::Running),
+            (&spot, marked, InstanceState::Terminating),
+            (&spot, Some("marked-for-stop"), InstanceState::Terminating),
+            // A spot status for an instance EC2 calls on-demand is not believed.
+            (&running, marked, InstanceState::Running),
+        ];
+        for (i, (facts, status, want)) in cases.into_iter().enumerate() {
+            let got = instance("r", &member(), Some(facts), InstanceState::Running, status);
+            assert_eq!(
+                got.state, want,
+                "case {i}: spot {} status {status:?}",
+                facts.spot
+            );
+        }
         for s in ["stopping", "shutting-down", "stopped", "terminated"] {
             let facts = Ec2Facts {
                 state: Some(s.into()),
                 ..Default::default()
             };
-            let i = instance("r", &member(), Some(&facts), InstanceState::Running, false);
+            let i = instance("r", &member(), Some(&facts), InstanceState::Running, None);
             assert_eq!(i.state, InstanceState::Terminating, "{s}");
         }
     }
@@ -203,7 +240,7 @@ mod tests {
             &member(),
             Some(&facts),
             InstanceState::Running,
-            false,
+            None,
         );
         assert_eq!(i.private_ipv4, facts.private_ipv4);
         assert_eq!(i.public_ipv4, facts.public_ipv4);
@@ -212,7 +249,7 @@ mod tests {
         assert_eq!(i.region.as_deref(), Some("us-east-1"));
         assert_eq!(i.tags, facts.tags);
         assert_eq!(i.health, Health::Healthy);
-        let bare = instance("us-east-1", &member(), None, InstanceState::Pending, false);
+        let bare = instance("us-east-1", &member(), None, InstanceState::Pending, None);
         assert_eq!(bare.zone.as_deref(), Some("us-east-1a"));
         assert_eq!(bare.private_ipv4, None);
     }

@@ -16,6 +16,10 @@
 //!   100 heartbeat timeouts or 48 h, is not modelled.)
 //! - instance facts moto does not model for Auto Scaling instances (public
 //!   IPv4, IPv6, spot): added to `DescribeInstances` answers;
+//! - spot requests EC2 has marked for interruption (moto has no spot request
+//!   behind an Auto Scaling instance, and its own are always `fulfilled`):
+//!   added to `DescribeSpotInstanceRequests` answers
+//!   ([`AwsProxy::set_spot_marked`]);
 //! - throttling (`Throttling`, `RequestLimitExceeded`) for the next N calls
 //!   of an action;
 //! - a count of every call by action.
@@ -115,6 +119,8 @@ struct ProxyState {
     public: HashMap<String, Ipv4Addr>,
     ipv6: HashMap<String, Ipv6Addr>,
     spot: HashSet<String>,
+    /// Instance id -> the status code of its (made-up) spot request.
+    spot_marked: BTreeMap<String, String>,
     requests: u64,
     hooks: HashMap<String, HookTimeout>,
     expired: Vec<ExpiredHold>,
@@ -336,6 +342,17 @@ impl AwsProxy {
         self.state().spot.insert(instance_id.to_string());
     }
 
+    /// Shows a spot request with status `code` (`marked-for-termination`,
+    /// `marked-for-stop`, `marked-for-hibernation`, ...) behind the instance
+    /// in `DescribeSpotInstanceRequests` answers, as EC2 does once it has
+    /// decided to interrupt a spot instance. Does not make the instance spot
+    /// in `DescribeInstances` (see [`Self::set_spot`]).
+    pub fn set_spot_marked(&self, instance_id: &str, code: &str) {
+        self.state()
+            .spot_marked
+            .insert(instance_id.to_string(), code.to_string());
+    }
+
     /// Every lifecycle call so far, in order.
     pub fn lifecycle_calls(&self) -> Vec<LifecycleCall> {
         self.state().calls.clone()
@@ -483,15 +500,21 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
                 Ok(r) => r,
                 Err(e) => return plain(StatusCode::BAD_GATEWAY, &format!("moto: {e}")),
             };
-            let rewritten = rewrite(&shared, &call.action, &upstream);
+            let rewritten = rewrite(&shared, &call, &upstream);
             respond(upstream, rewritten)
         }
     }
 }
 
-fn rewrite(shared: &Shared, action: &str, r: &upstream::Response) -> Option<String> {
+fn rewrite(shared: &Shared, call: &Call, r: &upstream::Response) -> Option<String> {
     if r.status != 200 {
         return None;
+    }
+    let action = call.action.as_str();
+    if action == "DescribeSpotInstanceRequests" {
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        let state = shared.state.lock().expect("proxy state");
+        return add_spot_requests(&text, &call.params, &state.spot_marked);
     }
     let (list, tag, id_tag) = match action {
         "DescribeAutoScalingGroups" => ("Instances", "member", "InstanceId"),
@@ -550,6 +573,78 @@ fn rewrite(shared: &Shared, action: &str, r: &upstream::Response) -> Option<Stri
         ))
     });
     (out != text).then_some(out)
+}
+
+/// The values of the query filter `name` (`Filter.N.Name=name`,
+/// `Filter.N.Value.M=...`); None when no filter has that name.
+fn filter_values(params: &HashMap<String, String>, name: &str) -> Option<HashSet<String>> {
+    let mut found = None;
+    for (key, value) in params {
+        let Some(n) = key
+            .strip_prefix("Filter.")
+            .and_then(|k| k.strip_suffix(".Name"))
+        else {
+            continue;
+        };
+        if value != name {
+            continue;
+        }
+        let prefix = format!("Filter.{n}.Value.");
+        let values = found.get_or_insert_with(HashSet::new);
+        values.extend(
+            params
+                .iter()
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .map(|(_, v)| v.clone()),
+        );
+    }
+    found
+}
+
+/// Adds a spot request for each marked instance the request asks about (by
+/// its `instance-id` filter; all of them without one) to moto's
+/// `DescribeSpotInstanceRequests` answer. Shaped as EC2's: an `active`
+/// one-time request whose status code says the instance will be
+/// interrupted. Other filters and request ids are not modelled.
+fn add_spot_requests(
+    xml: &str,
+    params: &HashMap<String, String>,
+    marked: &BTreeMap<String, String>,
+) -> Option<String> {
+    let wanted = filter_values(params, "instance-id");
+    let updated = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S.000Z");
+    let items: String = marked
+        .iter()
+        .filter(|(id, _)| wanted.as_ref().is_none_or(|w| w.contains(*id)))
+        .map(|(id, code)| {
+            let suffix = id.trim_start_matches("i-");
+            let (id, code) = (xml::escape(id), xml::escape(code));
+            format!(
+                "<item><spotInstanceRequestId>sir-{suffix}</spotInstanceRequestId><spotPrice>0.010000</spotPrice><type>one-time</type><state>active</state><status><code>{code}</code><updateTime>{updated}</updateTime><message>Spot Instance marked for interruption (test proxy).</message></status><instanceId>{id}</instanceId><productDescription>Linux/UNIX</productDescription><instanceInterruptionBehavior>terminate</instanceInterruptionBehavior></item>"
+            )
+        })
+        .collect();
+    if items.is_empty() {
+        return None;
+    }
+    // moto writes an empty list as `<spotInstanceRequestSet/>`, or as an
+    // open and close tag; or leaves it out.
+    const LIST: &str = "spotInstanceRequestSet";
+    let empty = format!("<{LIST}/>");
+    let close = format!("</{LIST}>");
+    if xml.contains(&empty) {
+        return Some(xml.replacen(&empty, &format!("<{LIST}>{items}</{LIST}>"), 1));
+    }
+    if let Some(at) = xml.find(&close) {
+        return Some(format!("{}{items}{}", &xml[..at], &xml[at..]));
+    }
+    let end = "</DescribeSpotInstanceRequestsResponse>";
+    let at = xml.find(end)?;
+    Some(format!(
+        "{}<{LIST}>{items}</{LIST}>{}",
+        &xml[..at],
+        &xml[at..]
+    ))
 }
 
 fn respond(upstream: upstream::Response, rewritten: Option<String>) -> Response {
@@ -772,6 +867,56 @@ mod tests {
         );
         assert_eq!(sqs.action, "ReceiveMessage");
         assert_eq!(credential_region(&headers).as_deref(), Some("us-east-1"));
+    }
+
+    #[test]
+    fn marked_spot_requests_are_added_for_the_instances_asked_about() {
+        // moto's answer with no spot request (as moto 5.2.1 writes it).
+        let empty = r#"<?xml version="1.0" encoding="utf-8"?>
+<DescribeSpotInstanceRequestsResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15"><spotInstanceRequestSet/><requestId>request-id</requestId></DescribeSpotInstanceRequestsResponse>"#;
+        let marked: BTreeMap<String, String> = [
+            ("i-1".to_string(), "marked-for-termination".to_string()),
+            ("i-2".to_string(), "marked-for-stop".to_string()),
+        ]
+        .into();
+        let params = |body: &str| classify(&[], body.as_bytes()).params;
+        let asked = params(
+            "Action=DescribeSpotInstanceRequests&Filter.1.Name=instance-id&Filter.1.Value.1=i-1&Filter.1.Value.2=i-3",
+        );
+        let out = add_spot_requests(empty, &asked, &marked).expect("i-1 added");
+        let items: Vec<&str> = xml::elements(&out, "spotInstanceRequestSet", "item")
+            .into_iter()
+            .map(|r| &out[r])
+            .collect();
+        assert_eq!(items.len(), 1, "{out}");
+        assert_eq!(xml::text(items[0], "instanceId"), Some("i-1"));
+        assert_eq!(xml::text(items[0], "code"), Some("marked-for-termination"));
+        assert_eq!(xml::text(items[0], "state"), Some("active"));
+        assert!(
+            out.ends_with(
+                "<requestId>request-id</requestId></DescribeSpotInstanceRequestsResponse>"
+            )
+        );
+        // Not marked: moto's answer unchanged.
+        let other = params("Filter.1.Name=instance-id&Filter.1.Value.1=i-3");
+        assert_eq!(add_spot_requests(empty, &other, &marked), None);
+        // Without an instance-id filter, every marked instance; moto's own
+        // requests are kept.
+        let theirs = empty.replace(
+            "<spotInstanceRequestSet/>",
+            "<spotInstanceRequestSet><item><instanceId>i-9</instanceId></item></spotInstanceRequestSet>",
+        );
+        let out = add_spot_requests(
+            &theirs,
+            &params("Action=DescribeSpotInstanceRequests"),
+            &marked,
+        )
+        .unwrap();
+        let ids: Vec<&str> = xml::elements(&out, "spotInstanceRequestSet", "item")
+            .into_iter()
+            .filter_map(|r| xml::text(&out[r], "instanceId"))
+            .collect();
+        assert_eq!(ids, vec!["i-9", "i-1", "i-2"]);
     }
 
     #[test]
