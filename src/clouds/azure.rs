@@ -32,8 +32,8 @@ pub struct AzureArgs {
     #[arg(long, env = "AZURE_CLIENT_ID")]
     pub azure_client_id: Option<String>,
     /// Prefer the environment variable: a flag shows in the process list.
-    #[arg(long, env = "AZURE_CLIENT_SECRET", hide_env_values = true)]
-    pub azure_client_secret: Option<String>,
+    #[arg(long, env = "AZURE_CLIENT_SECRET", hide_env_values = true, value_parser = secret)]
+    pub azure_client_secret: Option<secrecy::SecretString>,
     /// The projected service account token (set by the AKS workload identity webhook).
     #[arg(long, env = "AZURE_FEDERATED_TOKEN_FILE")]
     pub azure_federated_token_file: Option<PathBuf>,
@@ -47,6 +47,11 @@ pub struct AzureArgs {
     /// Seconds between polls of an empty event queue.
     #[arg(long, env = "MESHMIRROR_AZURE_EVENT_POLL_SECONDS", default_value_t = 5)]
     pub azure_event_poll_seconds: u64,
+}
+
+/// Flag values that must never show in Debug output or logs.
+fn secret(value: &str) -> Result<secrecy::SecretString, String> {
+    Ok(value.into())
 }
 
 fn url(flag: &str, value: &str) -> Result<meshmirror_azure::Url, String> {
@@ -139,4 +144,28 @@ pub async fn register(
     let provider = AzureProvider::new(config).map_err(|e| e.to_string())?;
     providers.add(provider, metrics.clone(), RetryPolicy::default());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        azure: AzureArgs,
+    }
+
+    #[test]
+    fn a_client_secret_flag_never_shows_in_debug_output() {
+        let cli = Cli::try_parse_from(["meshmirror", "--azure-client-secret", "hunter2-flag"])
+            .expect("parses");
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let config = cli.azure.config().expect("a config");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
 }

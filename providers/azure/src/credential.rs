@@ -14,6 +14,7 @@ use azure_identity::{
     ManagedIdentityCredentialOptions, UserAssignedId, WorkloadIdentityCredential,
     WorkloadIdentityCredentialOptions,
 };
+use secrecy::{ExposeSecret, SecretString};
 
 /// Which credential to use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,7 +54,8 @@ pub struct CredentialConfig {
     pub kind: CredentialKind,
     pub tenant_id: Option<String>,
     pub client_id: Option<String>,
-    pub client_secret: Option<String>,
+    /// Never shown by Debug or logs.
+    pub client_secret: Option<SecretString>,
     pub federated_token_file: Option<PathBuf>,
     /// An https authority host instead of `https://login.microsoftonline.com`.
     pub authority_host: Option<Url>,
@@ -119,7 +121,15 @@ pub fn build(
         CredentialKind::ClientSecret => ClientSecretCredential::new(
             need(&config.tenant_id, "a tenant id")?,
             need(&config.client_id, "a client id")?.to_string(),
-            Secret::new(need(&config.client_secret, "a client secret")?.to_string()),
+            Secret::new(
+                config
+                    .client_secret
+                    .as_ref()
+                    .map(|s| s.expose_secret())
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| CredentialError("a client secret is required".into()))?
+                    .to_string(),
+            ),
             Some(ClientSecretCredentialOptions {
                 client_options: options,
             }),
@@ -238,5 +248,16 @@ mod tests {
             ..Default::default()
         };
         assert!(build(&config, None).is_err());
+    }
+
+    #[test]
+    fn the_client_secret_never_shows_in_debug_output() {
+        let config = CredentialConfig {
+            client_secret: Some("hunter2-very-secret".into()),
+            ..CredentialConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("client_secret"), "{shown}");
     }
 }
