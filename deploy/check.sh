@@ -15,8 +15,9 @@
 # `promtool check rules`, ServiceMonitor against its fields and the Service it
 # selects. The namespace-scoped overlay (deploy/overlays/namespaced) by
 # deploy/check-namespaced.py: no ClusterRoleBinding grants WorkloadEntry
-# writes, and each namespace of its `--namespace` has a Role with the base
-# ClusterRole's rules, bound to the ServiceAccount, and nothing more. Then,
+# writes; `--namespace` is exactly one namespace (no list: the binary takes
+# one); that namespace has a Role with the base ClusterRole's rules, bound to
+# the ServiceAccount, and no other namespace has one. Then,
 # through cargo unless --no-cargo is given: the
 # ScalingGroupMirror examples on an API server serving the CRD (CEL rules too)
 # and the alerts and the dashboard against the metrics the binary exports
