@@ -3,7 +3,8 @@
 # that every tool runs, failing with the tool's name when one does not:
 #   cargo-nextest (the test runner), cargo-deny (licences, bans and sources
 #   of the dependencies, deny.toml), moto's server (AWS), Azurite (Azure
-#   Storage queues), kubernetes-validate and promtool (deploy/check.sh).
+#   Storage queues), kubernetes-validate and promtool (deploy/check.sh), and
+#   the real control plane from tests/kube (tests/real_kube.rs).
 # The Cloud CLI with its Pub/Sub emulator, Java and kubectl come with the
 # machine's image; they are checked, not installed. The GCE and ARM mocks and
 # the fake Kubernetes API server are the project's own (crate meshmirror-testkit).
@@ -45,6 +46,17 @@ if ! command -v promtool >/dev/null; then
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
   if command -v systemctl >/dev/null; then systemctl stop prometheus 2>/dev/null || true; fi
 fi
+for tool in openssl curl; do
+  if ! command -v "$tool" >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$tool" >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$tool" >/dev/null; }
+  fi
+done
+# The real control plane (tests/kube, tests/real_kube.rs): kube-apiserver,
+# kube-controller-manager and etcd built from their Go modules once (about 15
+# minutes cold on 2 cores; then a stamp makes this a no-op). build.sh fails,
+# naming the fix, when go or the Go module proxy is missing.
+KUBE_BIN=$(tests/kube/build.sh | tail -n 1)
 
 # Every tool must run, not merely exist: a test that needs a broken tool fails
 # (meshmirror_testkit::tools), and this says which one before the suite starts.
@@ -67,8 +79,13 @@ check gcloud "the Debian package google-cloud-cli" gcloud version
 check "the Pub/Sub emulator" "the Debian package google-cloud-cli-pubsub-emulator" \
   env CLOUDSDK_CORE_DISABLE_PROMPTS=1 gcloud beta emulators pubsub --help
 check java "the Debian package openjdk-17-jre-headless" java -version
+check kube-apiserver "tests/kube/build.sh" "$KUBE_BIN/kube-apiserver" --version
+check kube-controller-manager "tests/kube/build.sh" "$KUBE_BIN/kube-controller-manager" --version
+check etcd "tests/kube/build.sh" "$KUBE_BIN/etcd" --version
+check openssl "the Debian package openssl" openssl version
+check curl "the Debian package curl" curl --version
 if [ ${#broken[@]} -gt 0 ]; then
   printf 'install-test-tools: %s\n' "${broken[@]}" >&2
   exit 1
 fi
-echo "install-test-tools: cargo-nextest, cargo-deny, moto_server, azurite-queue, kubernetes-validate, promtool, kubectl, gcloud with the Pub/Sub emulator and java all run"
+echo "install-test-tools: cargo-nextest, cargo-deny, moto_server, azurite-queue, kubernetes-validate, promtool, kubectl, gcloud with the Pub/Sub emulator, java, kube-apiserver, kube-controller-manager, etcd, openssl and curl all run"

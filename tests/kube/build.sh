@@ -9,6 +9,7 @@
 # any of them builds again (about 20 s when the Go build cache is warm).
 # Downloaded modules and the build cache live under $MESHMIRROR_TOOLS/go.
 #
+# With --check it builds nothing and fails when the build is missing or stale.
 # The last line on stdout is the bin directory. Everything else goes to stderr.
 # Fails (exit 1) with the fix named when go is missing or the Go module proxy
 # cannot be reached; it never skips silently.
@@ -46,6 +47,10 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && have_all; then
   say "kube-apiserver, kube-controller-manager $k8s_version and etcd $etcd_version already built in $bin"
   echo "$bin"
   exit 0
+fi
+# --check: only say whether they are built (tests use it; they never build).
+if [ "${1:-}" = --check ]; then
+  die "kube-apiserver, kube-controller-manager $k8s_version and etcd $etcd_version are not built in $bin (or are out of date); run scripts/install-test-tools.sh (or $0; about 15 minutes cold on 2 cores)"
 fi
 
 command -v go >/dev/null 2>&1 \

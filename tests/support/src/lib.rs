@@ -5,6 +5,7 @@ pub mod apiserver;
 pub mod arm;
 pub mod aws;
 pub mod gce;
+pub mod realkube;
 pub mod schema;
 pub mod ssa;
 pub mod tools;

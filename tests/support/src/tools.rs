@@ -25,6 +25,9 @@ pub enum Tool {
     PubSubEmulator,
     /// `kubectl`.
     Kubectl,
+    /// kube-apiserver, kube-controller-manager and etcd, built by
+    /// `tests/kube/build.sh` (see `crate::realkube`).
+    RealKube,
 }
 
 impl Tool {
@@ -36,6 +39,9 @@ impl Tool {
             Tool::Gcloud => "gcloud",
             Tool::PubSubEmulator => "the Pub/Sub emulator (gcloud beta emulators pubsub)",
             Tool::Kubectl => "kubectl",
+            Tool::RealKube => {
+                "the real control plane (kube-apiserver, kube-controller-manager, etcd)"
+            }
         }
     }
 
@@ -53,6 +59,9 @@ impl Tool {
                 "the Debian packages google-cloud-cli-pubsub-emulator (528) and openjdk-17-jre-headless"
             }
             Tool::Kubectl => "the Debian package kubectl (1.32 or newer)",
+            Tool::RealKube => {
+                "scripts/install-test-tools.sh (tests/kube/build.sh: Go 1.26 and the Go module proxy; about 15 minutes cold), plus the Debian packages openssl and curl"
+            }
         }
     }
 
@@ -72,6 +81,12 @@ impl Tool {
                 }
             }
             Tool::Kubectl => run("kubectl", &["version", "--client"]),
+            Tool::RealKube => {
+                let build = crate::realkube::repo_root().join("tests/kube/build.sh");
+                run("bash", &[&build.to_string_lossy(), "--check"])?;
+                run("openssl", &["version"])?;
+                run("curl", &["--version"])
+            }
         }
     }
 }

@@ -1,0 +1,267 @@
+//! meshmirror against a real control plane (kube-apiserver, etcd and
+//! kube-controller-manager built from their Go modules; `tests/kube/`): the
+//! CRD installs and the real server holds mirrors to its schema and CEL
+//! rules; the shipped manifests apply server-side with no Pod Security
+//! warning; the service does its work under the ServiceAccount and
+//! ClusterRole of `deploy/`, with a token from the TokenRequest API, and is
+//! refused what the docs say it cannot do; and the real garbage collector
+//! deletes a mirror's entries through their ownerReferences.
+//!
+//! Each test starts its own control plane (about 12 s).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::Client;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use meshmirror::app::RunOptions;
+use meshmirror::crd::ScalingGroupMirror;
+use meshmirror::leader::LeaseConfig;
+use meshmirror::workloadentry::{EntryVersion, keys};
+use meshmirror_testkit::realkube::RealKube;
+
+/// Longer than the fake server's: a real server and its controllers are
+/// slower, and the garbage collector works on its own schedule.
+const REAL_CONVERGE: Duration = Duration::from_secs(60);
+
+async fn create_namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    api.create(&PostParams::default(), &ns).await.unwrap();
+}
+
+fn mirror(ns: &str, name: &str, group: &str) -> ScalingGroupMirror {
+    serde_yaml::from_str(
+        &mirror_yaml(ns, name, "  workloads: [{name: app}]\n")
+            .replace("group: web", &format!("group: {group}")),
+    )
+    .unwrap()
+}
+
+async fn entries(client: &Client, ns: &str) -> Vec<DynamicObject> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &EntryVersion::V1.workload_entries());
+    api.list(&ListParams::default()).await.unwrap().items
+}
+
+async fn wait_entries(
+    client: &Client,
+    ns: &str,
+    what: &str,
+    done: impl Fn(&[DynamicObject]) -> bool,
+    check: impl Fn(),
+) -> Vec<DynamicObject> {
+    let started = Instant::now();
+    loop {
+        check();
+        let now = entries(client, ns).await;
+        if done(&now) {
+            return now;
+        }
+        assert!(
+            started.elapsed() < REAL_CONVERGE,
+            "timed out waiting for {what}; have {} entries",
+            now.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The real server validates mirrors with the checked-in CRD's schema and
+/// CEL rules: a good mirror is stored, the Azure path trick and an
+/// oversized spec are refused with the field named.
+#[tokio::test]
+async fn the_crd_installs_and_the_real_server_holds_mirrors_to_it() {
+    let kube = RealKube::start();
+    let admin = kube.admin().await;
+    create_namespace(&admin, "team-a").await;
+    let api: Api<ScalingGroupMirror> = Api::namespaced(admin.clone(), "team-a");
+    api.create(&PostParams::default(), &mirror("team-a", "web", "web"))
+        .await
+        .unwrap();
+
+    let mut trick: serde_json::Value =
+        serde_json::to_value(mirror("team-a", "trick", "x")).unwrap();
+    trick["spec"]["provider"] = serde_json::json!({"azure": {
+        "subscriptionId": "00000000-0000-0000-0000-000000000000",
+        "resourceGroup": "team-a-rg",
+        "scaleSetName": "x/../../../../other-rg/providers/Microsoft.Compute/virtualMachineScaleSets/v",
+    }});
+    let trick: ScalingGroupMirror = serde_json::from_value(trick).unwrap();
+    let err = api
+        .create(&PostParams::default(), &trick)
+        .await
+        .expect_err("the real server refuses a path in scaleSetName");
+    let message = err.to_string();
+    assert!(message.contains("scaleSetName"), "{message}");
+
+    let mut big = serde_json::to_value(mirror("team-a", "big", "web")).unwrap();
+    big["spec"]["workloads"] = (0..17)
+        .map(|i| serde_json::json!({"name": format!("w{i}")}))
+        .collect();
+    let big: ScalingGroupMirror = serde_json::from_value(big).unwrap();
+    let err = api
+        .create(&PostParams::default(), &big)
+        .await
+        .expect_err("the real server refuses 17 workloads");
+    let message = err.to_string();
+    assert!(message.contains("spec.workloads"), "{message}");
+}
+
+/// `deploy/install.yaml` and the namespaced overlay apply server-side to a
+/// real server, with no warning (Pod Security admission on the namespace
+/// labelled `restricted` included).
+#[tokio::test]
+async fn the_shipped_manifests_apply_server_side_without_warnings() {
+    let kube = RealKube::start();
+    let (_, stderr) = kube.kubectl_ok(&["apply", "--server-side", "-f", "deploy/install.yaml"]);
+    assert!(!stderr.contains("Warning"), "{stderr}");
+    let (labels, _) = kube.kubectl_ok(&[
+        "get",
+        "namespace",
+        "meshmirror-system",
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]);
+    assert!(
+        labels.contains("pod-security.kubernetes.io/enforce\":\"restricted"),
+        "{labels}"
+    );
+    kube.kubectl_ok(&["create", "namespace", "team-a"]);
+    let (_, stderr) =
+        kube.kubectl_ok(&["apply", "--server-side", "-k", "deploy/overlays/namespaced"]);
+    assert!(!stderr.contains("Warning"), "{stderr}");
+    // The Deployment was admitted under `restricted` (no kubelet runs it).
+    kube.kubectl_ok(&["get", "deployment", "meshmirror", "-n", "meshmirror-system"]);
+}
+
+/// The service as installed: the ServiceAccount, ClusterRole and Role of
+/// `deploy/install.yaml`, a token from the TokenRequest API, leader election
+/// on the Lease its Role allows. It writes entries, status and Events with
+/// those rights, is refused what the docs say it cannot do, and the real
+/// garbage collector deletes the entries once their mirror is deleted.
+#[tokio::test]
+async fn the_service_works_under_its_own_rbac_and_the_gc_follows_owner_references() {
+    let kube = RealKube::start();
+    kube.kubectl_ok(&["apply", "--server-side", "-f", "deploy/install.yaml"]);
+    let (token, _) = kube.kubectl_ok(&[
+        "create",
+        "token",
+        "meshmirror",
+        "-n",
+        "meshmirror-system",
+        "--duration=1h",
+    ]);
+    let service = kube.client_with_token(token.trim()).await;
+    let admin = kube.admin().await;
+    create_namespace(&admin, "team-a").await;
+
+    // What the docs say it cannot do: read Secrets, write outside its kinds.
+    let secrets: Api<Secret> = Api::namespaced(service.clone(), "team-a");
+    let denied = secrets.list(&ListParams::default()).await.unwrap_err();
+    assert!(denied.to_string().contains("forbidden"), "{denied}");
+    let namespaces: Api<Namespace> = Api::all(service.clone());
+    let denied = namespaces
+        .delete("team-a", &DeleteParams::default())
+        .await
+        .unwrap_err();
+    assert!(denied.to_string().contains("forbidden"), "{denied}");
+
+    let sim = sim_with(2);
+    let failures = Failures::default();
+    let controller = ControllerTask::spawn(
+        "service",
+        service.clone(),
+        RunOptions {
+            sim_cloud: Some(sim.clone()),
+            allowed_groups: vec!["team-a=sim:web".into()],
+            leader: Some(LeaseConfig {
+                namespace: "meshmirror-system".into(),
+                name: "meshmirror".into(),
+                identity: "meshmirror-0".into(),
+                lease_duration: Duration::from_secs(15),
+                renew_deadline: Duration::from_secs(10),
+                retry_period: Duration::from_secs(2),
+            }),
+            ..RunOptions::default()
+        },
+        &failures,
+    );
+    let check = || check_failures(&failures);
+    let mirrors: Api<ScalingGroupMirror> = Api::namespaced(admin.clone(), "team-a");
+    mirrors
+        .create(&PostParams::default(), &mirror("team-a", "web", "web"))
+        .await
+        .unwrap();
+    let written = wait_entries(&admin, "team-a", "2 entries", |e| e.len() == 2, check).await;
+    for entry in &written {
+        let owners = entry.metadata.owner_references.clone().unwrap_or_default();
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0].kind, "ScalingGroupMirror");
+        let managers: Vec<String> = entry
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|m| m.manager.clone())
+            .collect();
+        assert_eq!(
+            managers,
+            vec![keys::MANAGER.to_string()],
+            "{:?}",
+            entry.metadata.name
+        );
+    }
+    // Status (through the status subresource) and the lease, by the service.
+    let started = Instant::now();
+    loop {
+        check();
+        let status = mirrors.get("web").await.unwrap().status.unwrap_or_default();
+        if is_ready(&status) && status.entries == 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < REAL_CONVERGE,
+            "no Ready status: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let lease: Api<Lease> = Api::namespaced(admin.clone(), "meshmirror-system");
+    let holder = lease
+        .get("meshmirror")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_eq!(holder.as_deref(), Some("meshmirror-0"));
+
+    // Scale-in: the service deletes the entry of the VM that left.
+    sim.scale_in("web", 1).unwrap();
+    wait_entries(
+        &admin,
+        "team-a",
+        "1 entry after scale-in",
+        |e| e.len() == 1,
+        check,
+    )
+    .await;
+
+    // The mirror goes: the real garbage collector deletes its entries.
+    controller.stop().await;
+    mirrors
+        .delete("web", &DeleteParams::background())
+        .await
+        .unwrap();
+    wait_entries(
+        &admin,
+        "team-a",
+        "the GC to delete the entries",
+        |e| e.is_empty(),
+        || {},
+    )
+    .await;
+}
