@@ -27,6 +27,7 @@ pub mod policy;
 pub mod providers;
 pub mod ratelimit;
 pub mod reconcile;
+pub mod redact;
 pub mod slim;
 pub mod triggers;
 pub mod workloadentry;

@@ -677,6 +677,11 @@ impl Reconciler {
     ) -> PassReport {
         tracing::warn!(namespace = %owner.namespace, mirror = %owner.name,
             reason = failure.reason, message = %failure.message, "pass failed");
+        // Tenants read status and Events; the log above keeps the full text.
+        let failure = Failure {
+            message: crate::redact::for_tenants(&failure.message),
+            ..failure
+        };
         set_conditions(
             &mut status,
             old,

@@ -723,3 +723,35 @@ async fn hooks_of_a_group_the_mirror_does_not_own_are_never_answered() {
     assert_eq!(h.sim.pending_actions().len(), 2);
     assert!(h.sim.completed_actions().is_empty());
 }
+
+/// Status and Events are read by every team with access to the namespace;
+/// a cloud's error text naming the platform's identity (the role's ARN, a
+/// managed identity's object id) shows the error but not the identity.
+#[tokio::test]
+async fn status_and_events_do_not_show_the_platforms_cloud_identity() {
+    let sim = sim_groups(&[("web", 1)]);
+    sim.fail_always(
+        "web",
+        Some(meshmirror_provider::ProviderError::Permanent(
+            "AccessDenied: User: arn:aws:sts::123456789012:assumed-role/platform-meshmirror/i-0abc is not authorized to perform: autoscaling:DescribeAutoScalingGroups; client 'f3b2a1c4-0d5e-4f6a-8b7c-9d0e1f2a3b4c'".into(),
+        )),
+    )
+    .unwrap();
+    let h = Harness::without_controller(sim).await;
+    namespaces(&h, &["team-a"]).await;
+    let _controller = run_with(&h, all_groups());
+    h.create_mirror(&mirror_of("team-a", "web", "web")).await;
+    let status = h
+        .wait_status("team-a", "web", "ProviderError", |s| {
+            condition(s, "Ready").is_some_and(|c| c.reason == "ProviderError")
+        })
+        .await;
+    let message = &condition(&status, "Ready").unwrap().message;
+    assert!(
+        message.starts_with("AccessDenied: User: arn:(redacted) is not authorized to perform: autoscaling:DescribeAutoScalingGroups; client '(id redacted)'"),
+        "{message}"
+    );
+    let note = wait_event(&h, "team-a", "ProviderError").await;
+    assert_eq!(&note, message);
+    assert!(!note.contains("123456789012") && !note.contains("platform-meshmirror"));
+}
