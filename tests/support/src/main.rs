@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use meshmirror_testkit::ApiServer;
+use meshmirror_testkit::arm::{ArmMock, ByHand};
+use meshmirror_testkit::gce::GceMock;
 
 #[derive(Parser)]
 #[command(version, about = "Fakes for meshmirror's tests, run by hand")]
@@ -31,6 +33,54 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         history: usize,
     },
+    /// Serve the mock Compute Engine API (managed instance groups) until
+    /// killed; drive it through its control routes under /_mock/.
+    Gce {
+        /// Address to listen on (plain HTTP); port 0: a free one, printed.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+    /// Serve the mock Azure Resource Manager API and Entra ID token endpoint
+    /// (HTTPS, a CA made at start) until killed; drive it through its
+    /// control routes under /_mock/.
+    Arm {
+        /// Address to listen on; port 0: a free one, printed.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Write the CA certificate clients must trust here [default: a
+        /// file in the temporary directory, removed at exit].
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// The tenant of the service principal the token endpoint knows.
+        #[arg(long, default_value = "11111111-1111-4111-8111-111111111111")]
+        tenant_id: String,
+        /// Its client id.
+        #[arg(long, default_value = "22222222-2222-4222-8222-222222222222")]
+        client_id: String,
+        /// Its secret.
+        #[arg(long, default_value = "mock-client-secret")]
+        client_secret: String,
+    },
+}
+
+/// Writes the banner to stdout at once (scripts read it from a pipe).
+fn say(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing to stdout")
+}
+
+/// Ctrl-C, or SIGTERM (`kill PID`).
+async fn stopped() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    tokio::select! {
+        ctrl_c = tokio::signal::ctrl_c() => ctrl_c.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -65,6 +115,47 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("waiting for Ctrl-C")?;
             server.shutdown().await;
+        }
+        Command::Gce { listen } => {
+            let mock = GceMock::start_at(listen)
+                .await
+                .with_context(|| format!("starting the GCE mock on {listen}"))?;
+            say(&mock.by_hand_banner())?;
+            stopped().await?;
+        }
+        Command::Arm {
+            listen,
+            ca_file,
+            tenant_id,
+            client_id,
+            client_secret,
+        } => {
+            let temp_dir = ca_file.is_none().then(|| {
+                std::env::temp_dir().join(format!("meshmirror-testkit-arm-{}", std::process::id()))
+            });
+            let by_hand = ByHand {
+                listen,
+                ca_file: ca_file
+                    .or_else(|| temp_dir.as_ref().map(|d| d.join("ca.pem")))
+                    .unwrap_or_default(),
+                tenant_id,
+                client_id,
+                client_secret,
+            };
+            let started = ArmMock::start_by_hand(&by_hand)
+                .await
+                .with_context(|| format!("starting the ARM mock on {listen}"));
+            let result = match started {
+                Ok(mock) => {
+                    say(&mock.by_hand_banner(&by_hand))?;
+                    stopped().await
+                }
+                Err(e) => Err(e),
+            };
+            if let Some(dir) = &temp_dir {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            result?;
         }
     }
     Ok(())

@@ -17,7 +17,7 @@ pub enum Launch {
     /// `Succeeded` + `PowerState/running` at once.
     #[default]
     Running,
-    /// `Creating` + `PowerState/starting` until [`super::ArmMock::settle`].
+    /// `Creating` + `PowerState/starting` until [`super::ArmControl::settle`].
     Creating,
 }
 

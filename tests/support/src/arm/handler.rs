@@ -19,8 +19,15 @@ fn lazy<'a>(render: impl FnOnce() -> Value + 'a) -> Lazy<'a> {
     Box::new(render)
 }
 
+/// The ARM and token routes, and the mock's own control routes under
+/// `/_mock/` (no ARM or Entra ID path starts so).
 pub fn router(shared: Shared) -> Router {
-    Router::new().fallback(handle).with_state(shared)
+    Router::new()
+        .route("/_mock", axum::routing::any(super::control::handle))
+        .route("/_mock/", axum::routing::any(super::control::handle))
+        .route("/_mock/{*rest}", axum::routing::any(super::control::handle))
+        .fallback(handle)
+        .with_state(shared)
 }
 
 /// Percent-decoding of a query component (`+` is a space).

@@ -9,6 +9,7 @@
 
 pub mod azurite;
 mod cloud;
+mod control;
 mod handler;
 mod render;
 #[cfg(test)]
@@ -18,6 +19,7 @@ mod tls;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub use cloud::{Launch, MockVm, Mode, ScaleSetSpec};
@@ -83,9 +85,10 @@ impl Shared {
     }
 }
 
-/// The running mock; stops when dropped.
+/// The running mock; stops when dropped. Its driving methods are those of
+/// [`ArmControl`], which it derefs to.
 pub struct ArmMock {
-    shared: Shared,
+    control: ArmControl,
     ca: TestCa,
     addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
@@ -103,8 +106,45 @@ impl Drop for ArmMock {
     }
 }
 
+impl std::ops::Deref for ArmMock {
+    type Target = ArmControl;
+
+    fn deref(&self) -> &ArmControl {
+        &self.control
+    }
+}
+
+/// Drives the mock's cloud: scale sets, VMs, faults, credentials, counts.
+/// The HTTP control routes under `/_mock/` (module `control`) call these
+/// same methods.
+#[derive(Clone)]
+pub struct ArmControl {
+    shared: Shared,
+}
+
+impl std::fmt::Debug for ArmControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArmControl")
+            .field("base", &self.shared.base)
+            .finish()
+    }
+}
+
 /// Default page size of every list.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// How `meshmirror-testkit arm` runs the mock.
+#[derive(Clone, Debug)]
+pub struct ByHand {
+    /// Port 0: a free one.
+    pub listen: SocketAddr,
+    /// Where the CA certificate (PEM) clients must trust is written.
+    pub ca_file: PathBuf,
+    /// The service principal the token endpoint knows.
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
 
 impl ArmMock {
     /// Starts on 127.0.0.1 with a new test CA.
@@ -114,8 +154,21 @@ impl ArmMock {
 
     /// Starts with a given CA (to share it with Azurite).
     pub async fn start_with_ca(ca: TestCa) -> io::Result<ArmMock> {
-        let (tcp, addr) = tls::bind_local().await?;
-        let config = ca.server_config(&["127.0.0.1", "localhost"])?;
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), ca).await
+    }
+
+    /// Starts on `listen` (port 0: a free one). The certificate names
+    /// 127.0.0.1, localhost and the listen address; the endpoint (and the
+    /// links the mock writes) name 127.0.0.1 for an unspecified address.
+    pub async fn start_at(listen: SocketAddr, ca: TestCa) -> io::Result<ArmMock> {
+        let tcp = tokio::net::TcpListener::bind(listen).await?;
+        let addr = crate::gce::advertised(tcp.local_addr()?);
+        let ip = addr.ip().to_string();
+        let mut names = vec!["127.0.0.1", "localhost"];
+        if !names.contains(&ip.as_str()) {
+            names.push(&ip);
+        }
+        let config = ca.server_config(&names)?;
         let shared = Shared {
             inner: Arc::new(Mutex::new(Inner {
                 page_size: DEFAULT_PAGE_SIZE,
@@ -126,16 +179,65 @@ impl ArmMock {
         };
         let task = tls::serve(tcp, config, handler::router(shared.clone()));
         Ok(ArmMock {
-            shared,
+            control: ArmControl { shared },
             ca,
             addr,
             task,
         })
     }
 
-    /// `https://127.0.0.1:PORT`: the ARM endpoint and the authority host.
-    pub fn endpoint(&self) -> String {
-        self.shared.base.clone()
+    /// What `meshmirror-testkit arm` runs: the mock on `by_hand.listen`
+    /// with a new CA written to `by_hand.ca_file`, and the service
+    /// principal registered with the token endpoint.
+    pub async fn start_by_hand(by_hand: &ByHand) -> io::Result<ArmMock> {
+        let mock = Self::start_at(by_hand.listen, TestCa::new()?).await?;
+        if let Some(dir) = by_hand
+            .ca_file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&by_hand.ca_file, mock.ca_pem())?;
+        mock.register_client_secret(
+            &by_hand.tenant_id,
+            &by_hand.client_id,
+            &by_hand.client_secret,
+        );
+        Ok(mock)
+    }
+
+    /// The flags that point `meshmirror run` (or `render`) at a mock
+    /// started by [`ArmMock::start_by_hand`], secret aside (it goes in
+    /// `AZURE_CLIENT_SECRET`: a flag shows in the process list).
+    pub fn by_hand_flags(&self, by_hand: &ByHand) -> Vec<String> {
+        let endpoint = self.endpoint();
+        [
+            ("--azure-endpoint", endpoint.clone()),
+            ("--azure-authority-host", endpoint),
+            ("--azure-ca-file", by_hand.ca_file.display().to_string()),
+            ("--azure-credential", "client-secret".to_string()),
+            ("--azure-tenant-id", by_hand.tenant_id.clone()),
+            ("--azure-client-id", by_hand.client_id.clone()),
+        ]
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_string(), value])
+        .collect()
+    }
+
+    /// What `meshmirror-testkit arm` prints.
+    pub fn by_hand_banner(&self, by_hand: &ByHand) -> String {
+        let endpoint = self.endpoint();
+        format!(
+            "ARM mock (and Entra ID token endpoint) listening on {endpoint}\n\
+             CA certificate: {ca}\n\
+             control routes: {endpoint}/_mock/ (GET it for the list; curl --cacert {ca})\n\
+             meshmirror flags: {flags}\n\
+             and in the environment: AZURE_CLIENT_SECRET={secret}\n",
+            ca = by_hand.ca_file.display(),
+            flags = self.by_hand_flags(by_hand).join(" "),
+            secret = by_hand.client_secret,
+        )
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -151,6 +253,19 @@ impl ArmMock {
         self.ca.ca_pem()
     }
 
+    /// A cloneable handle on the mock's cloud (it drives the mock while the
+    /// mock runs).
+    pub fn control(&self) -> ArmControl {
+        self.control.clone()
+    }
+}
+
+impl ArmControl {
+    /// `https://127.0.0.1:PORT`: the ARM endpoint and the authority host.
+    pub fn endpoint(&self) -> String {
+        self.shared.base.clone()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.shared.lock()
     }
@@ -160,27 +275,74 @@ impl ArmMock {
         self.lock().cloud.create(spec);
     }
 
-    /// Sets the capacity: adds VMs, or removes the newest at once.
-    pub fn scale(&self, set: &str, capacity: u32) {
-        assert!(self.lock().cloud.scale(set, capacity), "no scale set {set}");
+    /// Whether the mock has a scale set of that name.
+    pub fn has_scale_set(&self, set: &str) -> bool {
+        self.lock().cloud.sets.contains_key(set)
     }
 
-    /// Marks one VM `Deleting`: still listed until [`ArmMock::settle`].
+    /// The set as created (capacity kept current), if the mock has it.
+    pub fn scale_set(&self, set: &str) -> Option<ScaleSetSpec> {
+        self.lock().cloud.sets.get(set).map(|s| s.spec.clone())
+    }
+
+    /// Every scale set, by name.
+    pub fn scale_sets(&self) -> Vec<ScaleSetSpec> {
+        self.lock()
+            .cloud
+            .sets
+            .values()
+            .map(|s| s.spec.clone())
+            .collect()
+    }
+
+    /// Sets the capacity: adds VMs, or removes the newest at once.
+    pub fn scale(&self, set: &str, capacity: u32) {
+        assert!(self.try_scale(set, capacity), "no scale set {set}");
+    }
+
+    /// [`ArmControl::scale`]; false for a set the mock does not have.
+    pub fn try_scale(&self, set: &str, capacity: u32) -> bool {
+        self.lock().cloud.scale(set, capacity)
+    }
+
+    /// Marks one VM `Deleting`: still listed until [`ArmControl::settle`].
     pub fn delete_vm(&self, set: &str, vm_name: &str) {
-        let n = self.lock().cloud.mark_deleting(set, |v| v.name == vm_name);
-        assert_eq!(n, 1, "no VM {vm_name} in {set}");
+        assert!(self.try_delete_vm(set, vm_name), "no VM {vm_name} in {set}");
+    }
+
+    /// [`ArmControl::delete_vm`]; false when the set has no such VM.
+    pub fn try_delete_vm(&self, set: &str, vm_name: &str) -> bool {
+        self.lock().cloud.mark_deleting(set, |v| v.name == vm_name) == 1
     }
 
     /// Changes one VM (power state, health, tags, ...).
     pub fn update_vm(&self, set: &str, vm_name: &str, change: impl FnOnce(&mut MockVm)) {
+        assert!(
+            self.try_update_vm(set, vm_name, change),
+            "no VM {vm_name} in {set}"
+        );
+    }
+
+    /// [`ArmControl::update_vm`]; false when the set has no such VM.
+    pub fn try_update_vm(
+        &self,
+        set: &str,
+        vm_name: &str,
+        change: impl FnOnce(&mut MockVm),
+    ) -> bool {
         let mut inner = self.lock();
-        let vm = inner
+        match inner
             .cloud
             .sets
             .get_mut(set)
             .and_then(|s| s.vms.iter_mut().find(|v| v.name == vm_name))
-            .unwrap_or_else(|| panic!("no VM {vm_name} in {set}"));
-        change(vm);
+        {
+            Some(vm) => {
+                change(vm);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Finishes transitions: `Deleting` VMs go, `Creating` ones run.
@@ -200,19 +362,21 @@ impl ArmMock {
 
     /// The ARM id of a VM of the set (what the provider reports as instance id).
     pub fn vm_id(&self, set: &str, vm_name: &str) -> String {
+        self.try_vm_id(set, vm_name)
+            .unwrap_or_else(|| panic!("no VM {vm_name} in {set}"))
+    }
+
+    /// [`ArmControl::vm_id`]; `None` when the set has no such VM.
+    pub fn try_vm_id(&self, set: &str, vm_name: &str) -> Option<String> {
         let inner = self.lock();
-        let state = &inner.cloud.sets[set];
-        let vm = state
-            .vms
-            .iter()
-            .find(|v| v.name == vm_name)
-            .unwrap_or_else(|| panic!("no VM {vm_name} in {set}"));
-        match state.spec.mode {
+        let state = inner.cloud.sets.get(set)?;
+        let vm = state.vms.iter().find(|v| v.name == vm_name)?;
+        Some(match state.spec.mode {
             Mode::Uniform => render::uniform_vm_id(&state.spec, vm),
             Mode::Flexible => {
                 render::flexible_vm_id(&state.spec.subscription, &state.spec.resource_group, vm)
             }
-        }
+        })
     }
 
     /// A VM of the resource group that belongs to no scale set.

@@ -4,7 +4,6 @@
 //! through [`TestCa::ca_pem`].
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -118,11 +117,4 @@ pub fn serve(tcp: TcpListener, config: ServerConfig, router: Router) -> JoinHand
             });
         }
     })
-}
-
-/// Binds 127.0.0.1 on a free port.
-pub async fn bind_local() -> io::Result<(TcpListener, SocketAddr)> {
-    let tcp = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = tcp.local_addr()?;
-    Ok((tcp, addr))
 }

@@ -9,6 +9,7 @@
 //! query parameters (`$alt`, `$apiVersion`, ...) are ignored, as the real
 //! API does.
 
+pub(crate) mod control;
 mod filter;
 mod pubsub;
 mod render;
@@ -68,10 +69,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The running mock; dropping it stops it.
+/// The running mock; dropping it stops it. Its driving methods are those
+/// of [`GceControl`], which it derefs to.
 #[derive(Debug)]
 pub struct GceMock {
-    shared: Arc<Shared>,
+    control: GceControl,
     addr: SocketAddr,
     task: JoinHandle<()>,
 }
@@ -82,11 +84,33 @@ impl Drop for GceMock {
     }
 }
 
+impl std::ops::Deref for GceMock {
+    type Target = GceControl;
+
+    fn deref(&self) -> &GceControl {
+        &self.control
+    }
+}
+
+/// Drives the mock's world: groups, VMs, faults, counts. The HTTP control
+/// routes under `/_mock/` (module `control`) call these same methods.
+#[derive(Clone, Debug)]
+pub struct GceControl {
+    shared: Arc<Shared>,
+}
+
 impl GceMock {
     /// Serves on an ephemeral port of 127.0.0.1, on the caller's runtime.
     pub async fn start() -> io::Result<GceMock> {
-        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = tcp.local_addr()?;
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Serves on `listen` (port 0: a free one), on the caller's runtime: what
+    /// `meshmirror-testkit gce --listen` runs. The links the mock writes name
+    /// 127.0.0.1 when `listen` is an unspecified address (0.0.0.0, ::).
+    pub async fn start_at(listen: SocketAddr) -> io::Result<GceMock> {
+        let tcp = tokio::net::TcpListener::bind(listen).await?;
+        let addr = advertised(tcp.local_addr()?);
         let shared = Arc::new(Shared {
             world: Mutex::default(),
             faults: Mutex::default(),
@@ -94,12 +118,21 @@ impl GceMock {
             max_page: Mutex::new(500),
             base: format!("http://{addr}/compute/v1/"),
         });
-        let router = Router::new().fallback(handle).with_state(shared.clone());
+        let router = Router::new()
+            .route("/_mock", axum::routing::any(control::handle))
+            .route("/_mock/", axum::routing::any(control::handle))
+            .route("/_mock/{*rest}", axum::routing::any(control::handle))
+            .fallback(handle)
+            .with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(tcp, router).await;
         });
         tracing::info!(url = %format!("http://{addr}"), "GCE mock listening");
-        Ok(GceMock { shared, addr, task })
+        Ok(GceMock {
+            control: GceControl { shared },
+            addr,
+            task,
+        })
     }
 
     /// `http://127.0.0.1:PORT`: the official client's endpoint.
@@ -107,6 +140,42 @@ impl GceMock {
         format!("http://{}", self.addr)
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A cloneable handle on the mock's world (it drives the mock while the
+    /// mock runs).
+    pub fn control(&self) -> GceControl {
+        self.control.clone()
+    }
+
+    /// What `meshmirror-testkit gce` prints: where the mock listens, its
+    /// control routes, and the flags that point `meshmirror run` at it.
+    pub fn by_hand_banner(&self) -> String {
+        let endpoint = self.endpoint();
+        format!(
+            "GCE mock (Compute Engine v1) listening on {endpoint}\n\
+             control routes: {endpoint}/_mock/ (GET it for the list)\n\
+             meshmirror flags: --gcp-endpoint {endpoint}\n"
+        )
+    }
+}
+
+/// The address clients use: 127.0.0.1 (or ::1) for an unspecified one.
+pub(crate) fn advertised(bound: SocketAddr) -> SocketAddr {
+    match bound {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        other => other,
+    }
+}
+
+impl GceControl {
     /// `http://127.0.0.1:PORT/compute/v1/`: gcloud's endpoint override and
     /// the base of every link the mock writes.
     pub fn base_url(&self) -> String {
@@ -146,12 +215,30 @@ impl GceMock {
     }
 
     /// Resizes the group: new VMs run at once; the surplus gets `DELETING`
-    /// and stays listed until [`GceMock::settle`]. Returns the names made or
+    /// and stays listed until [`GceControl::settle`]. Returns the names made or
     /// marked.
     pub fn resize(&self, key: &MigKey, size: usize) -> Vec<String> {
-        lock(&self.shared.world)
-            .resize(key, size)
+        self.try_resize(key, size)
             .expect("resize of a group the mock has")
+    }
+
+    /// [`GceControl::resize`], or `None` for a group the mock does not have.
+    pub fn try_resize(&self, key: &MigKey, size: usize) -> Option<Vec<String>> {
+        lock(&self.shared.world).resize(key, size)
+    }
+
+    /// Whether the mock has the group.
+    pub fn has_group(&self, key: &MigKey) -> bool {
+        lock(&self.shared.world).migs.contains_key(key)
+    }
+
+    /// The group's zones (one for a zonal group), or `None` for a group the
+    /// mock does not have.
+    pub fn group_zones(&self, key: &MigKey) -> Option<Vec<String>> {
+        lock(&self.shared.world)
+            .migs
+            .get(key)
+            .map(|mig| mig.zones.clone())
     }
 
     /// `deleteInstances`: the named members get `DELETING`.
@@ -221,6 +308,11 @@ impl GceMock {
     /// The next `n` API calls answer `fault`.
     pub fn fail_next(&self, n: usize, fault: Fault) {
         lock(&self.shared.faults).extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// Drops the faults not yet answered.
+    pub fn clear_faults(&self) {
+        lock(&self.shared.faults).clear();
     }
 
     /// The largest page the mock serves, whatever `maxResults` asks.
@@ -564,6 +656,14 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unspecified_listen_addresses_advertise_loopback() {
+        let parse = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(advertised(parse("0.0.0.0:8080")), parse("127.0.0.1:8080"));
+        assert_eq!(advertised(parse("[::]:8080")), parse("[::1]:8080"));
+        assert_eq!(advertised(parse("10.1.2.3:80")), parse("10.1.2.3:80"));
+    }
 
     #[test]
     fn pages_carry_offsets_and_refuse_bad_tokens() {
