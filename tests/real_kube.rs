@@ -250,8 +250,58 @@ async fn the_service_works_under_its_own_rbac_and_the_gc_follows_owner_reference
     )
     .await;
 
-    // The mirror goes: the real garbage collector deletes its entries.
+    // A new process (nothing in memory; what an upgrade starts) adopts the
+    // entries with zero writes: the same field manager, the same applied
+    // hash, so every resourceVersion stays.
     controller.stop().await;
+    let versions = |entries: &[DynamicObject]| -> Vec<(Option<String>, Option<String>)> {
+        let mut v: Vec<_> = entries
+            .iter()
+            .map(|e| (e.metadata.name.clone(), e.metadata.resource_version.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = versions(&entries(&admin, "team-a").await);
+    let calls = sim.members_calls_for("web").unwrap();
+    let failures = Failures::default();
+    let next = ControllerTask::spawn(
+        "next",
+        service.clone(),
+        RunOptions {
+            sim_cloud: Some(sim.clone()),
+            allowed_groups: vec!["team-a=sim:web".into()],
+            leader: Some(LeaseConfig {
+                namespace: "meshmirror-system".into(),
+                name: "meshmirror".into(),
+                identity: "meshmirror-1".into(),
+                lease_duration: Duration::from_secs(15),
+                renew_deadline: Duration::from_secs(10),
+                retry_period: Duration::from_secs(2),
+            }),
+            ..RunOptions::default()
+        },
+        &failures,
+    );
+    let started = Instant::now();
+    while sim.members_calls_for("web").unwrap() < calls + 1 {
+        check_failures(&failures);
+        assert!(
+            started.elapsed() < REAL_CONVERGE,
+            "the new process made no pass"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its pass has read the cloud; give its writes, if any, time to land.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        versions(&entries(&admin, "team-a").await),
+        before,
+        "the new process rewrote entries"
+    );
+    next.stop().await;
+
+    // The mirror goes: the real garbage collector deletes its entries.
     mirrors
         .delete("web", &DeleteParams::background())
         .await
