@@ -114,10 +114,31 @@ fn allowed_groups(opts: &RunOptions) -> Result<AllowedGroups, AppError> {
     }
 }
 
+/// `--namespace`: each a namespace name, none twice.
+fn namespaces(given: &[String]) -> Result<Vec<String>, AppError> {
+    let mut out: Vec<String> = Vec::with_capacity(given.len());
+    for ns in given {
+        let ns = ns.trim();
+        if !crate::names::is_dns_label(ns) {
+            return Err(AppError::Invalid(format!(
+                "--namespace {ns:?}: not a namespace name (lowercase letters, digits and '-', at most 63); give one namespace per value, e.g. --namespace=team-a,team-b"
+            )));
+        }
+        if out.iter().any(|seen| seen == ns) {
+            return Err(AppError::Invalid(format!(
+                "--namespace {ns:?} is given twice; name each namespace once"
+            )));
+        }
+        out.push(ns.to_string());
+    }
+    Ok(out)
+}
+
 /// Options of `meshmirror run`.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
-    pub namespace: Option<String>,
+    /// The namespaces watched (`--namespace`); empty: all.
+    pub namespaces: Vec<String>,
     pub dry_run: bool,
     pub once: bool,
     pub sim_file: Option<PathBuf>,
@@ -163,7 +184,7 @@ pub async fn run(
         .group_gone_grace
         .unwrap_or(reconcile::DEFAULT_GROUP_GONE_GRACE);
     let scope = Scope {
-        namespace: opts.namespace.clone(),
+        namespaces: namespaces(&opts.namespaces)?,
         version: opts.version,
         max_concurrent_passes: opts
             .max_concurrent_passes

@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, stream};
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use meshmirror_provider::{Ack, GroupEvent, GroupEventKind};
 
@@ -28,8 +29,8 @@ use crate::workloadentry::EntryVersion;
 /// Where the controller looks.
 #[derive(Clone, Debug)]
 pub struct Scope {
-    /// One namespace, or all when None.
-    pub namespace: Option<String>,
+    /// The namespaces watched (`--namespace`); empty: all.
+    pub namespaces: Vec<String>,
     pub version: EntryVersion,
     /// Passes run at once, across all mirrors (`--max-concurrent-passes`).
     pub max_concurrent_passes: u16,
@@ -38,27 +39,93 @@ pub struct Scope {
 impl Default for Scope {
     fn default() -> Self {
         Scope {
-            namespace: None,
+            namespaces: Vec::new(),
             version: EntryVersion::default(),
             max_concurrent_passes: DEFAULT_CONCURRENT_PASSES,
         }
     }
 }
 
+/// A watch stream, as the caches and the controller consume it.
+pub type WatchStream<K> = BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
+
 impl Scope {
-    pub fn mirrors(&self, client: &Client) -> Api<ScalingGroupMirror> {
-        match &self.namespace {
+    /// The watch of `K` in this scope (`api` gives the Api of one namespace,
+    /// or of all for None): one watcher, or one per namespace merged into
+    /// one watch ([`crate::multi_watch`]); each backs off and re-lists on
+    /// errors. `skeleton` keeps what a `Delete` needs of an object.
+    pub fn watch<K>(
+        &self,
+        api: impl Fn(Option<&str>) -> Api<K>,
+        config: watcher::Config,
+        skeleton: fn(&K) -> K,
+    ) -> WatchStream<K>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    {
+        match self.namespaces.as_slice() {
+            [] => watcher(api(None), config).default_backoff().boxed(),
+            [one] => watcher(api(Some(one)), config).default_backoff().boxed(),
+            many => crate::multi_watch::merge(
+                many.iter()
+                    .map(|ns| watcher(api(Some(ns)), config.clone()).default_backoff())
+                    .collect(),
+                skeleton,
+            )
+            .boxed(),
+        }
+    }
+
+    /// The mirrors' Api in one namespace, or in all.
+    pub fn mirrors_in(client: &Client, namespace: Option<&str>) -> Api<ScalingGroupMirror> {
+        match namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         }
     }
 
-    pub fn entries(&self, client: &Client) -> Api<DynamicObject> {
-        let ar = self.version.workload_entries();
-        match &self.namespace {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-            None => Api::all_with(client.clone(), &ar),
+    /// A dynamic resource's Api in one namespace, or in all.
+    pub fn dynamic_in(
+        client: &Client,
+        namespace: Option<&str>,
+        resource: &kube::core::ApiResource,
+    ) -> Api<DynamicObject> {
+        match namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+            None => Api::all_with(client.clone(), resource),
         }
+    }
+
+    /// Every mirror in scope, listed once.
+    pub async fn list_mirrors(
+        &self,
+        client: &Client,
+    ) -> Result<Vec<ScalingGroupMirror>, kube::Error> {
+        if self.namespaces.is_empty() {
+            return Ok(Self::mirrors_in(client, None)
+                .list(&Default::default())
+                .await?
+                .items);
+        }
+        let mut all = Vec::new();
+        for ns in &self.namespaces {
+            all.extend(
+                Self::mirrors_in(client, Some(ns))
+                    .list(&Default::default())
+                    .await?
+                    .items,
+            );
+        }
+        Ok(all)
+    }
+}
+
+/// What a `Delete` of a dynamic object needs: its metadata.
+pub fn dynamic_skeleton(o: &DynamicObject) -> DynamicObject {
+    DynamicObject {
+        types: o.types.clone(),
+        metadata: o.metadata.clone(),
+        data: serde_json::Value::Null,
     }
 }
 
@@ -339,7 +406,16 @@ pub async fn run(
         .entries
         .changes()
         .map(|m| ObjectRef::new(&m.name).within(&m.namespace));
-    let controller = Controller::new(scope.mirrors(&client), watcher::Config::default())
+    let (reader, writer) = reflector::store();
+    let watched = scope
+        .watch(
+            |ns| Scope::mirrors_in(&client, ns),
+            watcher::Config::default(),
+            ScalingGroupMirror::clone,
+        )
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(watched, reader)
         .with_config(controller::Config::default().concurrency(scope.max_concurrent_passes.max(1)))
         .reconcile_on(changed);
     let mirrors = controller.store();
@@ -421,10 +497,10 @@ pub async fn run_once(
     scope: &Scope,
     reconciler: &Reconciler,
 ) -> Result<bool, kube::Error> {
-    let mirrors = scope.mirrors(client).list(&Default::default()).await?;
+    let mirrors = scope.list_mirrors(client).await?;
     let mut all_ok = true;
-    for mirror in &mirrors.items {
-        let claim = claims::claim_of(mirror, &mirrors.items, &reconciler.allowed);
+    for mirror in &mirrors {
+        let claim = claims::claim_of(mirror, &mirrors, &reconciler.allowed);
         let report = reconciler.pass_claimed(mirror, &claim).await;
         if let Some(err) = &report.error {
             tracing::error!(namespace = %mirror.namespace().unwrap_or_default(),

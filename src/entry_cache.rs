@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt};
 use kube::Client;
 use kube::api::{DynamicObject, ObjectMeta};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use serde::Deserialize;
 use tokio::sync::{broadcast, watch};
 
@@ -361,11 +361,12 @@ impl EntryCache {
         scope: &Scope,
     ) -> (std::sync::Arc<EntryCache>, tokio::task::JoinHandle<()>) {
         let cache = std::sync::Arc::new(EntryCache::default());
-        let stream = watcher(
-            scope.entries(client),
+        let resource = scope.version.workload_entries();
+        let stream = scope.watch(
+            |ns| Scope::dynamic_in(client, ns, &resource),
             watcher::Config::default().labels(&managed_selector()),
-        )
-        .default_backoff();
+            crate::controller::dynamic_skeleton,
+        );
         let feed = cache.clone();
         let task = tokio::spawn(async move {
             futures::pin_mut!(stream);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{broadcast, watch};
@@ -32,10 +32,6 @@ impl GroupCache {
     /// returned task is aborted.
     pub fn start(client: &Client, scope: &Scope) -> (Arc<GroupCache>, tokio::task::JoinHandle<()>) {
         let resource = scope.version.workload_groups();
-        let api: Api<DynamicObject> = match &scope.namespace {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-            None => Api::all_with(client.clone(), &resource),
-        };
         let writer = reflector::store::Writer::new(resource.clone());
         let cache = Arc::new(GroupCache {
             store: writer.as_reader(),
@@ -44,8 +40,12 @@ impl GroupCache {
             changes: broadcast::Sender::new(CHANGE_CAPACITY),
         });
         let feed = cache.clone();
-        let stream = watcher(api, watcher::Config::default())
-            .default_backoff()
+        let stream = scope
+            .watch(
+                |ns| Scope::dynamic_in(client, ns, &cache.resource),
+                watcher::Config::default(),
+                crate::controller::dynamic_skeleton,
+            )
             .modify(|g| g.metadata.managed_fields = None)
             .reflect(writer);
         let task = tokio::spawn(async move {

@@ -20,6 +20,7 @@ pub mod kube_cluster;
 pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
+pub mod multi_watch;
 pub mod names;
 pub mod pass_memo;
 pub mod plan;

@@ -64,9 +64,15 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// Watch one namespace only (default: all).
-    #[arg(long, env = "MESHMIRROR_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch and write only these namespaces (default: all): repeat the
+    /// flag or separate with commas. Each is watched with a namespaced list
+    /// and watch, for installs whose RBAC grants Roles per namespace.
+    #[arg(
+        long = "namespace",
+        env = "MESHMIRROR_NAMESPACE",
+        value_delimiter = ','
+    )]
+    namespaces: Vec<String>,
     /// Log each plan; write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -216,7 +222,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<bool> {
                 .await
                 .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
             let opts = RunOptions {
-                namespace: args.namespace,
+                namespaces: args.namespaces,
                 dry_run: args.dry_run,
                 once: args.once,
                 sim_file: args.sim_file,

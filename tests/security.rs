@@ -383,7 +383,7 @@ async fn a_namespaced_controller_ignores_mirrors_elsewhere() {
     let _controller = run_with(
         &h,
         RunOptions {
-            namespace: Some("team-a".into()),
+            namespaces: vec!["team-a".into()],
             allow_all_groups: true,
             ..RunOptions::default()
         },
@@ -412,6 +412,85 @@ async fn a_namespaced_controller_ignores_mirrors_elsewhere() {
     let other: ScalingGroupMirror = h.mirrors("team-b").get("web").await.unwrap();
     assert!(other.status.is_none(), "{:?}", other.status);
     assert!(h.entries("team-b").await.is_empty());
+}
+
+/// `--namespace team-a,team-b`: both are watched with namespaced watches
+/// (what a namespace-scoped install's Roles allow), claims are decided
+/// across both, and a third namespace is not seen at all.
+#[tokio::test]
+async fn a_controller_of_several_namespaces_claims_across_them_and_ignores_the_rest() {
+    let sim = sim_groups(&[("web", 2), ("db", 1), ("other", 1)]);
+    let h = Harness::without_controller(sim).await;
+    namespaces(&h, &["team-a", "team-b", "team-c"]).await;
+    h.create_mirror(&mirror_of("team-a", "web", "web")).await;
+    next_second().await;
+    h.create_mirror(&mirror_of("team-b", "web", "web")).await;
+    h.create_mirror(&mirror_of("team-b", "db", "db")).await;
+    h.create_mirror(&mirror_of("team-c", "other", "other"))
+        .await;
+    let cluster_wide = h.server.cluster_wide_requests();
+    let requests = h.server.requests();
+    let _controller = run_with(
+        &h,
+        RunOptions {
+            namespaces: vec!["team-a".into(), "team-b".into()],
+            allow_all_groups: true,
+            ..RunOptions::default()
+        },
+    );
+    h.wait_entries("team-a", "team-a's 2", |e| e.len() == 2)
+        .await;
+    h.wait_entries("team-b", "team-b's db", |e| e.len() == 1)
+        .await;
+    let status = h
+        .wait_status("team-b", "web", "GroupClaimed", |s| claimed_by(s).is_some())
+        .await;
+    assert!(claimed_by(&status).unwrap().contains("team-a/web"));
+    // A change in team-b after the first lists arrives through its watch.
+    h.sim.scale_out("db", 1).unwrap();
+    h.wait_entries("team-b", "team-b's db scaled out", |e| e.len() == 2)
+        .await;
+    let other: ScalingGroupMirror = h.mirrors("team-c").get("other").await.unwrap();
+    assert!(other.status.is_none(), "{:?}", other.status);
+    assert!(h.entries("team-c").await.is_empty());
+    // Only namespaced lists and watches: nothing cluster-wide was asked.
+    let mine = h.server.requests().since(&requests);
+    assert!(
+        mine.get(Verb::Watch, "workloadentries") >= 2,
+        "{:?}",
+        mine.entries()
+    );
+    let wide = h.server.cluster_wide_requests().since(&cluster_wide);
+    assert_eq!(wide.total(), 0, "cluster-wide: {:?}", wide.entries());
+}
+
+#[tokio::test]
+async fn a_bad_namespace_list_refuses_to_start() {
+    let h = Harness::without_controller(sim_with(1)).await;
+    for (given, says) in [
+        (
+            vec!["team-a".to_string(), "Team_B".into()],
+            "--namespace \"Team_B\": not a namespace name",
+        ),
+        (
+            vec!["team-a".into(), "team-a".into()],
+            "--namespace \"team-a\" is given twice",
+        ),
+    ] {
+        let err = app::run(
+            h.client.clone(),
+            RunOptions {
+                namespaces: given,
+                allow_all_groups: true,
+                sim_cloud: Some(h.sim.clone()),
+                ..RunOptions::default()
+            },
+            std::future::pending(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains(says), "{err}");
+    }
 }
 
 #[tokio::test]

@@ -54,6 +54,9 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
     };
     let counter = rr.counter_name(&shared.registry);
     lock(&shared.counts).bump(rr.verb, &counter);
+    if shared.registry.resources[rr.res].namespaced && rr.namespace.is_none() {
+        lock(&shared.cluster_wide).bump(rr.verb, &counter);
+    }
     if let Some(agent) = parts
         .headers
         .get(header::USER_AGENT)

@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     counts: Mutex<RequestCounts>,
     /// The same counts, by the request's `User-Agent`.
     counts_by_agent: Mutex<HashMap<String, RequestCounts>>,
+    /// Requests for a namespaced resource across all namespaces.
+    cluster_wide: Mutex<RequestCounts>,
     /// Every write carried out, in order.
     writes: Mutex<Vec<LoggedWrite>>,
     faults: Mutex<FaultRules>,
@@ -188,6 +190,7 @@ impl ApiServerBuilder {
             store: Mutex::new(store),
             counts: Mutex::new(RequestCounts::default()),
             counts_by_agent: Mutex::default(),
+            cluster_wide: Mutex::default(),
             writes: Mutex::default(),
             faults: Mutex::new(FaultRules::default()),
             close_watches,
@@ -284,6 +287,13 @@ impl ApiServer {
     /// Requests counted so far, by verb and resource.
     pub fn requests(&self) -> RequestCounts {
         lock(&self.shared.counts).clone()
+    }
+
+    /// Requests for a namespaced resource across all namespaces (a list or
+    /// watch without a namespace), which a namespace-scoped install's Roles
+    /// would refuse.
+    pub fn cluster_wide_requests(&self) -> RequestCounts {
+        lock(&self.shared.cluster_wide).clone()
     }
 
     /// Requests counted so far from clients whose `User-Agent` is `agent`
