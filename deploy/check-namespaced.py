@@ -4,32 +4,39 @@ against the rendered base; deploy/check.sh runs it.
 
   deploy/check-namespaced.py --base BASE.yaml [LABEL=]OVERLAY.yaml
 
-One install mirrors one namespace: `meshmirror run --namespace NS` takes
-exactly one (its caches each run one namespaced watch); several tenant
-namespaces take one install each, in a namespace of its own. Fails when:
+One install mirrors the namespaces listed in `meshmirror run --namespace`
+(`--namespace=team-a,team-b`, or the flag repeated, or MESHMIRROR_NAMESPACE
+with commas): each is watched with namespaced list and watch, so each needs a
+Role, and claims are decided across the listed namespaces. Fails when:
   - a ClusterRoleBinding grants writes on WorkloadEntries (through a
     ClusterRole of the overlay, or one it does not define, such as the
     built-in `edit`, whose rules cannot be checked here);
-  - the Deployment's `--namespace` is not exactly one namespace: missing (it
-    would list and watch cluster-wide, which the Role does not allow), given
-    twice (flag repeated, or flag and MESHMIRROR_NAMESPACE; the binary refuses
-    a repeated flag), or a comma list (the binary would take it as one
-    namespace literally named "a,b"), or not a namespace name at all;
-  - the mirrored namespace is the install's own namespace (the tenant would
+  - the Deployment has no `--namespace` (it would list and watch
+    cluster-wide, which no Role allows); a value of the list (split on
+    commas, every flag and MESHMIRROR_NAMESPACE) is not a namespace's name,
+    or names a namespace twice (the binary refuses to start on both); or
+    both the flag and MESHMIRROR_NAMESPACE are set (the flag wins and the
+    variable is silently ignored);
+  - a listed namespace is the install's own namespace (that tenant would
     control the controller's pod, its token and its cloud credentials);
-  - the mirrored namespace lacks the Role `meshmirror` with exactly the rules
-    of the base's ClusterRole `meshmirror`, or the RoleBinding of that Role to
-    the Deployment's ServiceAccount;
+  - a listed namespace lacks the Role `meshmirror` with exactly the rules of
+    the base's ClusterRole `meshmirror`, or the RoleBinding of that Role to
+    the Deployment's ServiceAccount (its pods would never become ready: the
+    caches wait for every listed namespace's first list);
+  - a Role or RoleBinding lies in a namespace that is not listed, other than
+    the install's own one, or is another than those two: `meshmirror` in a
+    listed namespace, `meshmirror-leader-election` (the Lease) in the
+    install's; or a RoleBinding binds another role than its namesake;
   - a binding names a ServiceAccount in another namespace than the install's
     (kustomize's `namespace:` does not move a subject's namespace);
-  - an object lies in a namespace that is neither the install's nor, for a
-    Role or RoleBinding, the mirrored one (a Role or RoleBinding left in a
-    namespace this install does not watch, say after a copy);
-  - an `--allowed-groups` rule names another namespace than the mirrored one
-    (it could never apply: this install sees no other namespace's mirrors)
-    or `*` (a copy for another namespace would grant it the same groups),
-    or `--allow-all-groups` is set (the allow-list is what keeps two installs
-    from mirroring one group).
+  - any other namespaced object lies outside the install's namespace;
+  - an `--allowed-groups` rule names a namespace that is not listed (it
+    could never apply: this install sees no other namespace's mirrors) or
+    `*` (a second install would grant the same groups to its namespaces),
+    or `--allow-all-groups` is set (the allow-list is what keeps two
+    installs from mirroring one group).
+A listed namespace with no `--allowed-groups` rule is only noted: its
+mirrors are all refused (GroupNotAllowed) until it gets one.
 
 Needs: python3 with PyYAML (kubernetes-validate brings it).
 """
@@ -87,16 +94,29 @@ def flag_values(args, flag):
     return values
 
 
-def settings_of(container):
-    """(--namespace values as given, allowed-group rules, --allow-all-groups)
-    from a container's args and env."""
+def settings_of(container, problems):
+    """(the --namespace list as the binary reads it, where it came from,
+    allowed-group rules, --allow-all-groups) from a container's args and env."""
     args = [str(a) for a in container.get("args") or []]
-    namespaces = [f"--namespace={v}" for v in flag_values(args, "--namespace")]
-    for env in container.get("env") or []:
-        if env.get("name") == "MESHMIRROR_NAMESPACE":
-            namespaces.append(f"MESHMIRROR_NAMESPACE={env.get('value', '(valueFrom: cannot be checked)')}")
+    flags = flag_values(args, "--namespace")
+    env = [e for e in container.get("env") or [] if e.get("name") == "MESHMIRROR_NAMESPACE"]
+    if flags and env:
+        problems.append(
+            "both --namespace and MESHMIRROR_NAMESPACE are set: the flag wins and the variable is ignored;"
+            " list the namespaces in one place"
+        )
+    if flags:
+        given, source = flags, "--namespace"
+    elif env:
+        if "value" not in env[-1]:
+            problems.append("MESHMIRROR_NAMESPACE comes from valueFrom: its namespaces cannot be checked")
+        given, source = [str(env[-1].get("value", ""))], "MESHMIRROR_NAMESPACE"
+    else:
+        given, source = [], None
+    # As the binary splits and trims them (a value_delimiter of ',').
+    namespaces = [ns.strip() for value in given for ns in value.split(",")]
     rules = [r.strip() for v in flag_values(args, "--allowed-groups") for r in v.split(";") if r.strip()]
-    return namespaces, rules, "--allow-all-groups" in args
+    return namespaces, source, rules, "--allow-all-groups" in args
 
 
 def main():
@@ -107,7 +127,7 @@ def main():
     label, _, path = args.overlay.rpartition("=")
     label = label or path
     base, objects = load(args.base), load(path)
-    problems = []
+    problems, notes = [], []
 
     def find(kind, name=None, namespace=None, docs=objects):
         return [
@@ -144,9 +164,9 @@ def main():
                     f" through ClusterRole {ref} ({', '.join(grants)})"
                 )
 
-    # 2. Exactly one --namespace, a namespace's name. When it is not, the
-    # checks below that compare with it are skipped (they would only repeat it).
-    watched, allowed, allow_all, home, account = None, [], False, None, None
+    # 2. The --namespace list: namespace names, each once, not the install's.
+    # `watched` keeps the valid names, once each, for the checks below.
+    watched, source, allowed, allow_all, home, account = [], None, [], False, None, None
     deployments = find("Deployment", "meshmirror")
     if len(deployments) != 1:
         problems.append("no single Deployment meshmirror")
@@ -156,55 +176,55 @@ def main():
         pod = deployment["spec"]["template"]["spec"]
         account = pod.get("serviceAccountName", "default")
         container = next(c for c in pod["containers"] if c["name"] == "meshmirror")
-        given, allowed, allow_all = settings_of(container)
-        one = "meshmirror run --namespace takes exactly one namespace (a list is not supported yet): install meshmirror once per mirrored namespace"
-        if not given:
+        listed, source, allowed, allow_all = settings_of(container, problems)
+        if source is None:
             problems.append("the Deployment has no --namespace: it would list and watch every namespace, which no Role allows")
-        elif len(given) > 1:
-            problems.append(f"the namespace is given {len(given)} times ({', '.join(given)}); {one}")
-        else:
-            value = given[0].partition("=")[2]
-            if "," in value:
+        for ns in listed:
+            if not NAMESPACE_NAME.fullmatch(ns):
                 problems.append(
-                    f"{given[0]} is a list; {one}"
-                    f" (this one would watch a namespace literally named {value!r})"
+                    f"{source}: {ns!r} is not a namespace's name (the binary refuses to start);"
+                    " list namespaces separated by commas, e.g. --namespace=team-a,team-b"
                 )
-            elif not NAMESPACE_NAME.fullmatch(value):
-                problems.append(f"{given[0]} is not a namespace's name")
+            elif ns in watched:
+                problems.append(f"{source}: namespace {ns} is listed twice (the binary refuses to start)")
+            elif ns == home:
+                problems.append(
+                    f"{source}: {ns} is the install's own namespace: run meshmirror in a namespace of its own"
+                    " (that tenant would otherwise control the controller's pod, token and cloud credentials)"
+                )
             else:
-                watched = value
-    if watched is not None and watched == home:
-        problems.append(
-            f"--namespace={watched} is the install's own namespace: run meshmirror in a namespace of its own"
-            " (its tenant would otherwise control the controller's pod, token and cloud credentials)"
-        )
-        watched = None
+                watched.append(ns)
 
-    # 3. The Role and RoleBinding in the mirrored namespace.
-    if watched is not None:
-        roles = find("Role", "meshmirror", watched)
+    # 3. The Role and RoleBinding in each listed namespace.
+    subject = {"kind": "ServiceAccount", "name": account, "namespace": home}
+    for ns in watched:
+        roles = find("Role", "meshmirror", ns)
         if not roles:
-            problems.append(f"namespace {watched} is --namespace but has no Role meshmirror")
+            problems.append(
+                f"namespace {ns} is in {source} but has no Role meshmirror"
+                " (its watches would be refused, and the pods would never become ready)"
+            )
         for role in roles:
             got = triples(role.get("rules"))
             if got != want:
                 missing = sorted(" ".join(t[:3]) for t in want - got)
                 extra = sorted(" ".join(t[:3]) for t in got - want)
                 problems.append(
-                    f"Role {watched}/meshmirror differs from the base's ClusterRole meshmirror"
+                    f"Role {ns}/meshmirror differs from the base's ClusterRole meshmirror"
                     f" (missing: {missing or 'nothing'}; extra: {extra or 'nothing'})"
                 )
-        subject = {"kind": "ServiceAccount", "name": account, "namespace": home}
         bound = [
             b
-            for b in find("RoleBinding", namespace=watched)
+            for b in find("RoleBinding", namespace=ns)
             if b.get("roleRef") == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "meshmirror"}
             and subject in (b.get("subjects") or [])
         ]
         if not bound:
-            problems.append(f"namespace {watched}: no RoleBinding of Role meshmirror to ServiceAccount {home}/{account}")
+            problems.append(f"namespace {ns}: no RoleBinding of Role meshmirror to ServiceAccount {home}/{account}")
 
-    # 4. Bindings name this install's ServiceAccount; nothing lies elsewhere.
+    # 4. Bindings name this install's ServiceAccount; Roles and RoleBindings
+    # are the expected ones, in listed namespaces or the install's own;
+    # everything else lies in the install's namespace.
     if home is not None:
         for binding in find("RoleBinding") + find("ClusterRoleBinding"):
             meta = binding["metadata"]
@@ -215,43 +235,76 @@ def main():
                         f"{where} binds ServiceAccount {s.get('namespace')}/{s.get('name')},"
                         f" not this install's (in {home})"
                     )
+        expected = {ns: "meshmirror" for ns in watched}
+        expected[home] = "meshmirror-leader-election"
         for o in objects:
             ns = o["metadata"].get("namespace")
-            if ns is None or ns == home:
+            name = o["metadata"]["name"]
+            what = f"{o['kind']} {ns}/{name}"
+            if ns is None:
                 continue
-            what = f"{o['kind']} {ns}/{o['metadata']['name']}"
             if o["kind"] in ("Role", "RoleBinding"):
-                if watched is not None and ns != watched:
-                    problems.append(f"{what}: namespace {ns} is not --namespace")
-            else:
+                if ns not in expected:
+                    # Without a usable list, step 2 has said so already.
+                    if source is not None:
+                        problems.append(
+                            f"{what}: namespace {ns} is not in {source} (--namespace={','.join(watched)}):"
+                            " list it, or delete this grant"
+                        )
+                elif name != expected[ns]:
+                    problems.append(
+                        f"{what}: the install's Roles and RoleBindings are meshmirror in each listed namespace"
+                        f" and meshmirror-leader-election in {home}; this one is neither"
+                    )
+                elif o["kind"] == "RoleBinding" and o.get("roleRef") != {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Role",
+                    "name": name,
+                }:
+                    problems.append(f"{what} binds {o.get('roleRef')}, not the Role {name}")
+            elif ns != home:
                 problems.append(f"{what}: not in the install's namespace {home}")
 
-    # 5. The allow-list grants the mirrored namespace only.
+    # 5. The allow-list grants listed namespaces only.
     if allow_all:
         problems.append(
-            "--allow-all-groups: with one install per namespace, the allow-list is what keeps two installs"
-            " from mirroring the same group; give the namespace its own groups with --allowed-groups"
+            "--allow-all-groups: another install's namespaces would be allowed the same groups, and the"
+            " allow-list is what keeps two installs from mirroring one group; give each listed namespace"
+            " its own groups with --allowed-groups"
         )
+    ruled = set()
     for rule in allowed:
         ns, eq, pattern = rule.partition("=")
         if not (eq and ns and pattern):
             problems.append(f"--allowed-groups rule {rule!r} is not NAMESPACE=PATTERN")
         elif ns == "*":
             problems.append(
-                f"--allowed-groups rule {rule!r} names every namespace: name {watched or 'the mirrored namespace'}"
-                " (a copy of this install for another namespace would otherwise grant it the same groups)"
+                f"--allowed-groups rule {rule!r} names every namespace: give each listed namespace its own rule"
+                " (another install's namespaces would otherwise be allowed the same groups)"
             )
-        elif watched is not None and ns != watched:
-            problems.append(f"--allowed-groups rule {rule!r}: namespace {ns} is not --namespace, so it never applies")
+        elif source is not None and ns not in watched:
+            problems.append(
+                f"--allowed-groups rule {rule!r}: namespace {ns} is not in {source}"
+                f" (--namespace={','.join(watched)}), so it never applies"
+            )
+        else:
+            ruled.add(ns)
+    if not allow_all:
+        for ns in watched:
+            if ns not in ruled:
+                notes.append(f"namespace {ns} has no --allowed-groups rule: every mirror in it is refused (GroupNotAllowed)")
 
+    for n in notes:
+        print(f"  note {label}: {n}")
     if problems:
         for p in problems:
             print(f"FAIL {label}: {p}", file=sys.stderr)
         return 1
     print(
-        f"  ok {label}: install in {home}, --namespace={watched} (one namespace);"
-        f" Role {watched}/meshmirror (= the base's ClusterRole, {len(want)} grants) bound to {home}/{account};"
-        f" no ClusterRoleBinding grants WorkloadEntry writes; --allowed-groups names only {watched}"
+        f"  ok {label}: install in {home}, --namespace={','.join(watched)} ({len(watched)} namespaces);"
+        f" in each, Role meshmirror (= the base's ClusterRole, {len(want)} grants) bound to {home}/{account},"
+        f" and no Role or RoleBinding elsewhere but {home}'s leader election;"
+        f" no ClusterRoleBinding grants WorkloadEntry writes; --allowed-groups names only listed namespaces"
     )
     return 0
 

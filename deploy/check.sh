@@ -15,10 +15,12 @@
 # `promtool check rules`, ServiceMonitor against its fields and the Service it
 # selects. The namespace-scoped overlay (deploy/overlays/namespaced) by
 # deploy/check-namespaced.py: no ClusterRoleBinding grants WorkloadEntry
-# writes; `--namespace` is exactly one namespace (no list: the binary takes
-# one); that namespace has a Role with the base ClusterRole's rules, bound to
-# the ServiceAccount, and no other namespace has one. Then,
-# through cargo unless --no-cargo is given: the
+# writes; `--namespace` lists namespace names, none twice; each listed
+# namespace has a Role with the base ClusterRole's rules, bound to the
+# ServiceAccount, and no unlisted namespace but the install's own (the
+# leader-election Lease) has a Role or RoleBinding; every `--allowed-groups`
+# rule names a listed namespace. Then, through cargo unless --no-cargo is
+# given: the
 # ScalingGroupMirror examples on an API server serving the CRD (CEL rules too)
 # and the alerts and the dashboard against the metrics the binary exports
 # (tests/deploy.rs); the cloud permission examples against the calls the

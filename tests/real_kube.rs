@@ -132,11 +132,23 @@ async fn the_shipped_manifests_apply_server_side_without_warnings() {
         "{labels}"
     );
     kube.kubectl_ok(&["create", "namespace", "team-a"]);
+    kube.kubectl_ok(&["create", "namespace", "team-b"]);
     let (_, stderr) =
         kube.kubectl_ok(&["apply", "--server-side", "-k", "deploy/overlays/namespaced"]);
     assert!(!stderr.contains("Warning"), "{stderr}");
-    // The Deployment was admitted under `restricted` (no kubelet runs it).
+    // Both Deployments were admitted under `restricted` (no kubelet runs
+    // them), and each listed namespace has its Role.
     kube.kubectl_ok(&["get", "deployment", "meshmirror", "-n", "meshmirror-system"]);
+    kube.kubectl_ok(&[
+        "get",
+        "deployment",
+        "meshmirror",
+        "-n",
+        "meshmirror-tenants",
+    ]);
+    for ns in ["team-a", "team-b"] {
+        kube.kubectl_ok(&["get", "role", "meshmirror", "-n", ns]);
+    }
 }
 
 /// The service as installed: the ServiceAccount, ClusterRole and Role of
@@ -314,4 +326,96 @@ async fn the_service_works_under_its_own_rbac_and_the_gc_follows_owner_reference
         || {},
     )
     .await;
+}
+
+/// The namespace-scoped install (`deploy/overlays/namespaced`): no
+/// cluster-wide grant, a Role per listed namespace. The service, with that
+/// ServiceAccount's token and `--namespace team-a,team-b`, mirrors into both
+/// (namespaced watches only, which the Roles allow; a cluster-wide list
+/// would be refused) and ignores a third namespace.
+#[tokio::test]
+async fn the_namespaced_install_works_under_roles_only() {
+    let kube = RealKube::start();
+    let admin = kube.admin().await;
+    for ns in ["team-a", "team-b", "team-c"] {
+        create_namespace(&admin, ns).await;
+    }
+    kube.kubectl_ok(&["apply", "--server-side", "-k", "deploy/overlays/namespaced"]);
+    let (token, _) = kube.kubectl_ok(&[
+        "create",
+        "token",
+        "meshmirror",
+        "-n",
+        "meshmirror-tenants",
+        "--duration=1h",
+    ]);
+    let service = kube.client_with_token(token.trim()).await;
+    // The Roles grant nothing cluster-wide.
+    let everywhere: Api<ScalingGroupMirror> = Api::all(service.clone());
+    let denied = everywhere.list(&ListParams::default()).await.unwrap_err();
+    assert!(denied.to_string().contains("forbidden"), "{denied}");
+
+    let sim = meshmirror_sim::SimCloud::new();
+    for (g, group) in ["team-a-web", "team-b-web", "team-c-web"]
+        .into_iter()
+        .enumerate()
+    {
+        sim.ensure_group(group, "us-east-1");
+        sim.add_instance(
+            group,
+            meshmirror_sim::SimInstance::running(
+                format!("{group}-1"),
+                std::net::Ipv4Addr::new(10, 7, g as u8, 1),
+            ),
+        )
+        .unwrap();
+    }
+    let failures = Failures::default();
+    let controller = ControllerTask::spawn(
+        "tenants",
+        service.clone(),
+        RunOptions {
+            sim_cloud: Some(sim.clone()),
+            namespaces: vec!["team-a".into(), "team-b".into()],
+            allowed_groups: vec!["team-a=sim:team-a-*".into(), "team-b=sim:team-b-*".into()],
+            leader: Some(LeaseConfig {
+                namespace: "meshmirror-tenants".into(),
+                name: "meshmirror".into(),
+                identity: "meshmirror-0".into(),
+                lease_duration: Duration::from_secs(15),
+                renew_deadline: Duration::from_secs(10),
+                retry_period: Duration::from_secs(2),
+            }),
+            ..RunOptions::default()
+        },
+        &failures,
+    );
+    let check = || check_failures(&failures);
+    for ns in ["team-a", "team-b", "team-c"] {
+        Api::<ScalingGroupMirror>::namespaced(admin.clone(), ns)
+            .create(
+                &PostParams::default(),
+                &mirror(ns, "web", &format!("{ns}-web")),
+            )
+            .await
+            .unwrap();
+    }
+    wait_entries(&admin, "team-a", "team-a's entry", |e| e.len() == 1, check).await;
+    wait_entries(&admin, "team-b", "team-b's entry", |e| e.len() == 1, check).await;
+    sim.scale_out("team-b-web", 1).unwrap();
+    wait_entries(
+        &admin,
+        "team-b",
+        "team-b's scale-out",
+        |e| e.len() == 2,
+        check,
+    )
+    .await;
+    assert!(entries(&admin, "team-c").await.is_empty());
+    let unseen = Api::<ScalingGroupMirror>::namespaced(admin.clone(), "team-c")
+        .get("web")
+        .await
+        .unwrap();
+    assert!(unseen.status.is_none(), "{:?}", unseen.status);
+    controller.stop().await;
 }
