@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::store::{EventType, ObjKey, Store, owner_uids};
 
 pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+pub const ORPHAN_FINALIZER: &str = "orphan";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Propagation {
@@ -60,22 +61,28 @@ fn set_finalizers(obj: &mut Value, list: Vec<String>) {
     }
 }
 
-/// Deletes one object with `policy`.
+/// Deletes one object with `policy`. Foreground and Orphan deletes first
+/// give the object their finalizer (`foregroundDeletion`, `orphan`) and a
+/// deletionTimestamp, as the real server does, and answer with that state
+/// (`Pending`) even when the garbage collector's work, done here at once,
+/// then removes the object.
 pub fn delete(store: &mut Store, key: &ObjKey, policy: Propagation, now: &str) -> Option<Deleted> {
     let live = store.get(key)?;
     let uid = live["metadata"]["uid"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    if policy == Propagation::Orphan {
-        for dep in store.dependents_of(&uid) {
-            drop_owner_refs(store, &dep, |u| u == uid);
-        }
-    }
     let mut obj = (*live).clone();
     let mut fins = finalizers(&obj);
-    if policy == Propagation::Foreground && !fins.iter().any(|f| f == FOREGROUND_FINALIZER) {
-        fins.push(FOREGROUND_FINALIZER.to_string());
+    let gc_finalizer = match policy {
+        Propagation::Foreground => Some(FOREGROUND_FINALIZER),
+        Propagation::Orphan => Some(ORPHAN_FINALIZER),
+        Propagation::Background => None,
+    };
+    if let Some(f) = gc_finalizer
+        && !fins.iter().any(|have| have == f)
+    {
+        fins.push(f.to_string());
         set_finalizers(&mut obj, fins.clone());
     }
     if fins.is_empty() {
@@ -95,16 +102,38 @@ pub fn delete(store: &mut Store, key: &ObjKey, policy: Propagation, now: &str) -
     } else {
         live
     };
-    if policy == Propagation::Foreground {
-        for dep in store.dependents_of(&uid) {
-            delete(store, &dep, Propagation::Foreground, now);
+    match policy {
+        Propagation::Foreground => {
+            for dep in store.dependents_of(&uid) {
+                delete(store, &dep, Propagation::Foreground, now);
+            }
+            release_foreground(store, key, now);
         }
-        if let Some(gone) = release_foreground(store, key, now) {
-            return Some(Deleted::Gone(gone));
+        Propagation::Orphan => {
+            for dep in store.dependents_of(&uid) {
+                drop_owner_refs(store, &dep, |u| u == uid);
+            }
+            release_orphan(store, key, now);
         }
-        return store.get(key).map(Deleted::Pending);
+        Propagation::Background => {}
     }
     Some(Deleted::Pending(pending))
+}
+
+/// The garbage collector's last step of an Orphan delete: the `orphan`
+/// finalizer goes (the dependents no longer name the object); the object
+/// goes with it unless other finalizers remain.
+fn release_orphan(store: &mut Store, key: &ObjKey, now: &str) -> Option<Arc<Value>> {
+    let live = store.get(key)?;
+    let mut fins = finalizers(&live);
+    if !fins.iter().any(|f| f == ORPHAN_FINALIZER) {
+        return None;
+    }
+    fins.retain(|f| f != ORPHAN_FINALIZER);
+    let mut obj = (*live).clone();
+    set_finalizers(&mut obj, fins);
+    store.put(key.res, obj, EventType::Modified);
+    finish_if_done(store, key, now)
 }
 
 /// Removes a terminating object whose finalizers are all gone (after an update
@@ -182,17 +211,61 @@ fn drop_owner_refs(store: &mut Store, key: &ObjKey, drop: impl Fn(&str) -> bool)
     let Some(refs) = obj["metadata"]["ownerReferences"].as_array_mut() else {
         return;
     };
-    let before = refs.len();
-    refs.retain(|r| !r["uid"].as_str().is_some_and(&drop));
-    if refs.len() == before {
+    let mut dropped = Vec::new();
+    refs.retain(|r| match r["uid"].as_str() {
+        Some(u) if drop(u) => {
+            dropped.push(u.to_string());
+            false
+        }
+        _ => true,
+    });
+    if dropped.is_empty() {
         return;
     }
-    if refs.is_empty()
-        && let Some(m) = obj["metadata"].as_object_mut()
-    {
+    let none_left = refs.is_empty();
+    if none_left && let Some(m) = obj["metadata"].as_object_mut() {
         m.remove("ownerReferences");
     }
+    forget_owner_refs(&mut obj, &dropped, none_left);
     store.put(key.res, obj, EventType::Modified);
+}
+
+/// The garbage collector's write records no manager of its own, but the
+/// references it removed leave every manager's fields (the whole list when
+/// none is left), and a manager left with no fields goes, as with the real
+/// server's field manager.
+fn forget_owner_refs(obj: &mut Value, uids: &[String], none_left: bool) {
+    let Some(entries) = obj["metadata"]["managedFields"].as_array_mut() else {
+        return;
+    };
+    let is_empty = |v: &Value| v.as_object().is_none_or(|m| m.keys().all(|k| k == "."));
+    for entry in entries.iter_mut() {
+        let Some(meta) = entry["fieldsV1"]["f:metadata"].as_object_mut() else {
+            continue;
+        };
+        if let Some(refs) = meta
+            .get_mut("f:ownerReferences")
+            .and_then(Value::as_object_mut)
+        {
+            for uid in uids {
+                refs.remove(&format!("k:{}", json!({"uid": uid})));
+            }
+            if none_left || refs.is_empty() {
+                meta.remove("f:ownerReferences");
+            }
+        }
+        if meta.is_empty()
+            && let Some(fields) = entry["fieldsV1"].as_object_mut()
+        {
+            fields.remove("f:metadata");
+        }
+    }
+    entries.retain(|e| !is_empty(&e["fieldsV1"]));
+    if entries.is_empty()
+        && let Some(m) = obj["metadata"].as_object_mut()
+    {
+        m.remove("managedFields");
+    }
 }
 
 #[cfg(test)]
@@ -279,8 +352,60 @@ mod tests {
         let mut s = Store::new(1, 100);
         let a = put(&mut s, "a", &[], &[]);
         let dep = put(&mut s, "dep", &[("a", true)], &[]);
-        delete(&mut s, &a, Propagation::Orphan, NOW);
+        let Some(Deleted::Pending(p)) = delete(&mut s, &a, Propagation::Orphan, NOW) else {
+            panic!("the answer is the object with the orphan finalizer")
+        };
+        assert_eq!(p["metadata"]["finalizers"], json!([ORPHAN_FINALIZER]));
+        assert_eq!(p["metadata"]["deletionTimestamp"], NOW);
         let d = s.get(&dep).unwrap();
         assert!(d["metadata"].get("ownerReferences").is_none());
+        assert!(s.get(&a).is_none(), "gone once the dependents are orphaned");
+    }
+
+    #[test]
+    fn dropped_references_leave_managed_fields() {
+        let mut s = Store::new(1, 100);
+        let a = put(&mut s, "a", &[], &[]);
+        put(&mut s, "b", &[], &[]);
+        let dep = put(&mut s, "dep", &[("a", true), ("b", true)], &[]);
+        let mut o = (*s.get(&dep).unwrap()).clone();
+        o["metadata"]["managedFields"] = json!([
+            {"manager": "m", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {
+                "f:metadata": {"f:ownerReferences": {".": {}, "k:{\"uid\":\"a\"}": {}, "k:{\"uid\":\"b\"}": {}}},
+                "f:spec": {"f:x": {}}}},
+            {"manager": "only-a", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {
+                "f:metadata": {"f:ownerReferences": {"k:{\"uid\":\"a\"}": {}}}}},
+        ]);
+        s.put(0, o, EventType::Modified);
+        delete(&mut s, &a, Propagation::Orphan, NOW);
+        let d = s.get(&dep).unwrap();
+        assert_eq!(
+            d["metadata"]["managedFields"],
+            json!([{"manager": "m", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {
+                "f:metadata": {"f:ownerReferences": {".": {}, "k:{\"uid\":\"b\"}": {}}},
+                "f:spec": {"f:x": {}}}}])
+        );
+    }
+
+    #[test]
+    fn orphan_leaves_other_finalizers_holding_the_object() {
+        let mut s = Store::new(1, 100);
+        let a = put(&mut s, "a", &[], &["x/y"]);
+        delete(&mut s, &a, Propagation::Orphan, NOW);
+        let held = s.get(&a).unwrap();
+        assert_eq!(held["metadata"]["finalizers"], json!(["x/y"]));
+    }
+
+    #[test]
+    fn foreground_answers_the_terminating_owner_even_when_it_goes_at_once() {
+        let mut s = Store::new(1, 100);
+        let a = put(&mut s, "a", &[], &[]);
+        let dep = put(&mut s, "dep", &[("a", true)], &[]);
+        let Some(Deleted::Pending(p)) = delete(&mut s, &a, Propagation::Foreground, NOW) else {
+            panic!("the answer is the object with the foreground finalizer")
+        };
+        assert_eq!(p["metadata"]["finalizers"], json!([FOREGROUND_FINALIZER]));
+        assert!(s.get(&dep).is_none());
+        assert!(s.get(&a).is_none());
     }
 }

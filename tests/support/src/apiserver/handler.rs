@@ -311,6 +311,11 @@ impl<'a> Ctx<'a> {
                 &table::table(self.res, self.ver, &converted, meta, include, true),
             ));
         }
+        if self.res.custom && meta.get("continue").is_none() {
+            // Custom resource lists (unstructured) carry an empty `continue`
+            // on the last page; built-in and Table lists omit it.
+            meta["continue"] = json!("");
+        }
         // Written by hand so 20,000 items are not deep-copied into one Value.
         let mut out = Vec::with_capacity(256 + page.len() * 512);
         out.extend_from_slice(b"{\"apiVersion\":");
@@ -454,6 +459,7 @@ impl<'a> Ctx<'a> {
         } else {
             m.remove("namespace");
         }
+        objects::drop_empty_metadata(&mut new);
         if let Some(v) = &self.ver.validator {
             let before = (self.param("fieldValidation") == Some("Strict")).then(|| new.clone());
             guarded("pruning", || {
@@ -469,8 +475,10 @@ impl<'a> Ctx<'a> {
                         .map(|f| format!("unknown field \"{f}\""))
                         .collect();
                     return Err(ApiError::bad_request(format!(
-                        "strict decoding error: {}",
-                        list.join(", ")
+                        "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
+                        list.join(", "),
+                        kind = self.res.kind,
+                        version = self.rr.version,
                     )));
                 }
             }
@@ -486,6 +494,11 @@ impl<'a> Ctx<'a> {
                 new
             }
         };
+        let namespace =
+            !self.res.custom && self.res.group.is_empty() && self.res.plural == "namespaces";
+        if namespace {
+            objects::namespace_label(&mut new);
+        }
         let name = new["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -531,6 +544,9 @@ impl<'a> Ctx<'a> {
             {
                 tracing::warn!("managedFields not updated for this write");
             }
+        }
+        if namespace && live.is_none() {
+            objects::namespace_create_defaults(&mut new);
         }
         new["apiVersion"] = json!(self.res.storage_api_version());
         Ok(new)
@@ -788,8 +804,9 @@ impl<'a> Ctx<'a> {
                 ssa::apply_with_schema(schema, live, &applied, &writer, force)
             })?
             .map_err(|conflict| {
-                let mut e = ApiError::conflict(self.res, name, "");
-                e.message = conflict.to_string();
+                // Unlike other conflicts, the real server's apply conflict
+                // names no object in details: causes only.
+                let mut e = ApiError::new(409, "Conflict", conflict.to_string());
                 e.causes = conflict
                     .causes()
                     .into_iter()
@@ -805,7 +822,11 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    fn delete_options(&self, body: &Bytes) -> Result<(Propagation, Value), ApiError> {
+    /// The propagation policy, the preconditions, and whether a delete
+    /// that leaves the object in place answers 202 (only when the client set
+    /// the deprecated `orphanDependents: false`; 200 otherwise, as the real
+    /// server keeps for old clients).
+    fn delete_options(&self, body: &Bytes) -> Result<(Propagation, Value, bool), ApiError> {
         let opts: Value = if body.iter().all(u8::is_ascii_whitespace) {
             json!({})
         } else {
@@ -822,16 +843,44 @@ impl<'a> Ctx<'a> {
             .transpose()?;
         let orphan =
             opts["orphanDependents"] == true || self.param("orphanDependents") == Some("true");
+        let accepted =
+            opts["orphanDependents"] == false || self.param("orphanDependents") == Some("false");
         let policy = policy.unwrap_or(if orphan {
             Propagation::Orphan
         } else {
             Propagation::Background
         });
-        Ok((policy, opts["preconditions"].clone()))
+        Ok((policy, opts["preconditions"].clone(), accepted))
+    }
+
+    /// The answer to a delete that removed the object: a `Status` with
+    /// `Success` naming it (`details.kind` is the resource, as the real server
+    /// sets it), except for namespaces, whose storage returns the object.
+    fn deleted(&self, obj: &Value) -> Response {
+        if !self.res.custom && self.res.group.is_empty() && self.res.plural == "namespaces" {
+            return self.respond(StatusCode::OK, obj);
+        }
+        let mut details = serde_json::Map::new();
+        details.insert("name".into(), obj["metadata"]["name"].clone());
+        if !self.res.group.is_empty() {
+            details.insert("group".into(), json!(self.res.group));
+        }
+        details.insert("kind".into(), json!(self.res.plural));
+        details.insert("uid".into(), obj["metadata"]["uid"].clone());
+        json_response(
+            StatusCode::OK,
+            &json!({
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": details,
+            }),
+        )
     }
 
     fn delete(&self, body: &Bytes) -> Result<Response, ApiError> {
-        let (policy, pre) = self.delete_options(body)?;
+        let (policy, pre, accepted) = self.delete_options(body)?;
         let name = self.url_name();
         let key = self.key(name);
         let mut store = self.shared.store();
@@ -853,17 +902,32 @@ impl<'a> Ctx<'a> {
             }
         }
         if self.dry_run() {
-            return Ok(self.respond(StatusCode::OK, &live));
+            let immediate = policy == Propagation::Background
+                && live["metadata"]["finalizers"]
+                    .as_array()
+                    .is_none_or(Vec::is_empty);
+            return Ok(if immediate {
+                self.deleted(&live)
+            } else {
+                self.respond(StatusCode::OK, &live)
+            });
         }
         match gc::delete(&mut store, &key, policy, &objects::now()) {
-            Some(Deleted::Gone(obj)) => Ok(self.respond(StatusCode::OK, &obj)),
-            Some(Deleted::Pending(obj)) => Ok(self.respond(StatusCode::ACCEPTED, &obj)),
+            Some(Deleted::Gone(obj)) => Ok(self.deleted(&obj)),
+            Some(Deleted::Pending(obj)) => {
+                let code = if accepted {
+                    StatusCode::ACCEPTED
+                } else {
+                    StatusCode::OK
+                };
+                Ok(self.respond(code, &obj))
+            }
             None => Err(ApiError::not_found(self.res, name)),
         }
     }
 
     fn delete_collection(&self, body: &Bytes) -> Result<Response, ApiError> {
-        let (policy, _) = self.delete_options(body)?;
+        let (policy, _, _) = self.delete_options(body)?;
         let sel = selectors(self.query)?;
         let mut store = self.shared.store();
         let keys: Vec<ObjKey> = store

@@ -140,6 +140,55 @@ pub fn prepare_status_update(live: &Value, new: &Value) -> Value {
     out
 }
 
+/// ObjectMeta's maps and lists are `omitempty` in the real server, which
+/// decodes every object's metadata into it: an empty or null `labels`,
+/// `annotations`, `finalizers` or `ownerReferences` is not stored (nor
+/// recorded in managedFields).
+pub fn drop_empty_metadata(obj: &mut Value) {
+    let m = meta(obj);
+    for k in ["labels", "annotations", "finalizers", "ownerReferences"] {
+        let empty = match m.get(k) {
+            Some(Value::Null) => true,
+            Some(Value::Object(o)) => o.is_empty(),
+            Some(Value::Array(a)) => a.is_empty(),
+            _ => false,
+        };
+        if empty {
+            m.remove(k);
+        }
+    }
+}
+
+/// The label the real server's defaulting puts on every Namespace written
+/// (before managedFields are recorded: the writer owns it).
+pub fn namespace_label(ns: &mut Value) {
+    let name = ns["metadata"]["name"].clone();
+    let m = meta(ns);
+    let labels = m.entry("labels").or_insert_with(|| json!({}));
+    if !labels.is_object() {
+        *labels = json!({});
+    }
+    labels["kubernetes.io/metadata.name"] = name;
+}
+
+/// What the real Namespace strategy sets on create, after managedFields are
+/// recorded (nobody owns them): the `kubernetes` finalizer, phase Active.
+pub fn namespace_create_defaults(ns: &mut Value) {
+    if !ns["spec"].is_object() {
+        ns["spec"] = json!({});
+    }
+    let fins = &mut ns["spec"]["finalizers"];
+    if !fins.is_array() {
+        *fins = json!([]);
+    }
+    if let Some(list) = fins.as_array_mut()
+        && !list.iter().any(|f| f == "kubernetes")
+    {
+        list.push(json!("kubernetes"));
+    }
+    ns["status"] = json!({"phase": "Active"});
+}
+
 fn subdomain() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
@@ -175,7 +224,9 @@ pub fn validate_name(res: &ResourceDef, name: &str) -> Vec<Cause> {
     Vec::new()
 }
 
-/// A terminating object cannot gain finalizers.
+/// A terminating object cannot gain finalizers. The real server checks
+/// object metadata twice on update (generic and per-kind validation), so the
+/// cause comes twice; the message names the new ones, sorted, in Go syntax.
 pub fn validate_finalizers(live: &Value, new: &Value) -> Vec<Cause> {
     if !live["metadata"]["deletionTimestamp"].is_string() {
         return Vec::new();
@@ -184,21 +235,25 @@ pub fn validate_finalizers(live: &Value, new: &Value) -> Vec<Cause> {
         .as_array()
         .map(|a| a.iter().collect())
         .unwrap_or_default();
-    let added = new["metadata"]["finalizers"]
+    let added: std::collections::BTreeSet<String> = new["metadata"]["finalizers"]
         .as_array()
         .into_iter()
         .flatten()
-        .any(|f| !old.contains(&f));
-    if added {
-        vec![Cause {
-            reason: "FieldValueForbidden".into(),
-            message: "Forbidden: no new finalizers can be added if the object is being deleted"
-                .into(),
-            field: "metadata.finalizers".into(),
-        }]
-    } else {
-        Vec::new()
+        .filter(|f| !old.contains(f))
+        .map(|f| format!("{:?}", f.as_str().unwrap_or_default()))
+        .collect();
+    if added.is_empty() {
+        return Vec::new();
     }
+    let cause = Cause {
+        reason: "FieldValueForbidden".into(),
+        message: format!(
+            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+            added.into_iter().collect::<Vec<_>>().join(", ")
+        ),
+        field: "metadata.finalizers".into(),
+    };
+    vec![cause.clone(), cause]
 }
 
 #[cfg(test)]

@@ -225,14 +225,21 @@ pub fn parse_crds(yaml: &str) -> Result<Vec<ResourceDef>, CrdError> {
                     json_path: c["jsonPath"].as_str().unwrap_or_default().to_string(),
                 })
                 .collect();
+            let status_subresource = v
+                .subresources
+                .as_ref()
+                .is_some_and(|s| s.get("status").is_some());
             versions.push(VersionDef {
                 name: v.name.clone(),
                 validator: Some(Arc::new(validator)),
-                ssa_schema: Some(Arc::new(crate::ssa::Schema::from_openapi_v3(schema))),
-                status_subresource: v
-                    .subresources
-                    .as_ref()
-                    .is_some_and(|s| s.get("status").is_some()),
+                // With a status subresource, server-side apply ignores (neither
+                // owns nor conflicts on) status in main-resource writes and
+                // spec in status writes, as the real strategy's reset fields.
+                ssa_schema: Some(Arc::new(
+                    crate::ssa::Schema::from_openapi_v3(schema)
+                        .with_status_subresource(status_subresource),
+                )),
+                status_subresource,
                 columns,
             });
         }

@@ -136,27 +136,18 @@ impl ApiError {
     }
 
     /// 422 Invalid: `<Kind>.<group> "<name>" is invalid: <field>: <message>`,
-    /// several causes joined inside brackets.
+    /// several causes joined inside brackets; a cause repeated word for word
+    /// shows once in the message (all of them stay in `details.causes`).
     pub fn invalid(res: &ResourceDef, name: &str, causes: Vec<Cause>) -> Self {
-        let parts: Vec<String> = causes
-            .iter()
-            .map(|c| {
-                if c.field.is_empty() {
-                    c.message.clone()
-                } else {
-                    format!("{}: {}", c.field, c.message)
-                }
-            })
-            .collect();
-        let joined = if parts.len() == 1 {
-            parts[0].clone()
-        } else {
-            format!("[{}]", parts.join(", "))
-        };
         let mut e = Self::new(
             422,
             "Invalid",
-            format!("{} \"{}\" is invalid: {}", res.group_kind(), name, joined),
+            format!(
+                "{} \"{}\" is invalid: {}",
+                res.group_kind(),
+                name,
+                joined(&causes)
+            ),
         );
         e.name = Some(name.to_string());
         e.group = Some(res.group.clone());
@@ -165,9 +156,24 @@ impl ApiError {
         e
     }
 
+    /// 422 Invalid about the request's options (`ListOptions`,
+    /// `PatchOptions`, ...): `<Kind>.meta.k8s.io "" is invalid: ...`.
+    pub fn invalid_options(kind: &str, causes: Vec<Cause>) -> Self {
+        let mut e = Self::new(
+            422,
+            "Invalid",
+            format!("{kind}.meta.k8s.io \"\" is invalid: {}", joined(&causes)),
+        );
+        e.group = Some("meta.k8s.io".into());
+        e.kind = Some(kind.to_string());
+        e.causes = causes;
+        e
+    }
+
     pub fn to_status(&self) -> Value {
         let mut details = serde_json::Map::new();
-        if let Some(n) = &self.name {
+        // Empty fields are left out, as Go's `omitempty` does.
+        if let Some(n) = self.name.as_ref().filter(|n| !n.is_empty()) {
             details.insert("name".into(), json!(n));
         }
         if let Some(g) = self.group.as_ref().filter(|g| !g.is_empty()) {
@@ -217,6 +223,27 @@ impl ApiError {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         resp
+    }
+}
+
+/// The causes as the real server's aggregate prints them: one alone, several
+/// in brackets; a cause repeated word for word shows once.
+fn joined(causes: &[Cause]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in causes {
+        let part = if c.field.is_empty() {
+            c.message.clone()
+        } else {
+            format!("{}: {}", c.field, c.message)
+        };
+        if !parts.contains(&part) {
+            parts.push(part);
+        }
+    }
+    if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        format!("[{}]", parts.join(", "))
     }
 }
 

@@ -19,7 +19,7 @@ use super::handler::selectors;
 use super::request::ResourceRequest;
 use super::resources::ResourceDef;
 use super::selector::Selectors;
-use super::status::ApiError;
+use super::status::{ApiError, Cause};
 use super::store::{Event, EventType, encode_watch_event};
 use super::table::{self, Include};
 
@@ -47,8 +47,11 @@ pub fn serve(
 ) -> Result<Response, ApiError> {
     let sel = selectors(&query)?;
     let param = |k: &str| query.get(k).map(String::as_str);
+    check_options(param("sendInitialEvents"), param("resourceVersionMatch"))?;
     let bookmarks = param("allowWatchBookmarks") == Some("true");
     let initial_events = param("sendInitialEvents") == Some("true");
+    // `sendInitialEvents=false`: from now on, without the current objects.
+    let no_initial_events = param("sendInitialEvents") == Some("false");
     let timeout = param("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs)
@@ -80,14 +83,14 @@ pub fn serve(
     // Taken under the store lock, so that nothing falls between the replay and the live feed.
     let start = {
         let store = shared.store();
-        if from.is_none() || initial_events {
+        if (from.is_none() && !no_initial_events) || initial_events {
             let objs: Vec<Arc<Value>> = store
                 .iter(rr.res, rr.namespace.as_deref())
                 .cloned()
                 .collect();
             Ok((Replay::Current(objs), store.subscribe(), store.current_rv()))
         } else {
-            let from = from.unwrap_or_default();
+            let from = from.unwrap_or_else(|| store.current_rv());
             store
                 .watch_from(rr.res, from)
                 .map(|(past, rx)| (Replay::History(past), rx, from.max(1)))
@@ -120,6 +123,41 @@ pub fn serve(
         HeaderValue::from_static("application/json"),
     );
     Ok(resp)
+}
+
+/// The real server's checks of a watch's `ListOptions`.
+fn check_options(initial_events: Option<&str>, rv_match: Option<&str>) -> Result<(), ApiError> {
+    let rv_match = rv_match.unwrap_or_default();
+    let cause = |reason: &str, message: String| Cause {
+        reason: reason.into(),
+        message,
+        field: "resourceVersionMatch".into(),
+    };
+    let mut causes = Vec::new();
+    if initial_events.is_some() && rv_match != "NotOlderThan" {
+        causes.push(cause(
+            "FieldValueForbidden",
+            "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"
+                .into(),
+        ));
+    }
+    if initial_events.is_none() && !rv_match.is_empty() {
+        causes.push(cause(
+            "FieldValueForbidden",
+            "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided".into(),
+        ));
+    }
+    if !rv_match.is_empty() && rv_match != "NotOlderThan" {
+        causes.push(cause(
+            "FieldValueNotSupported",
+            format!("Unsupported value: {rv_match:?}: supported values: \"NotOlderThan\""),
+        ));
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_options("ListOptions", causes))
+    }
 }
 
 enum Replay {
@@ -225,7 +263,11 @@ impl Watcher {
     }
 
     fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {
-        let mut meta = json!({"resourceVersion": rv.to_string(), "creationTimestamp": null});
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if !self.res().custom {
+            // Typed (built-in) objects carry their zero creationTimestamp.
+            meta["creationTimestamp"] = Value::Null;
+        }
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
@@ -244,7 +286,17 @@ impl Watcher {
             (EventType::Added, _, true) => EventType::Added,
             (EventType::Modified, Some(true), true) => EventType::Modified,
             (EventType::Modified, Some(false) | None, true) => EventType::Added,
-            (EventType::Modified, Some(true), false) => EventType::Deleted,
+            (EventType::Modified, Some(true), false) => {
+                // Leaving the selection: as the real server's watch cache, a
+                // DELETED with the object's last state that matched, at the
+                // change's resourceVersion.
+                if let Some(old) = &ev.old {
+                    let mut last = (**old).clone();
+                    last["metadata"]["resourceVersion"] = json!(ev.rv.to_string());
+                    return self.send_obj(EventType::Deleted.as_str(), &last).await;
+                }
+                EventType::Deleted
+            }
             (EventType::Deleted, Some(true), _) => EventType::Deleted,
             _ => return true,
         };
