@@ -205,11 +205,17 @@ fn object_meta() -> Node {
     .collect();
     fields.insert("labels".to_owned(), string_map());
     fields.insert("annotations".to_owned(), string_map());
+    // An OwnerReference is `+structType=atomic`: each reference is owned
+    // as one element (`k:{"uid":...}: {}`), never field by field.
     fields.insert(
         "ownerReferences".to_owned(),
         Node::List {
             list_type: ListType::Map(vec!["uid".to_owned()]),
-            items: Box::new(Node::Loose),
+            items: Box::new(Node::Object {
+                fields: HashMap::new(),
+                rest: Some(Box::new(Node::Loose)),
+                atomic: true,
+            }),
         },
     );
     fields.insert(

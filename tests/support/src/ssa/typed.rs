@@ -422,7 +422,8 @@ mod tests {
                 "f:metadata": {
                     "f:name": {},
                     "f:labels": {"f:app": {}},
-                    "f:ownerReferences": {"k:{\"uid\":\"u1\"}": {".": {}, "f:kind": {}, "f:uid": {}}},
+                    // An owner reference is atomic: owned as one element.
+                    "f:ownerReferences": {"k:{\"uid\":\"u1\"}": {}},
                     "f:finalizers": {"v:\"f1\"": {}}
                 },
                 "f:spec": {"f:address": {}, "f:ports": {"f:http": {}}, "f:hosts": {}}
