@@ -28,6 +28,19 @@ use meshmirror_testkit::realkube::RealKube;
 /// slower, and the garbage collector works on its own schedule.
 const REAL_CONVERGE: Duration = Duration::from_secs(60);
 
+/// The Deployment's leader election (deploy/base: 15 s, 10 s, 2 s) on the
+/// Lease `meshmirror` in `namespace`.
+fn lease_config(namespace: &str, identity: &str) -> LeaseConfig {
+    LeaseConfig {
+        namespace: namespace.into(),
+        name: "meshmirror".into(),
+        identity: identity.into(),
+        lease_duration: Duration::from_secs(15),
+        renew_deadline: Duration::from_secs(10),
+        retry_period: Duration::from_secs(2),
+    }
+}
+
 async fn create_namespace(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
     let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
@@ -191,14 +204,7 @@ async fn the_service_works_under_its_own_rbac_and_the_gc_follows_owner_reference
         RunOptions {
             sim_cloud: Some(sim.clone()),
             allowed_groups: vec!["team-a=sim:web".into()],
-            leader: Some(LeaseConfig {
-                namespace: "meshmirror-system".into(),
-                name: "meshmirror".into(),
-                identity: "meshmirror-0".into(),
-                lease_duration: Duration::from_secs(15),
-                renew_deadline: Duration::from_secs(10),
-                retry_period: Duration::from_secs(2),
-            }),
+            leader: Some(lease_config("meshmirror-system", "meshmirror-0")),
             ..RunOptions::default()
         },
         &failures,
@@ -283,14 +289,7 @@ async fn the_service_works_under_its_own_rbac_and_the_gc_follows_owner_reference
         RunOptions {
             sim_cloud: Some(sim.clone()),
             allowed_groups: vec!["team-a=sim:web".into()],
-            leader: Some(LeaseConfig {
-                namespace: "meshmirror-system".into(),
-                name: "meshmirror".into(),
-                identity: "meshmirror-1".into(),
-                lease_duration: Duration::from_secs(15),
-                renew_deadline: Duration::from_secs(10),
-                retry_period: Duration::from_secs(2),
-            }),
+            leader: Some(lease_config("meshmirror-system", "meshmirror-1")),
             ..RunOptions::default()
         },
         &failures,
@@ -378,14 +377,7 @@ async fn the_namespaced_install_works_under_roles_only() {
             sim_cloud: Some(sim.clone()),
             namespaces: vec!["team-a".into(), "team-b".into()],
             allowed_groups: vec!["team-a=sim:team-a-*".into(), "team-b=sim:team-b-*".into()],
-            leader: Some(LeaseConfig {
-                namespace: "meshmirror-tenants".into(),
-                name: "meshmirror".into(),
-                identity: "meshmirror-0".into(),
-                lease_duration: Duration::from_secs(15),
-                renew_deadline: Duration::from_secs(10),
-                retry_period: Duration::from_secs(2),
-            }),
+            leader: Some(lease_config("meshmirror-tenants", "meshmirror-0")),
             ..RunOptions::default()
         },
         &failures,

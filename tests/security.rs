@@ -9,10 +9,8 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::core::ObjectMeta;
 use meshmirror::app::{self, AppError, RunOptions};
 use meshmirror::crd::ScalingGroupMirror;
 use meshmirror::workloadentry::{EntryVersion, keys};
@@ -31,20 +29,8 @@ fn run_with(h: &Harness, opts: RunOptions) -> ControllerTask {
 }
 
 async fn namespaces(h: &Harness, names: &[&str]) {
-    let api: Api<Namespace> = Api::all(h.client.clone());
     for name in names {
-        let _ = api
-            .create(
-                &PostParams::default(),
-                &Namespace {
-                    metadata: ObjectMeta {
-                        name: Some((*name).into()),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
-            )
-            .await;
+        h.create_namespace(name).await;
     }
 }
 
