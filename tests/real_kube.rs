@@ -303,8 +303,18 @@ async fn the_service_works_under_its_own_rbac_and_the_gc_follows_owner_reference
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Its pass has read the cloud; give its writes, if any, time to land.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Not a sleep: a cloud event makes a second pass, and passes of one
+    // mirror never overlap, so once the second asks the cloud the first has
+    // ended, its writes (if any) made.
+    sim.push_event("web", meshmirror_provider::GroupEventKind::Changed);
+    while sim.members_calls_for("web").unwrap() < calls + 2 {
+        check_failures(&failures);
+        assert!(
+            started.elapsed() < REAL_CONVERGE,
+            "the event made no second pass"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         versions(&entries(&admin, "team-a").await),
         before,
