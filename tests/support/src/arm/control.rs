@@ -15,7 +15,9 @@ use serde_json::{Map, Value, json};
 
 use super::cloud::{Launch, MockVm, Mode, ScaleSetSpec};
 use super::{ArmControl, Grant, Shared};
-use crate::gce::control::{Answer, Failure, bad, body, failure, ok, reply};
+use crate::gce::control::{
+    Answer, Failure, bad, body, failure, ok, one_of, one_of_or_null, reply, string_map,
+};
 
 /// The routes, as `GET /_mock/` lists them.
 const ROUTES: &[(&str, &str)] = &[
@@ -426,32 +428,10 @@ fn patch_vm(mock: &ArmControl, set: &str, vm: &str, patch: Map<String, Value>) -
         return Err(set_not_found(set));
     }
     // Checked whole before anything changes.
-    let one_of = |field: &str, allowed: &[&str]| -> Result<Option<String>, Failure> {
-        match patch.get(field) {
-            None => Ok(None),
-            Some(Value::String(s)) if allowed.contains(&s.as_str()) => Ok(Some(s.clone())),
-            Some(other) => Err(bad(format!("{field}: one of {allowed:?}, not {other}"))),
-        }
-    };
-    let power = one_of("powerState", POWER_STATES)?;
-    let provisioning = one_of("provisioningState", PROVISIONING_STATES)?;
-    let health = match patch.get("health") {
-        None => None,
-        Some(Value::Null) => Some(None),
-        Some(Value::String(s)) if HEALTH_STATES.contains(&s.as_str()) => Some(Some(s.clone())),
-        Some(other) => {
-            return Err(bad(format!(
-                "health: one of {HEALTH_STATES:?} or null, not {other}"
-            )));
-        }
-    };
-    let tags: Option<BTreeMap<String, String>> = match patch.get("tags") {
-        None => None,
-        Some(v) => Some(
-            serde_json::from_value(v.clone())
-                .map_err(|e| bad(format!("tags: an object of strings ({e})")))?,
-        ),
-    };
+    let power = one_of(&patch, "powerState", POWER_STATES)?;
+    let provisioning = one_of(&patch, "provisioningState", PROVISIONING_STATES)?;
+    let health = one_of_or_null(&patch, "health", HEALTH_STATES)?;
+    let tags = string_map(&patch, "tags")?;
     if let Some(unknown) = patch.keys().find(|k| {
         !matches!(
             k.as_str(),

@@ -145,6 +145,49 @@ pub(crate) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Failure> {
     serde_json::from_slice(bytes).map_err(|e| bad(format!("body: {e}")))
 }
 
+/// `patch[field]`, which must be one of `allowed` when present.
+pub(crate) fn one_of(
+    patch: &Map<String, Value>,
+    field: &str,
+    allowed: &[&str],
+) -> Result<Option<String>, Failure> {
+    match patch.get(field) {
+        None => Ok(None),
+        Some(Value::String(s)) if allowed.contains(&s.as_str()) => Ok(Some(s.clone())),
+        Some(other) => Err(bad(format!("{field}: one of {allowed:?}, not {other}"))),
+    }
+}
+
+/// `patch[field]` as [`one_of`], where null clears: `Some(None)`.
+pub(crate) fn one_of_or_null(
+    patch: &Map<String, Value>,
+    field: &str,
+    allowed: &[&str],
+) -> Result<Option<Option<String>>, Failure> {
+    match patch.get(field) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(s)) if allowed.contains(&s.as_str()) => Ok(Some(Some(s.clone()))),
+        Some(other) => Err(bad(format!(
+            "{field}: one of {allowed:?} or null, not {other}"
+        ))),
+    }
+}
+
+/// `patch[field]`, an object of strings, when present.
+pub(crate) fn string_map(
+    patch: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<BTreeMap<String, String>>, Failure> {
+    patch
+        .get(field)
+        .map(|v| {
+            serde_json::from_value(v.clone())
+                .map_err(|e| bad(format!("{field}: an object of strings ({e})")))
+        })
+        .transpose()
+}
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct TemplateBody {
@@ -539,32 +582,10 @@ fn patch_vm(mock: &GceControl, name: &str, patch: Map<String, Value>) -> Answer 
         return Err(vm_not_found(name));
     }
     // Checked whole before anything changes.
-    let one_of = |field: &str, allowed: &[&str]| -> Result<Option<String>, Failure> {
-        match patch.get(field) {
-            None => Ok(None),
-            Some(Value::String(s)) if allowed.contains(&s.as_str()) => Ok(Some(s.clone())),
-            Some(other) => Err(bad(format!("{field}: one of {allowed:?}, not {other}"))),
-        }
-    };
-    let status = one_of("status", STATUSES)?;
-    let action = one_of("action", ACTIONS)?;
-    let health = match patch.get("health") {
-        None => None,
-        Some(Value::Null) => Some(None),
-        Some(Value::String(s)) if HEALTH_STATES.contains(&s.as_str()) => Some(Some(s.clone())),
-        Some(other) => {
-            return Err(bad(format!(
-                "health: one of {HEALTH_STATES:?} or null, not {other}"
-            )));
-        }
-    };
-    let labels: Option<BTreeMap<String, String>> = match patch.get("labels") {
-        None => None,
-        Some(v) => Some(
-            serde_json::from_value(v.clone())
-                .map_err(|e| bad(format!("labels: an object of strings ({e})")))?,
-        ),
-    };
+    let status = one_of(&patch, "status", STATUSES)?;
+    let action = one_of(&patch, "action", ACTIONS)?;
+    let health = one_of_or_null(&patch, "health", HEALTH_STATES)?;
+    let labels = string_map(&patch, "labels")?;
     let unprovision = match patch.get("provisioned") {
         None => false,
         Some(Value::Bool(false)) => true,
