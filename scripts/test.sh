@@ -1,10 +1,44 @@
 #!/usr/bin/env bash
-# The test command of the README: installs the cloud emulators the tests use
-# (when missing), then runs every test of the workspace.
+# The test command of the README: installs what the tests use (when missing),
+# runs every test of the workspace on the test kit's API server, then the
+# suites that talk to Kubernetes again on one real control plane shared by
+# the run (kube-apiserver, etcd, kube-controller-manager: tests/kube/).
+#
+#   scripts/test.sh [NEXTEST ARGS...]    both backends
+#   MESHMIRROR_KUBE=fake scripts/test.sh  the test kit's server only
+#   MESHMIRROR_KUBE=real scripts/test.sh  the real control plane only
+#
+# Extra arguments go to both `cargo nextest run`s (a filter, say).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 
+# The suites run on the real backend too; the others do not talk to
+# Kubernetes (cli, golden, cloud_permissions) or start their own control
+# plane (real_kube).
+REAL_SUITES=(controller aws gcp azure ha leader security faults documented_claims deploy upgrade)
+
 scripts/install-test-tools.sh
 
-exec cargo nextest run --workspace --no-fail-fast "$@"
+backends=${MESHMIRROR_KUBE:-fake,real}
+status=0
+
+if [[ ,$backends, == *,fake,* ]]; then
+  echo "== tests on the test kit's API server" >&2
+  MESHMIRROR_KUBE=fake cargo nextest run --workspace --no-fail-fast "$@" || status=$?
+fi
+
+if [[ ,$backends, == *,real,* ]]; then
+  echo "== tests on a real control plane" >&2
+  state=$(mktemp -d "${TMPDIR:-/tmp}/meshmirror-kube-shared.XXXXXX")
+  trap 'tests/kube/down.sh "$state" >/dev/null 2>&1 || true; rm -rf "$state"' EXIT
+  started=$(date +%s)
+  tests/kube/up.sh "$state" >/dev/null
+  echo "control plane up in $(( $(date +%s) - started )) s ($state)" >&2
+  args=()
+  for suite in "${REAL_SUITES[@]}"; do args+=(--test "$suite"); done
+  MESHMIRROR_KUBE=real MESHMIRROR_KUBE_SHARED=$state \
+    cargo nextest run -p meshmirror "${args[@]}" --no-fail-fast --no-tests=warn "$@" || status=$?
+fi
+
+exit "$status"

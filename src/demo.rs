@@ -62,12 +62,51 @@ pub async fn run(follow: bool) -> Result<(), AppError> {
         .start()
         .await
         .map_err(|e| AppError::Invalid(format!("starting the in-process API server: {e}")))?;
-    let client = server.client();
     say(
         &mut out,
         format!("API server (test kit) on {}", server.url()),
     );
+    let hold = async {
+        if follow {
+            let path = std::env::temp_dir()
+                .join(format!("meshmirror-demo-{}.kubeconfig", std::process::id()));
+            server
+                .write_kubeconfig(&path)
+                .map_err(|error| AppError::Read {
+                    path: PathBuf::from(&path),
+                    error,
+                })?;
+            say(
+                &mut std::io::stdout(),
+                format!(
+                    "\nstill running; try:\n  kubectl --kubeconfig {} get sgm,workloadentries -n demo\nCtrl-C stops.",
+                    path.display()
+                ),
+            );
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        Ok(())
+    };
+    scenario(server.client(), &mut out, hold).await
+}
 
+/// The walk-through on any API server that serves meshmirror's and Istio's
+/// CRDs (the test kit's in-process one, or a real one in the tests): the
+/// controller runs in-process against the simulated cloud; `hold` runs once
+/// the steps are done, before the controller stops.
+pub async fn scenario(
+    client: kube::Client,
+    out: &mut impl Write,
+    hold: impl Future<Output = Result<(), AppError>>,
+) -> Result<(), AppError> {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let demo = serde_json::from_value(serde_json::json!({"metadata": {"name": NAMESPACE}}))
+        .map_err(|e| AppError::Invalid(format!("demo namespace: {e}")))?;
+    match namespaces.create(&PostParams::default(), &demo).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
     let sim = SimCloud::new();
     sim.ensure_group(GROUP, "us-east-1");
     sim.set_termination_hook(GROUP, true)?;
@@ -82,7 +121,7 @@ pub async fn run(follow: bool) -> Result<(), AppError> {
         )?;
     }
     say(
-        &mut out,
+        out,
         "simulated cloud: group web, 3 instances, pre-termination hook on",
     );
 
@@ -112,7 +151,7 @@ pub async fn run(follow: bool) -> Result<(), AppError> {
     mirrors.create(&PostParams::default(), &mirror).await?;
     let took = wait_for(&entries, |e| e.len() == 6).await?;
     show(
-        &mut out,
+        out,
         "1. mirror created: 3 VMs x 2 workloads",
         took,
         &entries,
@@ -121,13 +160,13 @@ pub async fn run(follow: bool) -> Result<(), AppError> {
 
     sim.scale_out(GROUP, 2)?;
     let took = wait_for(&entries, |e| e.len() == 10).await?;
-    show(&mut out, "2. scale out by 2 VMs", took, &entries).await?;
+    show(out, "2. scale out by 2 VMs", took, &entries).await?;
 
     let started = Instant::now();
     let leaving = sim.scale_in(GROUP, 2)?;
     let took = wait_for(&entries, |e| e.len() == 6).await?;
     show(
-        &mut out,
+        out,
         &format!(
             "3. scale in by 2 ({}): entries leave first",
             leaving.join(", ")
@@ -142,7 +181,7 @@ pub async fn run(follow: bool) -> Result<(), AppError> {
     }
     let answered = answered_hooks(&sim, &leaving)?;
     say(
-        &mut out,
+        out,
         format!(
             "   pre-termination hooks answered CONTINUE after the 2s drain: {answered} of {} ({} ms after scale-in)",
             leaving.len(),
@@ -164,31 +203,14 @@ pub async fn run(follow: bool) -> Result<(), AppError> {
     })
     .await?;
     show(
-        &mut out,
+        out,
         "4. label version=v2 on workload api (updated in place)",
         took,
         &entries,
     )
     .await?;
 
-    if follow {
-        let path =
-            std::env::temp_dir().join(format!("meshmirror-demo-{}.kubeconfig", std::process::id()));
-        server
-            .write_kubeconfig(&path)
-            .map_err(|error| AppError::Read {
-                path: PathBuf::from(&path),
-                error,
-            })?;
-        say(
-            &mut out,
-            format!(
-                "\nstill running; try:\n  kubectl --kubeconfig {} get sgm,workloadentries -n demo\nCtrl-C stops.",
-                path.display()
-            ),
-        );
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    hold.await?;
     let _ = stop_tx.send(());
     match tokio::time::timeout(Duration::from_secs(5), controller).await {
         Ok(Ok(Ok(_))) => {}
@@ -200,7 +222,7 @@ pub async fn run(follow: bool) -> Result<(), AppError> {
             ));
         }
     }
-    say(&mut out, "demo done");
+    say(out, "demo done");
     Ok(())
 }
 

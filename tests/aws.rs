@@ -334,7 +334,7 @@ impl Running {
             allow_all_groups: true,
             ..RunOptions::default()
         };
-        Running(h.spawn_controller("aws", h.client.clone(), opts))
+        Running(h.spawn_controller("aws", h.service.clone(), opts))
     }
 
     async fn stop(self) {

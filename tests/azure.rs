@@ -23,7 +23,7 @@ use meshmirror::reconcile::{PassReport, Reconciler};
 use meshmirror::workloadentry::EntryVersion;
 use meshmirror_azure::{AzureConfig, AzureProvider, Url};
 use meshmirror_provider::{GroupRef, Provider, ProviderError};
-use meshmirror_testkit::ApiServer;
+use meshmirror_testkit::TestKube;
 use meshmirror_testkit::arm::azurite::Azurite;
 use meshmirror_testkit::arm::{ArmMock, Grant, ScaleSetSpec};
 
@@ -59,7 +59,7 @@ impl Drop for TempDir {
 struct Env {
     mock: ArmMock,
     dir: TempDir,
-    server: ApiServer,
+    server: TestKube,
 }
 
 impl Env {
@@ -100,7 +100,7 @@ impl Env {
     async fn reconciler(&self, args: AzureArgs) -> Reconciler {
         let metrics = Arc::new(Metrics::new());
         let cluster: Arc<dyn Cluster> = Arc::new(KubeCluster::new(
-            self.server.client(),
+            self.server.service_client(None).await,
             EntryVersion::V1,
             None,
             RateLimiter::unlimited(),
@@ -824,7 +824,12 @@ async fn events_from_the_storage_queue_trigger_a_pass_and_are_deleted() {
         ..RunOptions::default()
     };
     let failures = common::Failures::default();
-    let controller = common::ControllerTask::spawn("azure", env.server.client(), opts, &failures);
+    let controller = common::ControllerTask::spawn(
+        "azure",
+        env.server.service_client(None).await,
+        opts,
+        &failures,
+    );
     wait(&env, "first passes", || async {
         env.instance_ids("web").await.len() == 1 && env.instance_ids("flex").await.len() == 1
     })

@@ -673,7 +673,7 @@ async fn dry_run_once_writes_nothing_and_once_reports_failure() {
     .await;
     let before = h.server.requests();
     let ok = meshmirror::app::run(
-        h.client.clone(),
+        h.service.clone(),
         meshmirror::app::RunOptions {
             sim_cloud: Some(h.sim.clone()),
             dry_run: true,
@@ -693,7 +693,7 @@ async fn dry_run_once_writes_nothing_and_once_reports_failure() {
         .fail_always("web", Some(ProviderError::Permanent("no access".into())))
         .unwrap();
     let ok = meshmirror::app::run(
-        h.client.clone(),
+        h.service.clone(),
         meshmirror::app::RunOptions {
             sim_cloud: Some(h.sim.clone()),
             once: true,
@@ -710,6 +710,31 @@ async fn dry_run_once_writes_nothing_and_once_reports_failure() {
 #[tokio::test]
 async fn the_demo_runs_to_the_end() {
     meshmirror::demo::run(false).await.expect("demo succeeds");
+}
+
+/// The demo's steps on the run's backend (the real control plane with
+/// `MESHMIRROR_KUBE=real`), not only on the server the demo starts.
+#[tokio::test]
+async fn the_demo_scenario_runs_on_the_runs_backend() {
+    let server = server().await;
+    let mut out = Vec::new();
+    meshmirror::demo::scenario(server.client(), &mut out, async { Ok(()) })
+        .await
+        .expect("the demo's scenario succeeds");
+    let out = String::from_utf8(out).unwrap();
+    for step in [
+        "1. mirror created",
+        "2. scale out",
+        "3. scale in",
+        "4. label version=v2",
+        "demo done",
+    ] {
+        assert!(out.contains(step), "{step} missing from:\n{out}");
+    }
+    assert!(
+        out.contains("hooks answered CONTINUE after the 2s drain: 2 of 2"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -805,7 +830,7 @@ async fn entries_can_be_written_as_v1beta1_for_older_meshes() {
     ))
     .await;
     let ok = meshmirror::app::run(
-        h.client.clone(),
+        h.service.clone(),
         meshmirror::app::RunOptions {
             sim_cloud: Some(h.sim.clone()),
             once: true,

@@ -15,7 +15,7 @@ use meshmirror::metrics::{
     EntryOpLabels, EventLabels, LifecycleLabels, Metrics, PassLabels, ProviderErrorLabels,
     ProviderLabels, ProviderOpLabels, mirror_labels,
 };
-use meshmirror_testkit::ApiServer;
+use meshmirror_testkit::{ApiServer, TestKube};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -63,16 +63,20 @@ fn mirror_resource() -> ApiResource {
     )
 }
 
-async fn server_with_checked_in_crd() -> ApiServer {
-    ApiServer::builder()
-        .crd_file(root().join("deploy/crd.yaml"))
-        .start()
-        .await
-        .expect("the API server accepts deploy/crd.yaml")
+/// On the real backend, tests/kube/up.sh installed deploy/crd.yaml.
+async fn server_with_checked_in_crd() -> TestKube {
+    TestKube::start(async || {
+        ApiServer::builder()
+            .crd_file(root().join("deploy/crd.yaml"))
+            .start()
+            .await
+            .expect("the API server accepts deploy/crd.yaml")
+    })
+    .await
 }
 
 /// Creates the object in the server (dry run); the error message when refused.
-async fn create(server: &ApiServer, obj: &Value) -> Result<(), String> {
+async fn create(server: &TestKube, obj: &Value) -> Result<(), String> {
     let client = server.client();
     let ns = obj["metadata"]["namespace"]
         .as_str()

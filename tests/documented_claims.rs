@@ -103,7 +103,7 @@ fn run_app(h: &Harness, opts: RunOptions) -> ControllerTask {
         kube_qps: 0.0,
         ..opts
     };
-    h.spawn_controller("app", h.client.clone(), opts)
+    h.spawn_controller("app", h.service.clone(), opts)
 }
 
 async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
@@ -456,10 +456,10 @@ async fn no_more_passes_run_at_once_than_max_concurrent_passes() {
         max_concurrent_passes: LIMIT as u16,
         ..Scope::default()
     };
-    let (caches, cache_tasks) = controller::Caches::start(&h.client, &scope);
+    let (caches, cache_tasks) = controller::Caches::start(&h.service, &scope);
     let cluster: Arc<dyn Cluster> = Arc::new(
         KubeCluster::new(
-            h.client.clone(),
+            h.service.clone(),
             EntryVersion::V1,
             Some(caches.entries.clone()),
             RateLimiter::unlimited(),
@@ -474,7 +474,7 @@ async fn no_more_passes_run_at_once_than_max_concurrent_passes() {
         AllowedGroups::allow_all(),
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = controller::run(h.client.clone(), scope, reconciler, caches, async {
+    let run = controller::run(h.service.clone(), scope, reconciler, caches, async {
         let _ = stopped.await;
     });
     let controller = tokio::spawn(async move {

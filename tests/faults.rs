@@ -40,7 +40,7 @@ use meshmirror_testkit::apiserver::{Injected, Match, Verb};
 /// policy, wrappers), for tests that drive passes.
 fn reconciler_with(h: &Harness, providers: Providers) -> Reconciler {
     let cluster: Arc<dyn Cluster> = Arc::new(KubeCluster::new(
-        h.client.clone(),
+        h.service.clone(),
         EntryVersion::V1,
         None,
         RateLimiter::unlimited(),
@@ -96,10 +96,10 @@ fn spawn_controller_on(
     tweak: impl FnOnce(KubeCluster) -> KubeCluster,
 ) -> tokio::sync::oneshot::Sender<()> {
     let scope = Scope::default();
-    let (caches, cache_tasks) = controller::Caches::start(&h.client, &scope);
+    let (caches, cache_tasks) = controller::Caches::start(&h.service, &scope);
     let cluster: Arc<dyn Cluster> = Arc::new(tweak(
         KubeCluster::new(
-            h.client.clone(),
+            h.service.clone(),
             EntryVersion::V1,
             Some(caches.entries.clone()),
             RateLimiter::unlimited(),
@@ -114,7 +114,7 @@ fn spawn_controller_on(
         AllowedGroups::allow_all(),
     ));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let run = controller::run(h.client.clone(), scope, reconciler, caches, async {
+    let run = controller::run(h.service.clone(), scope, reconciler, caches, async {
         let _ = rx.await;
     });
     tokio::spawn(async move {
@@ -389,7 +389,7 @@ async fn a_group_gone_longer_than_the_grace_has_its_entries_withdrawn() {
         .unwrap();
     let controller = h.spawn_controller(
         "main",
-        h.client.clone(),
+        h.service.clone(),
         meshmirror::app::RunOptions {
             sim_cloud: Some(h.sim.clone()),
             kube_qps: 0.0,
@@ -1249,7 +1249,16 @@ async fn a_deleted_mirror_leaves_no_metric_series_behind() {
             .filter(|l| !l.starts_with('#') && l.contains("mirror=\"web\""))
             .count()
     };
-    assert!(series(&metrics.encode()) > 5, "{}", metrics.encode());
+    // The entries are written before the pass records its gauges.
+    let started = Instant::now();
+    while series(&metrics.encode()) <= 5 {
+        assert!(
+            started.elapsed() < CONVERGE,
+            "the pass's series: {}",
+            metrics.encode()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // No finalizers: the mirror is gone before any pass sees it deleting.
     h.mirrors("default")

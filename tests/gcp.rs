@@ -22,13 +22,13 @@ use meshmirror::providers::Providers;
 use meshmirror::ratelimit::RateLimiter;
 use meshmirror::reconcile::{PassReport, Reconciler};
 use meshmirror::workloadentry::{EntryVersion, keys};
-use meshmirror_testkit::apiserver::ApiServer;
+use meshmirror_testkit::TestKube;
 use meshmirror_testkit::gce::{Fault, GceMock, MigKey, Template};
 
 /// The kit's API server, the GCE mock, and a reconciler with the gcp
 /// provider registered as `meshmirror run` does it.
 struct GcpHarness {
-    _server: ApiServer,
+    _server: TestKube,
     client: Client,
     mock: GceMock,
     reconciler: Reconciler,
@@ -47,7 +47,7 @@ impl GcpHarness {
         };
         register(&mut providers, &args, &metrics).await.unwrap();
         let cluster: Arc<dyn Cluster> = Arc::new(KubeCluster::new(
-            client.clone(),
+            server.service_client(None).await,
             EntryVersion::V1,
             None,
             RateLimiter::unlimited(),
@@ -431,7 +431,7 @@ async fn an_audit_log_message_through_pub_sub_triggers_the_controller_at_once() 
         ..RunOptions::default()
     };
     let failures = Failures::default();
-    let running = ControllerTask::spawn("gcp", client.clone(), opts, &failures);
+    let running = ControllerTask::spawn("gcp", server.service_client(None).await, opts, &failures);
     let yaml = "apiVersion: meshmirror.io/v1alpha1\nkind: ScalingGroupMirror\nmetadata:\n  name: web\n  namespace: default\nspec:\n  provider:\n    gcp:\n      project: project-1\n      zone: us-central1-a\n      instanceGroupManager: instance-group-1\n  workloads: [{name: app}]\n  sync: {interval: 1h}\n";
     let mirror: ScalingGroupMirror = serde_yaml::from_str(yaml).unwrap();
     kube::Api::<ScalingGroupMirror>::namespaced(client.clone(), "default")

@@ -18,12 +18,13 @@ fn agent(identity: &str) -> String {
 
 /// A replica with its own client; the harness's waits fail at once if it
 /// ends by itself or with an error, and `stop` asserts it ended Ok.
-fn replica(h: &Harness, identity: &str) -> ControllerTask {
+async fn replica(h: &Harness, identity: &str) -> ControllerTask {
     let opts = RunOptions {
         sim_cloud: Some(h.sim.clone()),
         kube_qps: 0.0,
         leader: Some(LeaseConfig {
-            namespace: "default".into(),
+            // Where the shipped Role grants the lease.
+            namespace: "meshmirror-system".into(),
             name: "meshmirror".into(),
             identity: identity.into(),
             lease_duration: Duration::from_secs(2),
@@ -33,12 +34,13 @@ fn replica(h: &Harness, identity: &str) -> ControllerTask {
         allow_all_groups: true,
         ..RunOptions::default()
     };
-    h.spawn_controller(identity, h.server.client_as(&agent(identity)), opts)
+    let client = h.server.service_client(Some(&agent(identity))).await;
+    h.spawn_controller(identity, client, opts)
 }
 
 async fn holder(h: &Harness) -> String {
     let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::namespaced(h.client.clone(), "default");
+        kube::Api::namespaced(h.client.clone(), "meshmirror-system");
     leases
         .get_opt("meshmirror")
         .await
@@ -56,11 +58,11 @@ async fn a_standby_takes_over_and_catches_up_with_changes_made_during_the_handov
         "  workloads: [{name: app}]\n  sync: {interval: 1h}\n",
     ))
     .await;
-    let a = replica(&h, "a");
+    let a = replica(&h, "a").await;
     h.wait_entries("default", "a leads and writes", |e| e.len() == 2)
         .await;
     assert_eq!(holder(&h).await, "a");
-    let b = replica(&h, "b");
+    let b = replica(&h, "b").await;
     // The standby warms up (its caches list and watch) ...
     let started = std::time::Instant::now();
     while h.server.requests_from(&agent("b")).total() == 0 {
@@ -128,7 +130,7 @@ async fn a_replica_that_loses_the_lease_mid_pass_writes_nothing_after() {
         "  workloads: [{name: app}]\n  sync: {interval: 1h}\n",
     ))
     .await;
-    let a = replica(&h, "a");
+    let a = replica(&h, "a").await;
     h.wait_entries("default", "a leads and writes", |e| e.len() == 2)
         .await;
     h.wait_status("default", "web", "a writes status", |s| s.entries == 2)

@@ -16,7 +16,7 @@ use kube::Client;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use meshmirror::leader::{Ended, Leadership, LeaseConfig, StopSignal};
-use meshmirror_testkit::{ApiServer, Injected, Match, Verb};
+use meshmirror_testkit::{ApiServer, Injected, Match, TestKube, Verb};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -275,6 +275,15 @@ impl LeaseLog {
         self.records.lock().unwrap().len()
     }
 
+    /// Waits until the log has seen `who` hold the lease: a candidate knows
+    /// it leads when its write is answered, the watch hears of it after.
+    async fn wait_holder(&self, who: &str) {
+        wait_for(&format!("the lease log to see {who} hold"), || {
+            self.records().iter().any(|r| r.holder == who)
+        })
+        .await;
+    }
+
     /// Every change of holder is counted in `leaseTransitions` and is either
     /// a take-up of a released lease or a takeover from a silent holder that
     /// came only once the holder's last renewal was `leaseDurationSeconds`
@@ -317,12 +326,12 @@ impl LeaseLog {
 }
 
 /// The client of candidate `who`: the server counts its requests apart.
-fn client_of(server: &ApiServer, who: &str) -> Client {
+fn client_of(server: &TestKube, who: &str) -> Client {
     server.client_as(&format!("candidate-{who}"))
 }
 
 /// How many times candidate `who` has read the lease: one per attempt.
-fn reads_by(server: &ApiServer, who: &str) -> u64 {
+fn reads_by(server: &TestKube, who: &str) -> u64 {
     server
         .requests_from(&format!("candidate-{who}"))
         .get(Verb::Get, "leases")
@@ -330,7 +339,7 @@ fn reads_by(server: &ApiServer, who: &str) -> u64 {
 
 /// Instead of sleeping while a standby "warms up": it has tried for the
 /// lease a few times (and seen it held) once it has read it that often.
-async fn wait_standby_tries(server: &ApiServer, who: &str) {
+async fn wait_standby_tries(server: &TestKube, who: &str) {
     let from = reads_by(server, who);
     wait_for("the standby's attempts", || {
         reads_by(server, who) >= from + 3
@@ -372,10 +381,13 @@ fn transitions(lease: &Lease) -> i32 {
         .unwrap_or(-1)
 }
 
-async fn server() -> ApiServer {
-    ApiServer::start()
-        .await
-        .expect("test kit API server starts")
+async fn server() -> TestKube {
+    TestKube::start(async || {
+        ApiServer::start()
+            .await
+            .expect("test kit API server starts")
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,6 +485,7 @@ async fn a_graceful_stop_hands_over_at_once() {
     let a_span = log.spans()[0].clone();
     assert!(a_span.end.unwrap() - a_span.start >= WIND_DOWN);
     wait_for("b takes over", || b.leads()).await;
+    history.wait_holder("b").await;
     // The record shows the release, and b taking the released lease.
     let records = history.records();
     let taken = records
@@ -535,6 +548,7 @@ async fn a_vanished_leader_is_replaced_after_the_lease_duration() {
         "a crash releases nothing"
     );
     wait_for("b takes over", || b.leads()).await;
+    history.wait_holder("b").await;
     // Not timed from the kill (a's last renewal may be older than that on a
     // busy machine): the record shows b's version right after a's last
     // renewal, with no release between, and b's came only once that renewal

@@ -25,7 +25,7 @@ fn run_with(h: &Harness, opts: RunOptions) -> ControllerTask {
         kube_qps: 0.0,
         ..opts
     };
-    h.spawn_controller("main", h.client.clone(), opts)
+    h.spawn_controller("main", h.service.clone(), opts)
 }
 
 async fn namespaces(h: &Harness, names: &[&str]) {
@@ -220,7 +220,7 @@ async fn a_wildcard_namespace_rule_allows_a_shared_group_everywhere() {
 async fn a_malformed_allow_list_refuses_to_start() {
     let h = Harness::without_controller(sim_with(1)).await;
     let err = app::run(
-        h.client.clone(),
+        h.service.clone(),
         RunOptions {
             sim_cloud: Some(h.sim.clone()),
             allowed_groups: vec!["team-a".into()],
@@ -275,29 +275,55 @@ async fn entries_stay_in_their_mirrors_namespace_and_never_touch_another() {
         );
     }
 
-    // An impostor in team-b claiming to be team-a's: labels and an
-    // ownerReference to team-a's mirror uid.
-    let impostor: DynamicObject = serde_json::from_value(serde_json::json!({
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "WorkloadEntry",
-        "metadata": {
-            "name": "impostor", "namespace": "team-b",
+    // An impostor in team-b claiming to be team-a's by labels and the
+    // instance annotation; and one that also points its ownerReference at
+    // team-a's mirror uid, which the garbage collector (the real one, and
+    // the test kit's) deletes as a cross-namespace reference: not meshmirror.
+    let claim = |name: &str, owner: Option<&str>| -> DynamicObject {
+        let mut meta = serde_json::json!({
+            "name": name, "namespace": "team-b",
             "labels": {keys::MANAGED_BY: keys::MANAGER, keys::MIRROR: "web"},
             "annotations": {keys::INSTANCE_ID: "web-1"},
-            "ownerReferences": [{
+        });
+        if let Some(uid) = owner {
+            meta["ownerReferences"] = serde_json::json!([{
                 "apiVersion": "meshmirror.io/v1alpha1", "kind": "ScalingGroupMirror",
-                "name": "web", "uid": a.metadata.uid.clone().unwrap(), "controller": true,
-            }],
-        },
-        "spec": {"address": "10.99.0.1"},
-    }))
-    .unwrap();
-    h.entries_api("team-b")
-        .create(&PostParams::default(), &impostor)
+                "name": "web", "uid": uid, "controller": true,
+            }]);
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "WorkloadEntry",
+            "metadata": meta,
+            "spec": {"address": "10.99.0.1"},
+        }))
+        .unwrap()
+    };
+    let team_b = h.entries_api("team-b");
+    team_b
+        .create(&PostParams::default(), &claim("impostor", None))
         .await
         .unwrap();
-
-    let impostor = h.entries_api("team-b").get("impostor").await.unwrap();
+    let impostor = team_b.get("impostor").await.unwrap();
+    team_b
+        .create(
+            &PostParams::default(),
+            &claim("cross", a.metadata.uid.as_deref()),
+        )
+        .await
+        .unwrap();
+    h.wait_entries("team-b", "the cross-namespace claim collected", |e| {
+        e.iter()
+            .all(|o| o.metadata.name.as_deref() != Some("cross"))
+    })
+    .await;
+    assert!(
+        !h.server
+            .write_log()
+            .iter()
+            .any(|w| w.name.as_deref() == Some("cross") && w.verb == Verb::Delete),
+        "the garbage collector deletes the cross-namespace claim, no client does"
+    );
 
     // Scaling in makes each mirror delete its own entries, never the impostor.
     h.sim.scale_in("web", 1).unwrap();
@@ -464,7 +490,7 @@ async fn a_bad_namespace_list_refuses_to_start() {
         ),
     ] {
         let err = app::run(
-            h.client.clone(),
+            h.service.clone(),
             RunOptions {
                 namespaces: given,
                 allow_all_groups: true,

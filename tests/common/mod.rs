@@ -22,14 +22,18 @@ use meshmirror::ratelimit::RateLimiter;
 use meshmirror::reconcile::Reconciler;
 use meshmirror::workloadentry::EntryVersion;
 use meshmirror_sim::{SimCloud, SimInstance};
-use meshmirror_testkit::apiserver::ApiServer;
+use meshmirror_testkit::{ApiServer, TestKube};
 
 /// How long a test waits for the controller to converge before it fails.
 pub const CONVERGE: Duration = Duration::from_secs(20);
 
 pub struct Harness {
-    pub server: ApiServer,
+    pub server: TestKube,
+    /// The test's own client (admin).
     pub client: Client,
+    /// The client the service under test runs with: on the real backend,
+    /// the shipped ServiceAccount and RBAC.
+    pub service: Client,
     pub sim: SimCloud,
     controller: Option<ControllerTask>,
     /// How the controllers this harness started ended, when they ended
@@ -142,7 +146,14 @@ impl Drop for ControllerTask {
     }
 }
 
-pub async fn server() -> ApiServer {
+/// The test's API server on the run's backend (`MESHMIRROR_KUBE`).
+pub async fn server() -> TestKube {
+    TestKube::start(fake_server).await
+}
+
+/// The test kit's server with meshmirror's CRD, whatever the backend: for
+/// what only it can do.
+pub async fn fake_server() -> ApiServer {
     ApiServer::builder()
         .crd_yaml(&app::crd_yaml())
         .start()
@@ -171,6 +182,7 @@ impl Harness {
         let server = server().await;
         let mut h = Harness {
             client: server.client(),
+            service: server.service_client(None).await,
             server,
             sim,
             controller: None,
@@ -185,6 +197,7 @@ impl Harness {
         let server = server().await;
         Harness {
             client: server.client(),
+            service: server.service_client(None).await,
             server,
             sim,
             controller: None,
@@ -199,7 +212,7 @@ impl Harness {
             allow_all_groups: true,
             ..RunOptions::default()
         };
-        self.controller = Some(self.spawn_controller("main", self.client.clone(), opts));
+        self.controller = Some(self.spawn_controller("main", self.service.clone(), opts));
     }
 
     /// Stops the controller `start` or `start_controller` started, and
@@ -226,7 +239,7 @@ impl Harness {
     pub fn reconciler(&self) -> Reconciler {
         let metrics = Arc::new(Metrics::new());
         let cluster: Arc<dyn Cluster> = Arc::new(KubeCluster::new(
-            self.client.clone(),
+            self.service.clone(),
             EntryVersion::V1,
             None,
             RateLimiter::unlimited(),

@@ -4,7 +4,9 @@
 pub mod apiserver;
 pub mod arm;
 pub mod aws;
+pub mod backend;
 pub mod gce;
+pub mod kubeproxy;
 pub mod realkube;
 pub mod schema;
 pub mod ssa;
@@ -14,3 +16,4 @@ pub use apiserver::{
     ApiServer, ApiServerBuilder, CrdError, Faults, Injected, LoggedWrite, Match, RequestCounts,
     StartError, Verb,
 };
+pub use backend::{Backend, TestFaults, TestKube};

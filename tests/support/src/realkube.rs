@@ -22,7 +22,13 @@ pub fn repo_root() -> PathBuf {
 pub struct RealKube {
     state: PathBuf,
     kubeconfig: PathBuf,
+    /// Started by this process (and stopped on drop), or shared by the run.
+    owned: bool,
 }
+
+/// The variable naming the state directory of a control plane shared by a
+/// whole test run (`tests/kube/up.sh DIR`; `scripts/test.sh` starts one).
+pub const SHARED_ENV: &str = "MESHMIRROR_KUBE_SHARED";
 
 impl RealKube {
     /// Starts a control plane of its own. Panics, failing the test, when
@@ -55,7 +61,35 @@ impl RealKube {
             kubeconfig.is_file(),
             "up.sh printed no kubeconfig: {stdout}"
         );
-        RealKube { state, kubeconfig }
+        RealKube {
+            state,
+            kubeconfig,
+            owned: true,
+        }
+    }
+
+    /// The control plane shared by this test run (see [`SHARED_ENV`]); left
+    /// running when dropped. Panics, failing the test, when none is named or
+    /// it has no admin kubeconfig.
+    pub fn shared() -> RealKube {
+        let Some(state) = std::env::var_os(SHARED_ENV).map(PathBuf::from) else {
+            panic!(
+                "the real backend (MESHMIRROR_KUBE=real) needs a running control plane: scripts/test.sh \
+                 starts one; by hand, run `tests/kube/up.sh DIR` and set {SHARED_ENV}=DIR"
+            );
+        };
+        let kubeconfig = state.join("admin.kubeconfig");
+        assert!(
+            kubeconfig.is_file(),
+            "{SHARED_ENV}={} has no admin.kubeconfig: start it with tests/kube/up.sh {}",
+            state.display(),
+            state.display()
+        );
+        RealKube {
+            state,
+            kubeconfig,
+            owned: false,
+        }
     }
 
     /// The admin kubeconfig (group system:masters).
@@ -71,19 +105,9 @@ impl RealKube {
     /// A client that authenticates with `token` (a ServiceAccount's, say),
     /// trusting this cluster's CA.
     pub async fn client_with_token(&self, token: &str) -> Client {
-        let mut config = Kubeconfig::read_from(&self.kubeconfig).expect("admin kubeconfig");
-        for user in &mut config.auth_infos {
-            if let Some(auth) = &mut user.auth_info {
-                *auth = kube::config::AuthInfo {
-                    token: Some(token.to_string().into()),
-                    ..Default::default()
-                };
-            }
-        }
-        let config = kube::Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
+        token_client(&self.kubeconfig, token)
             .await
-            .expect("a client config");
-        Client::try_from(config).expect("a client")
+            .expect("a client with a token")
     }
 
     /// Runs kubectl against this cluster as the admin.
@@ -121,6 +145,9 @@ impl RealKube {
 
 impl Drop for RealKube {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let _ = Command::new("bash")
             .arg(repo_root().join("tests/kube/down.sh"))
             .arg(&self.state)
@@ -130,6 +157,24 @@ impl Drop for RealKube {
             .status();
         let _ = std::fs::remove_dir_all(&self.state);
     }
+}
+
+/// A client of the cluster of the admin kubeconfig at `path` that
+/// authenticates with `token` instead of the admin's certificate.
+pub async fn token_client(path: &Path, token: &str) -> Result<Client, kube::Error> {
+    let mut config = Kubeconfig::read_from(path).map_err(kube::Error::InferKubeconfig)?;
+    for user in &mut config.auth_infos {
+        if let Some(auth) = &mut user.auth_info {
+            *auth = kube::config::AuthInfo {
+                token: Some(token.to_string().into()),
+                ..Default::default()
+            };
+        }
+    }
+    let config = kube::Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
+        .await
+        .map_err(kube::Error::InferKubeconfig)?;
+    Client::try_from(config)
 }
 
 async fn client_from(path: &Path) -> Client {

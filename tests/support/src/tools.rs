@@ -28,6 +28,9 @@ pub enum Tool {
     /// kube-apiserver, kube-controller-manager and etcd, built by
     /// `tests/kube/build.sh` (see `crate::realkube`).
     RealKube,
+    /// meshmirror as of the previous release, built by
+    /// `scripts/build-previous-release.sh` (the upgrade test).
+    PreviousRelease,
 }
 
 impl Tool {
@@ -42,6 +45,7 @@ impl Tool {
             Tool::RealKube => {
                 "the real control plane (kube-apiserver, kube-controller-manager, etcd)"
             }
+            Tool::PreviousRelease => "meshmirror as of the previous release",
         }
     }
 
@@ -61,6 +65,9 @@ impl Tool {
             Tool::Kubectl => "the Debian package kubectl (1.32 or newer)",
             Tool::RealKube => {
                 "scripts/install-test-tools.sh (tests/kube/build.sh: Go 1.26 and the Go module proxy; about 15 minutes cold), plus the Debian packages openssl and curl"
+            }
+            Tool::PreviousRelease => {
+                "scripts/install-test-tools.sh (scripts/build-previous-release.sh: about 6 minutes cold)"
             }
         }
     }
@@ -87,7 +94,34 @@ impl Tool {
                 run("openssl", &["version"])?;
                 run("curl", &["--version"])
             }
+            Tool::PreviousRelease => previous_release().map(|_| ()),
         }
+    }
+}
+
+/// The previous release's binary (`scripts/build-previous-release.sh --check`).
+pub fn previous_release() -> Result<PathBuf, String> {
+    let script = crate::realkube::repo_root().join("scripts/build-previous-release.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("--check")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("bash would not start: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let path = PathBuf::from(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim(),
+    );
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("{} is missing", path.display()))
     }
 }
 

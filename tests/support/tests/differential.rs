@@ -1574,6 +1574,57 @@ async fn lists_selectors_deletes_and_garbage_collection_match_the_real_server() 
         );
         same(&p.get(&dep_uri).await, &format!("{policy}: the dependent"));
     }
+    // An owner reference to an owner in another namespace: absent to the
+    // garbage collector (cross-namespace references are invalid), so both
+    // delete the dependent, however alive the owner is over there.
+    p.namespace("gc-other").await;
+    let b = p
+        .post(
+            &format!("{SGM_V1A1}/gc-other/scalinggroupmirrors?fieldManager=diff"),
+            mirror("elsewhere", mirror_spec()),
+        )
+        .await;
+    same(&b, "create an owner in another namespace");
+    let cross = |a: &Answer| {
+        with(
+            &entry("cross", json!({}), json!({"address": "10.0.2.9"})),
+            json!({"metadata": {"ownerReferences": [{
+                "apiVersion": "meshmirror.io/v1alpha1", "kind": "ScalingGroupMirror",
+                "name": "elsewhere", "uid": uid(a), "controller": true}]}}),
+        )
+        .to_string()
+        .into_bytes()
+    };
+    let create = format!("{entries}?fieldManager=diff");
+    let (real, fake) = tokio::join!(
+        send(
+            &p.real,
+            &Method::POST,
+            &create,
+            Some("application/json"),
+            cross(&b.real)
+        ),
+        send(
+            &p.fake,
+            &Method::POST,
+            &create,
+            Some("application/json"),
+            cross(&b.fake)
+        ),
+    );
+    assert_eq!((real.code, fake.code), (201, 201), "{real:?} {fake:?}");
+    let cross_uri = format!("{entries}/cross");
+    wait_real(
+        &p,
+        &cross_uri,
+        "the GC to delete the cross-namespace dependent",
+        |a| a.code == 404,
+    )
+    .await;
+    same(
+        &p.get(&cross_uri).await,
+        "a dependent of an owner in another namespace",
+    );
     eprintln!(
         "lists, deletes and GC compared in {:.1} s",
         started.elapsed().as_secs_f64()

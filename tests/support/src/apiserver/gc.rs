@@ -155,8 +155,7 @@ fn cascade(store: &mut Store, gone: &Value, now: &str) {
     if let Some(uid) = gone["metadata"]["uid"].as_str() {
         for dep in store.dependents_of(uid) {
             let Some(obj) = store.get(&dep) else { continue };
-            let any_alive = owner_uids(&obj).any(|u| store.uid_exists(u));
-            if any_alive {
+            if any_owner_alive(store, &dep, &obj) {
                 drop_owner_refs(store, &dep, |u| u == uid);
             } else {
                 delete(store, &dep, Propagation::Background, now);
@@ -168,6 +167,27 @@ fn cascade(store: &mut Store, gone: &Value, now: &str) {
         if let Some((key, _)) = store.by_uid(&owner) {
             release_foreground(store, &key, now);
         }
+    }
+}
+
+/// Whether one of `obj`'s owners exists where the real garbage collector
+/// looks for it: in the dependent's namespace, or cluster-scoped. An owner
+/// in another namespace is absent to it (cross-namespace references are
+/// invalid), however alive it is there.
+fn any_owner_alive(store: &Store, key: &ObjKey, obj: &Value) -> bool {
+    owner_uids(obj).any(|u| {
+        store
+            .by_uid(u)
+            .is_some_and(|(owner, _)| owner.ns.is_empty() || owner.ns == key.ns)
+    })
+}
+
+/// After a write: an object whose owner references are all absent is
+/// deleted, as the real garbage collector does soon after it sees it.
+pub fn collect_if_orphaned(store: &mut Store, key: &ObjKey, now: &str) {
+    let Some(obj) = store.get(key) else { return };
+    if owner_uids(&obj).next().is_some() && !any_owner_alive(store, key, &obj) {
+        delete(store, key, Propagation::Background, now);
     }
 }
 

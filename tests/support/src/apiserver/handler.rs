@@ -21,7 +21,7 @@ use super::selector::{FieldSelector, LabelSelector, Selectors};
 use super::status::{ApiError, Cause};
 use super::store::{EventType, ObjKey};
 use super::table::{self, Include};
-use super::{Shared, discovery, lock, watch};
+use super::{Counted, Shared, discovery, lock, watch};
 use crate::ssa::{self, Writer};
 
 /// The real server's request body limit.
@@ -53,20 +53,19 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
         };
     };
     let counter = rr.counter_name(&shared.registry);
-    lock(&shared.counts).bump(rr.verb, &counter);
-    if shared.registry.resources[rr.res].namespaced && rr.namespace.is_none() {
-        lock(&shared.cluster_wide).bump(rr.verb, &counter);
-    }
-    if let Some(agent) = parts
+    let agent = parts
         .headers
         .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-    {
-        lock(&shared.counts_by_agent)
-            .entry(agent.to_string())
-            .or_default()
-            .bump(rr.verb, &counter);
-    }
+        .and_then(|v| v.to_str().ok());
+    let counted = Counted {
+        verb: rr.verb,
+        resource: &counter,
+        namespace: rr.namespace.as_deref(),
+        name: rr.name.as_deref(),
+        cluster_wide: shared.registry.resources[rr.res].namespaced && rr.namespace.is_none(),
+        agent,
+    };
+    shared.counters.record(counted);
     let (delay, fail) = lock(&shared.faults).take(rr.verb, &counter, rr.namespace.as_deref());
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -108,7 +107,9 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
     };
     let response = result.unwrap_or_else(ApiError::into_response);
     if rr.verb.is_write() {
-        shared.log_write(rr.verb, &counter, &rr, response.status().as_u16());
+        shared
+            .counters
+            .log_write(counted, response.status().as_u16());
     }
     response
 }
@@ -610,6 +611,7 @@ impl<'a> Ctx<'a> {
             };
             let stored = store.put(self.rr.res, new, kind);
             let obj = gc::finish_if_done(&mut store, &key, &objects::now()).unwrap_or(stored);
+            gc::collect_if_orphaned(&mut store, &key, &objects::now());
             return Ok(Written {
                 obj,
                 created: live.is_none(),

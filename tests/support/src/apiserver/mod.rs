@@ -2,21 +2,21 @@
 //! semantics of the real server where meshmirror depends on them, faults and
 //! request counters. See the crate README for what is faithful and what is not.
 
+mod counters;
 mod discovery;
 pub mod faults;
 mod gc;
 mod handler;
-mod listener;
+pub(crate) mod listener;
 mod objects;
 mod request;
 mod resources;
 mod selector;
-mod status;
+pub(crate) mod status;
 mod store;
 mod table;
 mod watch;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -28,7 +28,8 @@ use tokio::sync::watch as tokio_watch;
 pub use faults::{Injected, LoggedWrite, Match, RequestCounts, Verb};
 pub use resources::CrdError;
 
-use faults::FaultRules;
+pub(crate) use counters::{Counted, Counters};
+pub(crate) use faults::FaultRules;
 use listener::Listener;
 use resources::{Registry, ResourceDef};
 use store::{EventType, Store};
@@ -56,13 +57,7 @@ pub enum StartError {
 pub(crate) struct Shared {
     registry: Registry,
     store: Mutex<Store>,
-    counts: Mutex<RequestCounts>,
-    /// The same counts, by the request's `User-Agent`.
-    counts_by_agent: Mutex<HashMap<String, RequestCounts>>,
-    /// Requests for a namespaced resource across all namespaces.
-    cluster_wide: Mutex<RequestCounts>,
-    /// Every write carried out, in order.
-    writes: Mutex<Vec<LoggedWrite>>,
+    counters: Counters,
     faults: Mutex<FaultRules>,
     close_watches: tokio_watch::Sender<u64>,
     bookmark_interval: Duration,
@@ -77,20 +72,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     fn store(&self) -> MutexGuard<'_, Store> {
         lock(&self.store)
-    }
-
-    fn log_write(&self, verb: Verb, resource: &str, rr: &request::ResourceRequest, status: u16) {
-        let mut writes = lock(&self.writes);
-        let seq = writes.len() as u64;
-        writes.push(LoggedWrite {
-            seq,
-            at: std::time::Instant::now(),
-            verb,
-            resource: resource.to_string(),
-            namespace: rr.namespace.clone(),
-            name: rr.name.clone(),
-            status,
-        });
     }
 }
 
@@ -188,10 +169,7 @@ impl ApiServerBuilder {
         let shared = Arc::new(Shared {
             registry,
             store: Mutex::new(store),
-            counts: Mutex::new(RequestCounts::default()),
-            counts_by_agent: Mutex::default(),
-            cluster_wide: Mutex::default(),
-            writes: Mutex::default(),
+            counters: Counters::default(),
             faults: Mutex::new(FaultRules::default()),
             close_watches,
             bookmark_interval: self.bookmark_interval,
@@ -249,21 +227,13 @@ impl ApiServer {
 
     /// A kube client for this server (default namespace `default`).
     pub fn client(&self) -> kube::Client {
-        let uri: http::Uri = self.url().parse().expect("server URL is a valid URI");
-        let config = kube::Config::new(uri);
-        kube::Client::try_from(config).expect("a plain-http kube client always builds")
+        client_for(&self.url(), None)
     }
 
     /// A kube client that sends `User-Agent: agent` (kube sends none), so
     /// [`Self::requests_from`] counts its requests apart from other clients'.
     pub fn client_as(&self, agent: &str) -> kube::Client {
-        let uri: http::Uri = self.url().parse().expect("server URL is a valid URI");
-        let mut config = kube::Config::new(uri);
-        config.headers.push((
-            http::header::USER_AGENT,
-            http::HeaderValue::from_str(agent).expect("a User-Agent is header-safe text"),
-        ));
-        kube::Client::try_from(config).expect("a plain-http kube client always builds")
+        client_for(&self.url(), Some(agent))
     }
 
     /// A kubeconfig (context `meshmirror-testkit`) that kubectl and kube accept.
@@ -286,34 +256,29 @@ impl ApiServer {
 
     /// Requests counted so far, by verb and resource.
     pub fn requests(&self) -> RequestCounts {
-        lock(&self.shared.counts).clone()
+        self.shared.counters.requests()
     }
 
     /// Requests for a namespaced resource across all namespaces (a list or
     /// watch without a namespace), which a namespace-scoped install's Roles
     /// would refuse.
     pub fn cluster_wide_requests(&self) -> RequestCounts {
-        lock(&self.shared.cluster_wide).clone()
+        self.shared.counters.cluster_wide()
     }
 
     /// Requests counted so far from clients whose `User-Agent` is `agent`
     /// (see [`Self::client_as`]).
     pub fn requests_from(&self, agent: &str) -> RequestCounts {
-        lock(&self.shared.counts_by_agent)
-            .get(agent)
-            .cloned()
-            .unwrap_or_default()
+        self.shared.counters.by_agent(agent)
     }
 
     /// Every write the server carried out so far, in order, with when.
     pub fn write_log(&self) -> Vec<LoggedWrite> {
-        lock(&self.shared.writes).clone()
+        self.shared.counters.write_log()
     }
 
     pub fn reset_requests(&self) {
-        *lock(&self.shared.counts) = RequestCounts::default();
-        lock(&self.shared.counts_by_agent).clear();
-        lock(&self.shared.writes).clear();
+        self.shared.counters.reset();
     }
 
     /// The current (latest) resourceVersion.
@@ -331,6 +296,19 @@ impl Drop for ApiServer {
     fn drop(&mut self) {
         self.listener.stop_now();
     }
+}
+
+/// A plain-HTTP kube client for `url`, sending `User-Agent: agent` if given.
+pub(crate) fn client_for(url: &str, agent: Option<&str>) -> kube::Client {
+    let uri: http::Uri = url.parse().expect("server URL is a valid URI");
+    let mut config = kube::Config::new(uri);
+    if let Some(agent) = agent {
+        config.headers.push((
+            http::header::USER_AGENT,
+            http::HeaderValue::from_str(agent).expect("a User-Agent is header-safe text"),
+        ));
+    }
+    kube::Client::try_from(config).expect("a plain-http kube client always builds")
 }
 
 pub(crate) fn kubeconfig_for(url: &str) -> kube::config::Kubeconfig {

@@ -163,6 +163,7 @@ impl Store {
         self.get(key).map(|o| (key.clone(), o))
     }
 
+    #[cfg(test)]
     pub fn uid_exists(&self, uid: &str) -> bool {
         self.uids.contains_key(uid)
     }
