@@ -270,7 +270,7 @@ impl Cloud {
         };
         call(
             "PutRule",
-            json!({"Name": "meshmirror", "EventPattern": std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/aws/eventbridge-rule.json")).unwrap()}),
+            json!({"Name": "meshmirror", "EventPattern": std::fs::read_to_string(format!("{}/deploy/examples/aws/eventbridge-rule.json", std::env::var("CARGO_MANIFEST_DIR").expect("cargo and nextest set CARGO_MANIFEST_DIR"))).unwrap()}),
         )
         .await;
         call(
@@ -292,7 +292,7 @@ impl Cloud {
 fn fixture_event(file: &str, detail: Value) -> String {
     let path = format!(
         "{}/providers/aws/fixtures/{file}",
-        env!("CARGO_MANIFEST_DIR")
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo and nextest set CARGO_MANIFEST_DIR")
     );
     let mut event: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     event["region"] = json!(REGION);

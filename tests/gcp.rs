@@ -519,9 +519,9 @@ async fn an_audit_log_message_through_pub_sub_triggers_the_controller_at_once() 
     assert_eq!(ids().await, two, "entries changed without a message");
 
     // Only the audit-log message can tell the controller.
-    let fixture = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/providers/gcp/tests/fixtures/audit-log-instances-insert-by-mig.json"
+    let fixture = std::fs::read_to_string(format!(
+        "{}/providers/gcp/tests/fixtures/audit-log-instances-insert-by-mig.json",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo and nextest set CARGO_MANIFEST_DIR")
     ))
     .unwrap();
     // The fixture's first line names its source.

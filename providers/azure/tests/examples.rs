@@ -13,7 +13,10 @@ use meshmirror_provider::{Health, InstanceState};
 use serde::de::DeserializeOwned;
 
 fn body<T: DeserializeOwned>(name: &str) -> T {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/{name}",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo and nextest set CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     serde_json::from_value(json["responses"]["200"]["body"].clone())

@@ -14,8 +14,20 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use crate::tools::{self, Tool};
 
 /// The repository's root (this crate is `tests/support`).
+///
+/// Found at run time from the running test's package directory (cargo and
+/// nextest set `CARGO_MANIFEST_DIR`), not the one this crate was compiled
+/// in: a target directory shared by two checkouts may hold a build of the
+/// other one.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
+    start
+        .ancestors()
+        .find(|dir| dir.join("tests/kube/up.sh").is_file())
+        .map(Path::to_path_buf)
+        .unwrap_or(start)
 }
 
 /// A running control plane; stopped (and its state removed) on drop.

@@ -14,7 +14,10 @@ use super::cloud::ScaleSetSpec;
 use super::{DEFAULT_PAGE_SIZE, Inner, Shared, handler};
 
 fn fixture(name: &str) -> Value {
-    let path = format!("{}/fixtures/azure/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/fixtures/azure/{name}",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo and nextest set CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap()
 }
