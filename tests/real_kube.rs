@@ -125,9 +125,9 @@ async fn the_crd_installs_and_the_real_server_holds_mirrors_to_it() {
     assert!(message.contains("spec.workloads"), "{message}");
 }
 
-/// `deploy/install.yaml` and the namespaced overlay apply server-side to a
-/// real server, with no warning (Pod Security admission on the namespace
-/// labelled `restricted` included).
+/// `deploy/install.yaml`, every overlay and every example apply server-side
+/// to a real server, with no warning (Pod Security admission on the
+/// namespace labelled `restricted` included).
 #[tokio::test]
 async fn the_shipped_manifests_apply_server_side_without_warnings() {
     let kube = RealKube::start();
@@ -162,6 +162,55 @@ async fn the_shipped_manifests_apply_server_side_without_warnings() {
     for ns in ["team-a", "team-b"] {
         kube.kubectl_ok(&["get", "role", "meshmirror", "-n", ns]);
     }
+    // The cloud overlays, checked by the server without replacing what is
+    // installed (each patches the same Deployment).
+    for overlay in ["aws", "azure", "gcp"] {
+        let dir = format!("deploy/overlays/{overlay}");
+        let (_, stderr) =
+            kube.kubectl_ok(&["apply", "--server-side", "--dry-run=server", "-k", &dir]);
+        assert!(!stderr.contains("Warning"), "{dir}: {stderr}");
+    }
+    // Every example that is a Kubernetes object: the mirrors, and the
+    // ServiceAccounts with their cloud identity annotations.
+    let examples = example_manifests();
+    assert!(examples.len() >= 9, "{examples:?}");
+    for ns in ["api", "shop"] {
+        kube.kubectl_ok(&["create", "namespace", ns]);
+    }
+    for path in &examples {
+        let (_, stderr) = kube.kubectl_ok(&["apply", "--server-side", "-f", path]);
+        assert!(!stderr.contains("Warning"), "{path}: {stderr}");
+    }
+}
+
+/// The files under deploy/examples that hold Kubernetes objects (the others
+/// are the clouds' policies and the simulated cloud's file), repository-relative.
+fn example_manifests() -> Vec<String> {
+    let root = meshmirror_testkit::realkube::repo_root();
+    let mut found = Vec::new();
+    let mut dirs = vec![root.join("deploy/examples")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml")
+                && std::fs::read_to_string(&path)
+                    .unwrap()
+                    .lines()
+                    .any(|l| l.starts_with("apiVersion:"))
+            {
+                let relative = path
+                    .strip_prefix(&root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                found.push(relative);
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// The service as installed: the ServiceAccount, ClusterRole and Role of
