@@ -335,11 +335,7 @@ pub async fn render(
     if let Some(err) = report.error {
         return Err(AppError::Invalid(err));
     }
-    let owner = Owner {
-        namespace: mirror.metadata.namespace.clone().unwrap_or_default(),
-        name: mirror.metadata.name.clone().unwrap_or_default(),
-        uid: mirror.metadata.uid.clone().unwrap_or_default(),
-    };
+    let owner = Owner::of(&mirror);
     let applied = offline
         .applied
         .lock()

@@ -7,16 +7,9 @@ use async_trait::async_trait;
 
 use crate::crd::ScalingGroupMirrorStatus;
 use crate::desired::DesiredEntry;
+pub use crate::ownership::Owner;
 use crate::plan::ActualEntry;
 use crate::workloadentry::GroupTemplate;
-
-/// The mirror a pass works for, as its entries' ownerReference names it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Owner {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
@@ -45,14 +38,7 @@ pub enum ClusterError {
     Other(String),
 }
 
-impl ClusterError {
-    /// Whether another writer holds the object (409), which a retry resolves.
-    pub fn is_conflict(&self) -> bool {
-        matches!(self, ClusterError::Kube(kube::Error::Api(s)) if s.code == 409)
-    }
-}
-
-/// Reads and writes a pass needs. Implementations: [`crate::kube_cluster`]
+/// Reads and writes a pass needs. Implementations: `kube_cluster::KubeCluster`
 /// (the API server), [`DryRun`] (logs writes), and [`Offline`] (`render`).
 #[async_trait]
 pub trait Cluster: Send + Sync {

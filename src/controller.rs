@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, stream};
-use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -24,110 +22,7 @@ use crate::entry_cache::EntryCache;
 use crate::group_cache::GroupCache;
 use crate::metrics::EventLabels;
 use crate::reconcile::Reconciler;
-use crate::workloadentry::EntryVersion;
-
-/// Where the controller looks.
-#[derive(Clone, Debug)]
-pub struct Scope {
-    /// The namespaces watched (`--namespace`); empty: all.
-    pub namespaces: Vec<String>,
-    pub version: EntryVersion,
-    /// Passes run at once, across all mirrors (`--max-concurrent-passes`).
-    pub max_concurrent_passes: u16,
-}
-
-impl Default for Scope {
-    fn default() -> Self {
-        Scope {
-            namespaces: Vec::new(),
-            version: EntryVersion::default(),
-            max_concurrent_passes: DEFAULT_CONCURRENT_PASSES,
-        }
-    }
-}
-
-/// A watch stream, as the caches and the controller consume it.
-pub type WatchStream<K> = BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
-
-impl Scope {
-    /// The watch of `K` in this scope (`api` gives the Api of one namespace,
-    /// or of all for None): one watcher, or one per namespace merged into
-    /// one watch ([`crate::multi_watch`]); each backs off and re-lists on
-    /// errors. `skeleton` keeps what a `Delete` needs of an object.
-    pub fn watch<K>(
-        &self,
-        api: impl Fn(Option<&str>) -> Api<K>,
-        config: watcher::Config,
-        skeleton: fn(&K) -> K,
-    ) -> WatchStream<K>
-    where
-        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-    {
-        match self.namespaces.as_slice() {
-            [] => watcher(api(None), config).default_backoff().boxed(),
-            [one] => watcher(api(Some(one)), config).default_backoff().boxed(),
-            many => crate::multi_watch::merge(
-                many.iter()
-                    .map(|ns| watcher(api(Some(ns)), config.clone()).default_backoff())
-                    .collect(),
-                skeleton,
-            )
-            .boxed(),
-        }
-    }
-
-    /// The mirrors' Api in one namespace, or in all.
-    pub fn mirrors_in(client: &Client, namespace: Option<&str>) -> Api<ScalingGroupMirror> {
-        match namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
-    }
-
-    /// A dynamic resource's Api in one namespace, or in all.
-    pub fn dynamic_in(
-        client: &Client,
-        namespace: Option<&str>,
-        resource: &kube::core::ApiResource,
-    ) -> Api<DynamicObject> {
-        match namespace {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
-            None => Api::all_with(client.clone(), resource),
-        }
-    }
-
-    /// Every mirror in scope, listed once.
-    pub async fn list_mirrors(
-        &self,
-        client: &Client,
-    ) -> Result<Vec<ScalingGroupMirror>, kube::Error> {
-        if self.namespaces.is_empty() {
-            return Ok(Self::mirrors_in(client, None)
-                .list(&Default::default())
-                .await?
-                .items);
-        }
-        let mut all = Vec::new();
-        for ns in &self.namespaces {
-            all.extend(
-                Self::mirrors_in(client, Some(ns))
-                    .list(&Default::default())
-                    .await?
-                    .items,
-            );
-        }
-        Ok(all)
-    }
-}
-
-/// What a `Delete` of a dynamic object needs: its metadata.
-pub fn dynamic_skeleton(o: &DynamicObject) -> DynamicObject {
-    DynamicObject {
-        types: o.types.clone(),
-        metadata: o.metadata.clone(),
-        data: serde_json::Value::Null,
-    }
-}
+pub use crate::scope::{DEFAULT_CONCURRENT_PASSES, Scope, WatchStream, dynamic_skeleton};
 
 /// The watch caches passes read. They run for the life of the process,
 /// leader or not, so a standby that takes over starts warm.
@@ -337,11 +232,7 @@ fn event_triggers(
                     for mirror in mirrors.state().iter().filter(|m| {
                         targets.iter().any(|t| *t == ObjectRef::from_obj(m.as_ref()))
                     }) {
-                        let owner = Owner {
-                            namespace: mirror.namespace().unwrap_or_default(),
-                            name: mirror.name_any(),
-                            uid: mirror.uid().unwrap_or_default(),
-                        };
+                        let owner = Owner::of(mirror);
                         reconciler
                             .cluster
                             .event(
@@ -374,14 +265,6 @@ fn event_triggers(
         })
         .flatten()
 }
-
-/// Passes run at once, across all mirrors, unless `--max-concurrent-passes`
-/// says otherwise. Each holds its mirror's desired and actual entries while
-/// it waits for the write rate, so a fleet-wide scale-out of 100 mirrors at
-/// once peaked at +60 MiB; more passes would not write faster (`--kube-qps`
-/// and the writes in flight bound that). A pass stuck on a cloud call holds
-/// its slot for at most the 60 s call deadline.
-pub const DEFAULT_CONCURRENT_PASSES: u16 = 16;
 
 /// Runs the controller until `shutdown` resolves; called once per leadership
 /// term. Its watch lists every mirror at the start, so each gets a pass.

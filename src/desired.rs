@@ -333,8 +333,7 @@ fn entry(
         .or_insert_with(|| workload.workload_name_label.clone());
 
     let mut labels = spec_labels.clone();
-    labels.insert(keys::MANAGED_BY.into(), keys::MANAGER.into());
-    labels.insert(keys::MIRROR.into(), mirror.name.into());
+    labels.extend(crate::ownership::labels(mirror.name));
     labels.insert(keys::WORKLOAD.into(), workload.name.clone());
     labels.insert(keys::PROVIDER.into(), mirror.config.group.provider().into());
 

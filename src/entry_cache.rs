@@ -14,15 +14,15 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use kube::Client;
-use kube::api::{DynamicObject, ObjectMeta};
+use kube::api::DynamicObject;
 use kube::runtime::watcher;
 use serde::Deserialize;
 use tokio::sync::{broadcast, watch};
 
 use crate::cluster::Owner;
-use crate::controller::Scope;
-use crate::kube_cluster::managed_selector;
+use crate::ownership::{self, managed_selector};
 use crate::plan::ActualEntry;
+use crate::scope::Scope;
 use crate::slim::{Interner, SlimEntry, Str};
 use crate::triggers::Named;
 use crate::workloadentry::{WorkloadEntrySpec, keys};
@@ -56,7 +56,7 @@ pub struct Cached {
 pub fn read_entry(obj: &DynamicObject) -> Option<ActualEntry> {
     let meta = &obj.metadata;
     let labels = meta.labels.as_ref()?;
-    if labels.get(keys::MANAGED_BY).map(String::as_str) != Some(keys::MANAGER) {
+    if !ownership::is_managed(labels) {
         return None;
     }
     let spec: WorkloadEntrySpec = obj
@@ -87,23 +87,6 @@ pub fn read_entry(obj: &DynamicObject) -> Option<ActualEntry> {
     })
 }
 
-/// Whether `owner` owns an entry with this metadata: its namespace, its
-/// mirror label and an ownerReference to its uid. Anything else (Istio's
-/// auto-registered entries included) is never touched.
-pub fn owned_by(meta: &ObjectMeta, owner: &Owner) -> bool {
-    meta.namespace.as_deref() == Some(owner.namespace.as_str())
-        && meta
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(keys::MIRROR))
-            .is_some_and(|m| *m == owner.name)
-        && meta
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|r| r.uid == owner.uid)
-}
-
 impl Cached {
     /// The slim form of an entry carrying meshmirror's managed-by label; None
     /// for anything else.
@@ -130,11 +113,13 @@ impl Cached {
         })
     }
 
-    /// [`owned_by`], on the cached form.
+    /// [`Owner::owns`], on the cached form.
     pub fn owned_by(&self, owner: &Owner) -> bool {
-        *self.namespace == *owner.namespace
-            && *self.mirror == *owner.name
-            && self.owners.iter().any(|(uid, _)| **uid == *owner.uid)
+        owner.owns(
+            &self.namespace,
+            Some(&self.mirror),
+            self.owners.iter().map(|(uid, _)| &**uid),
+        )
     }
 
     fn key(&self) -> ObjKey {
@@ -365,7 +350,7 @@ impl EntryCache {
         let stream = scope.watch(
             |ns| Scope::dynamic_in(client, ns, &resource),
             watcher::Config::default().labels(&managed_selector()),
-            crate::controller::dynamic_skeleton,
+            crate::scope::dynamic_skeleton,
         );
         let feed = cache.clone();
         let task = tokio::spawn(async move {

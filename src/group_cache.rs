@@ -11,7 +11,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{broadcast, watch};
 
-use crate::controller::Scope;
+use crate::scope::Scope;
 use crate::triggers::Named;
 
 /// Changes a slow controller may fall behind by before it loses some.
@@ -44,7 +44,7 @@ impl GroupCache {
             .watch(
                 |ns| Scope::dynamic_in(client, ns, &cache.resource),
                 watcher::Config::default(),
-                crate::controller::dynamic_skeleton,
+                crate::scope::dynamic_skeleton,
             )
             .modify(|g| g.metadata.managed_fields = None)
             .reflect(writer);

@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use crate::cluster::{Cluster, ClusterError, EventType, Owner};
 use crate::crd::{ScalingGroupMirror, ScalingGroupMirrorStatus};
 use crate::desired::DesiredEntry;
-use crate::entry_cache::{EntryCache, owned_by, read_entry};
+use crate::entry_cache::{EntryCache, read_entry};
 use crate::fence::Fence;
 use crate::group_cache::GroupCache;
 use crate::plan::ActualEntry;
@@ -128,16 +128,11 @@ impl KubeCluster {
     }
 }
 
-/// The label selector of every entry meshmirror manages.
-pub fn managed_selector() -> String {
-    format!("{}={}", keys::MANAGED_BY, keys::MANAGER)
-}
-
 /// Reads an entry if `owner` owns it: our labels and an ownerReference to the
 /// mirror's uid. Anything else (Istio's auto-registered entries included) is
 /// not ours and is never touched.
 pub fn owned_entry(obj: &DynamicObject, owner: &Owner) -> Option<ActualEntry> {
-    if !owned_by(&obj.metadata, owner) {
+    if !owner.owns_meta(&obj.metadata) {
         return None;
     }
     read_entry(obj)
@@ -159,22 +154,12 @@ pub fn entry_manifest(version: EntryVersion, owner: &Owner, entry: &DesiredEntry
             "namespace": owner.namespace,
             "labels": entry.labels,
             "annotations": annotations,
-            "ownerReferences": [{
-                "apiVersion": ScalingGroupMirror::api_version(&()),
-                "kind": ScalingGroupMirror::kind(&()),
-                "name": owner.name,
-                "uid": owner.uid,
-                "controller": true,
-                "blockOwnerDeletion": true,
-            }],
         },
         "spec": entry.spec,
     });
     // `render` without a cluster has no uid to point at.
-    if owner.uid.is_empty()
-        && let Some(meta) = manifest["metadata"].as_object_mut()
-    {
-        meta.remove("ownerReferences");
+    if let Some(reference) = owner.reference() {
+        manifest["metadata"]["ownerReferences"] = json!([reference]);
     }
     manifest
 }
@@ -185,7 +170,7 @@ impl Cluster for KubeCluster {
         if let Some(cache) = &self.entries {
             return Ok(cache.owned(owner));
         }
-        let selector = format!("{},{}={}", managed_selector(), keys::MIRROR, owner.name);
+        let selector = owner.selector();
         let api = self.entries_api(&owner.namespace);
         let list = self
             .within(
@@ -238,7 +223,7 @@ impl Cluster for KubeCluster {
             .within("reading a WorkloadEntry", api.get_opt(&entry.name))
             .await?;
         if let Some(obj) = existing
-            && !owned_by(&obj.metadata, owner)
+            && !owner.owns_meta(&obj.metadata)
         {
             return Err(ClusterError::NameTaken {
                 name: entry.name.clone(),

@@ -85,10 +85,6 @@ impl StopSignal {
         // An Err means the elector is gone: stop too.
         let _ = self.0.wait_for(|stop| *stop).await;
     }
-
-    pub fn is_stopped(&self) -> bool {
-        *self.0.borrow()
-    }
 }
 
 /// Why [`Leadership::run`] returned.
@@ -227,10 +223,6 @@ impl Leadership {
     /// True while this replica leads (its work runs).
     pub fn subscribe(&self) -> watch::Receiver<bool> {
         self.state.subscribe()
-    }
-
-    pub fn config(&self) -> &LeaseConfig {
-        &self.config
     }
 
     /// Waits for the lease, runs `work` while holding it, and starts over when

@@ -16,15 +16,12 @@ use crate::workloadentry::GroupTemplate;
 /// How long an own status write is trusted over the mirror cache's copy.
 const STATUS_ECHO_WAIT: Duration = Duration::from_secs(30);
 
-/// Entries per instance after a pass, as lifecycle decisions read them.
-pub type EntriesAfter = BTreeMap<String, InstanceEntries>;
-
 /// A pass that found nothing to write, and what its status was made of.
 #[derive(Clone, Debug)]
 pub struct Clean {
     /// The entry cache's version for the mirror when the pass read it.
     pub entries_version: u64,
-    pub after: Arc<EntriesAfter>,
+    pub after: Arc<BTreeMap<String, InstanceEntries>>,
     pub deferred_deletes: usize,
     /// Members counted in status.
     pub members: usize,

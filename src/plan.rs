@@ -27,7 +27,7 @@ pub fn instance_ids(actual: &[ActualEntry]) -> BTreeSet<String> {
 
 impl ActualEntry {
     fn instance_id(&self) -> Option<&str> {
-        self.annotations.get(keys::INSTANCE_ID).map(String::as_str)
+        crate::ownership::instance_id(&self.annotations)
     }
 
     /// Whether writing `want` would change nothing meshmirror owns.

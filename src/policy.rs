@@ -23,11 +23,6 @@ impl AllowedGroups {
         }
     }
 
-    /// Whether this allows every group everywhere.
-    pub fn allows_all(&self) -> bool {
-        self.all
-    }
-
     /// Parses rules like `team-a=aws:us-east-1:team-a-*`.
     pub fn parse(rules: &[String]) -> Result<Self, String> {
         let rules = rules

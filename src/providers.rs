@@ -47,11 +47,6 @@ impl Providers {
         self.0.insert(name, Arc::new(wrapped));
     }
 
-    /// Adds a provider as it is (tests that count raw calls).
-    pub fn add_raw(&mut self, provider: Arc<dyn Provider>) {
-        self.0.insert(provider.name(), provider);
-    }
-
     pub fn get(&self, group: &GroupRef) -> Result<&Arc<dyn Provider>, ProviderError> {
         self.0
             .get(group.provider())

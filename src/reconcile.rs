@@ -49,7 +49,7 @@ pub struct PassReport {
     /// Why the pass failed (provider error, invalid spec, ...), if it did.
     pub error: Option<String>,
     /// Writes that failed, as (operation, entry name).
-    pub failed_names: Vec<(&'static str, String)>,
+    pub failed_names: Vec<(WriteKind, String)>,
     /// Entries not created because a same-named entry that is not the
     /// mirror's exists (also counted in `failed_writes`).
     pub names_taken: Vec<String>,
@@ -172,11 +172,7 @@ impl Reconciler {
     /// Runs one pass of `mirror`, whose claim on its group is `claim`.
     pub async fn pass_claimed(&self, mirror: &ScalingGroupMirror, claim: &Claim) -> PassReport {
         let started = Instant::now();
-        let owner = Owner {
-            namespace: mirror.metadata.namespace.clone().unwrap_or_default(),
-            name: mirror.metadata.name.clone().unwrap_or_default(),
-            uid: mirror.metadata.uid.clone().unwrap_or_default(),
-        };
+        let owner = Owner::of(mirror);
         if let Ok(mut known) = self.known.lock() {
             let key = (owner.namespace.clone(), owner.name.clone());
             if let Some(old) = known.insert(key, owner.uid.clone())
@@ -717,8 +713,8 @@ impl Reconciler {
         // so it follows the creates.
         let failed_creates: BTreeSet<String> = results
             .iter()
-            .filter(|(k, _, ok, _)| *k == "create" && !*ok)
-            .map(|(_, n, _, _)| n.clone())
+            .filter(|r| r.kind == WriteKind::Create && r.outcome != WriteOutcome::Done)
+            .map(|r| r.name.clone())
             .collect();
         let health_ops: Vec<Op<'_>> = plan
             .health
@@ -729,27 +725,32 @@ impl Reconciler {
         results.extend(run_bounded(cluster, owner, health_ops).await);
 
         let mut report = PassReport::default();
-        for (kind, name, ok, taken) in results {
-            if taken {
-                report.names_taken.push(name.clone());
-            }
-            if !ok {
+        for WriteResult {
+            kind,
+            name,
+            outcome,
+        } in results
+        {
+            if outcome != WriteOutcome::Done {
+                if outcome == WriteOutcome::NameTaken {
+                    report.names_taken.push(name.clone());
+                }
                 report.failed_writes += 1;
                 report.failed_names.push((kind, name));
                 continue;
             }
             match kind {
-                "create" => report.created += 1,
-                "update" => report.updated += 1,
-                "delete" => report.deleted += 1,
-                _ => report.health_written += 1,
+                WriteKind::Create => report.created += 1,
+                WriteKind::Update => report.updated += 1,
+                WriteKind::Delete => report.deleted += 1,
+                WriteKind::Health => report.health_written += 1,
             }
             self.metrics
                 .entry_writes
                 .get_or_create(&EntryOpLabels {
                     namespace: owner.namespace.clone(),
                     mirror: owner.name.clone(),
-                    op: kind.into(),
+                    op: kind.as_str().into(),
                 })
                 .inc();
         }
@@ -999,11 +1000,11 @@ impl Reconciler {
                 result: result.into(),
             });
         }
-        for op in ["create", "update", "delete", "health"] {
+        for op in WriteKind::ALL {
             m.entry_writes.remove(&EntryOpLabels {
                 namespace: namespace.into(),
                 mirror: name.into(),
-                op: op.into(),
+                op: op.as_str().into(),
             });
         }
     }
@@ -1017,40 +1018,88 @@ enum Op<'a> {
     Delete(&'a str),
 }
 
+/// What a write was, as its metric label and the pass report name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WriteKind {
+    Create,
+    Update,
+    Health,
+    Delete,
+}
+
+impl WriteKind {
+    pub const ALL: [WriteKind; 4] = [
+        WriteKind::Create,
+        WriteKind::Update,
+        WriteKind::Delete,
+        WriteKind::Health,
+    ];
+
+    /// The `op` label of `meshmirror_entry_writes_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteKind::Create => "create",
+            WriteKind::Update => "update",
+            WriteKind::Health => "health",
+            WriteKind::Delete => "delete",
+        }
+    }
+}
+
+/// How a write ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteOutcome {
+    Done,
+    Failed,
+    /// The name is held by an entry that is not the mirror's.
+    NameTaken,
+}
+
+/// One write's result.
+struct WriteResult {
+    kind: WriteKind,
+    name: String,
+    outcome: WriteOutcome,
+}
+
 async fn run_op(cluster: &dyn Cluster, owner: &Owner, op: Op<'_>) -> WriteResult {
     let (kind, name, result) = match op {
         Op::Create(entry) => (
-            "create",
-            &entry.name,
+            WriteKind::Create,
+            entry.name.clone(),
             cluster.create_entry(owner, entry).await,
         ),
         Op::Update(entry) => (
-            "update",
-            &entry.name,
+            WriteKind::Update,
+            entry.name.clone(),
             cluster.apply_entry(owner, entry).await,
         ),
         Op::Health(name, healthy) => (
-            "health",
-            &name.to_string(),
+            WriteKind::Health,
+            name.to_string(),
             cluster.set_entry_health(owner, name, healthy).await,
         ),
         Op::Delete(name) => (
-            "delete",
-            &name.to_string(),
+            WriteKind::Delete,
+            name.to_string(),
             cluster.delete_entry(owner, name).await,
         ),
     };
+    let outcome = match &result {
+        Ok(()) => WriteOutcome::Done,
+        Err(ClusterError::NameTaken { .. }) => WriteOutcome::NameTaken,
+        Err(_) => WriteOutcome::Failed,
+    };
     if let Err(err) = &result {
         tracing::warn!(namespace = %owner.namespace, mirror = %owner.name,
-            entry = %name, op = kind, %err, "write failed");
+            entry = %name, op = kind.as_str(), %err, "write failed");
     }
-    let taken = matches!(result, Err(ClusterError::NameTaken { .. }));
-    (kind, name.clone(), result.is_ok(), taken)
+    WriteResult {
+        kind,
+        name,
+        outcome,
+    }
 }
-
-/// A write's operation, entry name, success, and whether it found the name
-/// taken by an entry that is not the mirror's.
-type WriteResult = (&'static str, String, bool, bool);
 
 /// Runs the writes with at most [`WRITE_CONCURRENCY`] in flight.
 async fn run_bounded(cluster: &dyn Cluster, owner: &Owner, ops: Vec<Op<'_>>) -> Vec<WriteResult> {
@@ -1077,7 +1126,7 @@ fn entries_after(
     plan: &Plan,
     report: &PassReport,
 ) -> BTreeMap<String, InstanceEntries> {
-    let failed: BTreeSet<(&str, &str)> = report
+    let failed: BTreeSet<(WriteKind, &str)> = report
         .failed_names
         .iter()
         .map(|(k, n)| (*k, n.as_str()))
@@ -1086,12 +1135,12 @@ fn entries_after(
         .deletes
         .iter()
         .map(String::as_str)
-        .filter(|n| !failed.contains(&("delete", n)))
+        .filter(|n| !failed.contains(&(WriteKind::Delete, n)))
         .collect();
     let health: BTreeMap<&str, bool> = plan
         .health
         .iter()
-        .filter(|(n, _)| !failed.contains(&("health", n.as_str())))
+        .filter(|(n, _)| !failed.contains(&(WriteKind::Health, n.as_str())))
         .map(|(n, h)| (n.as_str(), *h))
         .collect();
     let mut out: BTreeMap<String, InstanceEntries> = BTreeMap::new();
@@ -1106,7 +1155,7 @@ fn entries_after(
         if deleted.contains(a.name.as_str()) {
             continue;
         }
-        if let Some(id) = a.annotations.get(crate::workloadentry::keys::INSTANCE_ID) {
+        if let Some(id) = crate::ownership::instance_id(&a.annotations) {
             let healthy = health
                 .get(a.name.as_str())
                 .copied()
@@ -1116,7 +1165,7 @@ fn entries_after(
         }
     }
     for c in &plan.creates {
-        if !failed.contains(&("create", c.name.as_str())) {
+        if !failed.contains(&(WriteKind::Create, c.name.as_str())) {
             let healthy = health.get(c.name.as_str()).copied().unwrap_or(false);
             count(&c.instance_id, healthy);
         }
