@@ -1139,3 +1139,91 @@ async fn bad_crd_yaml_is_a_start_error() {
             .is_err()
     );
 }
+
+use meshmirror_testkit::apiserver::protobuf::envelope as protobuf_body;
+
+async fn post_raw(
+    server: &ApiServer,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, serde_json::Value) {
+    let req = http::Request::post(path)
+        .header("content-type", content_type)
+        .header(
+            "accept",
+            "application/vnd.kubernetes.protobuf,application/json",
+        )
+        .body(kube::client::Body::from(body))
+        .unwrap();
+    let resp = server.client().send(req).await.unwrap();
+    let code = resp.status().as_u16();
+    let bytes = resp.into_body().collect_bytes().await.unwrap();
+    (code, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn protobuf_bodies_of_built_in_kinds_are_decoded_others_refused_by_kind() {
+    use k8s_pb::api::coordination::v1 as pb;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+    use prost::Message;
+    let server = ApiServer::start().await.unwrap();
+    let lease = pb::Lease {
+        metadata: Some(ObjectMeta {
+            name: Some("pb".into()),
+            ..Default::default()
+        }),
+        spec: Some(pb::LeaseSpec {
+            holder_identity: Some("me".into()),
+            lease_duration_seconds: Some(15),
+            renew_time: Some(MicroTime {
+                seconds: Some(1_767_225_600),
+                nanos: Some(5_000),
+            }),
+            ..Default::default()
+        }),
+    };
+    let pb_type = "application/vnd.kubernetes.protobuf";
+    let (code, obj) = post_raw(
+        &server,
+        "/apis/coordination.k8s.io/v1/namespaces/default/leases",
+        pb_type,
+        protobuf_body("coordination.k8s.io/v1", "Lease", lease.encode_to_vec()),
+    )
+    .await;
+    assert_eq!(code, 201, "{obj}");
+    assert_eq!(obj["spec"]["holderIdentity"], "me");
+    assert_eq!(obj["spec"]["leaseDurationSeconds"], 15);
+    assert_eq!(obj["spec"]["renewTime"], "2026-01-01T00:00:00.000005Z");
+    assert_eq!(obj["metadata"]["namespace"], "default");
+
+    let (code, status) = post_raw(
+        &server,
+        "/api/v1/namespaces/default/events",
+        pb_type,
+        protobuf_body("v1", "Pod", vec![]),
+    )
+    .await;
+    assert_eq!(code, 415, "{status}");
+    assert_eq!(status["reason"], "UnsupportedMediaType");
+    assert!(
+        status["message"].as_str().unwrap().contains("kind v1 Pod"),
+        "{status}"
+    );
+    let (code, _) = post_raw(
+        &server,
+        "/api/v1/namespaces/default/events",
+        "application/cbor",
+        vec![0xa0],
+    )
+    .await;
+    assert_eq!(code, 415);
+    let (code, status) = post_raw(
+        &server,
+        "/api/v1/namespaces/default/events",
+        pb_type,
+        b"nope".to_vec(),
+    )
+    .await;
+    assert_eq!(code, 400, "{status}");
+}

@@ -1,5 +1,6 @@
 //! Legacy (unaggregated) discovery documents: `/version`, `/api`, `/api/v1`,
-//! `/apis`, `/apis/{group}` and `/apis/{group}/{version}`. Clients that ask for
+//! `/apis`, `/apis/{group}` and `/apis/{group}/{version}` (the authorization
+//! API's too), and the OpenAPI documents of module `openapi`. Clients that ask for
 //! aggregated discovery get the legacy format with `Content-Type:
 //! application/json`, which kubectl and kube accept as a fallback.
 
@@ -8,6 +9,7 @@ use serde_json::{Value, json};
 use super::request::Route;
 use super::resources::{Registry, version_priority};
 use super::status::ApiError;
+use super::{authz, openapi};
 
 const VERBS: [&str; 8] = [
     "create",
@@ -42,10 +44,9 @@ pub fn answer(registry: &Registry, route: &Route, server_addr: &str) -> Result<V
         Route::Groups => Ok(json!({
             "kind": "APIGroupList",
             "apiVersion": "v1",
-            "groups": registry.groups().iter().map(|(g, vs)| group_doc(g, vs)).collect::<Vec<_>>(),
+            "groups": groups(registry).iter().map(|(g, vs)| group_doc(g, vs)).collect::<Vec<_>>(),
         })),
-        Route::Group(g) => registry
-            .groups()
+        Route::Group(g) => groups(registry)
             .iter()
             .find(|(name, _)| name == g)
             .map(|(name, vs)| {
@@ -56,106 +57,17 @@ pub fn answer(registry: &Registry, route: &Route, server_addr: &str) -> Result<V
             })
             .ok_or_else(ApiError::not_found_path),
         Route::Resources { group, version } => Ok(resource_list(registry, group, version)),
-        Route::OpenApiRoot => Ok(openapi_root(registry)),
-        Route::OpenApi { group, version } => Ok(openapi_gv(registry, group, version)),
-        Route::Resource(_) => Err(ApiError::not_found_path()),
+        Route::OpenApiRoot => Ok(openapi::root(registry)),
+        Route::OpenApi { group, version } => Ok(openapi::document(registry, group, version)),
+        Route::Resource(_) | Route::AccessReview => Err(ApiError::not_found_path()),
     }
 }
 
-fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        format!("api/{version}")
-    } else {
-        format!("apis/{group}/{version}")
-    }
-}
-
-/// The OpenAPI v3 index: kubectl reads it to learn that the server does
-/// server-side field validation (`fieldValidation`), instead of validating
-/// on the client.
-fn openapi_root(registry: &Registry) -> Value {
-    let mut paths = serde_json::Map::new();
-    let mut gvs: Vec<(String, String)> = Vec::new();
-    for r in &registry.resources {
-        for v in &r.versions {
-            let gv = (r.group.clone(), v.name.clone());
-            if !gvs.contains(&gv) {
-                gvs.push(gv);
-            }
-        }
-    }
-    for (g, v) in gvs {
-        let p = gv_path(&g, &v);
-        paths.insert(
-            p.clone(),
-            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=0")}),
-        );
-    }
-    json!({ "paths": paths })
-}
-
-/// A minimal OpenAPI v3 document of one group-version: its paths with their
-/// operations and parameters, no schemas.
-fn openapi_gv(registry: &Registry, group: &str, version: &str) -> Value {
-    let mut paths = serde_json::Map::new();
-    let param = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string"}});
-    for r in registry
-        .resources
-        .iter()
-        .filter(|r| r.group == group && r.version(version).is_some())
-    {
-        let gvk = json!({"group": group, "version": version, "kind": r.kind});
-        let op = |action: &str, params: Vec<Value>| {
-            json!({
-                "operationId": format!("{action}{}", r.kind),
-                "parameters": params,
-                "responses": {"200": {"description": "OK"}},
-                "x-kubernetes-action": action,
-                "x-kubernetes-group-version-kind": gvk,
-            })
-        };
-        let write_params = || {
-            vec![
-                param("dryRun"),
-                param("fieldManager"),
-                param("fieldValidation"),
-            ]
-        };
-        let mut patch_params = write_params();
-        patch_params.push(param("force"));
-        let base = if r.namespaced {
-            format!(
-                "/{}/namespaces/{{namespace}}/{}",
-                gv_path(group, version),
-                r.plural
-            )
-        } else {
-            format!("/{}/{}", gv_path(group, version), r.plural)
-        };
-        paths.insert(
-            base.clone(),
-            json!({
-                "get": op("list", vec![param("labelSelector"), param("fieldSelector"), param("limit"), param("continue"), param("watch")]),
-                "post": op("post", write_params()),
-                "delete": op("deletecollection", vec![param("labelSelector")]),
-            }),
-        );
-        paths.insert(
-            format!("{base}/{{name}}"),
-            json!({
-                "get": op("get", vec![]),
-                "put": op("put", write_params()),
-                "patch": op("patch", patch_params),
-                "delete": op("delete", vec![param("dryRun"), param("propagationPolicy")]),
-            }),
-        );
-    }
-    json!({
-        "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": "v1.32.0-meshmirror-testkit"},
-        "paths": paths,
-        "components": {"schemas": {}},
-    })
+/// The registry's groups and the authorization API's.
+fn groups(registry: &Registry) -> Vec<(String, Vec<String>)> {
+    let mut groups = registry.groups();
+    groups.push((authz::GROUP.into(), vec![authz::VERSION.into()]));
+    groups
 }
 
 fn group_doc(group: &str, versions: &[String]) -> Value {
@@ -173,6 +85,14 @@ fn group_doc(group: &str, versions: &[String]) -> Value {
 }
 
 fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
+    if authz::serves(group, version) {
+        return json!({
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": format!("{group}/{version}"),
+            "resources": authz::discovery_resources(),
+        });
+    }
     let mut resources = Vec::new();
     for r in registry
         .resources

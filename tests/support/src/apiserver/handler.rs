@@ -15,13 +15,14 @@ use serde_json::{Value, json};
 use super::faults::Verb;
 use super::gc::{self, Deleted, Propagation};
 use super::objects;
+use super::protobuf::{self, DecodeError};
 use super::request::{self, ResourceRequest, Route};
 use super::resources::{ResourceDef, VersionDef};
 use super::selector::{FieldSelector, LabelSelector, Selectors};
 use super::status::{ApiError, Cause};
 use super::store::{EventType, ObjKey};
 use super::table::{self, Include};
-use super::{Counted, Shared, discovery, lock, watch};
+use super::{Counted, Shared, authz, convert, discovery, lock, watch};
 use crate::ssa::{self, Writer};
 
 /// The real server's request body limit.
@@ -46,11 +47,20 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let Route::Resource(rr) = route else {
-        return match discovery::answer(&shared.registry, &route, &shared.addr.to_string()) {
-            Ok(doc) => json_response(StatusCode::OK, &doc),
-            Err(e) => e.into_response(),
-        };
+    let rr = match route {
+        Route::Resource(rr) => rr,
+        // Not counted: it reads and writes nothing.
+        Route::AccessReview => {
+            return access_review(&parts.headers, body)
+                .await
+                .unwrap_or_else(ApiError::into_response);
+        }
+        route => {
+            return match discovery::answer(&shared.registry, &route, &shared.addr.to_string()) {
+                Ok(doc) => json_response(StatusCode::OK, &doc),
+                Err(e) => e.into_response(),
+            };
+        }
     };
     let counter = rr.counter_name(&shared.registry);
     let agent = parts
@@ -73,27 +83,10 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
     if let Some(e) = fail {
         return e.into_response();
     }
-    let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
+    let body = match read_body(&parts.headers, body).await {
         Ok(b) => b,
-        Err(e) => {
-            return ApiError::new(413, "RequestEntityTooLarge", e.to_string()).into_response();
-        }
+        Err(e) => return e.into_response(),
     };
-    let protobuf = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.contains("protobuf") || ct.contains("cbor"));
-    if protobuf && !body.is_empty() {
-        // Only JSON (and YAML for apply) bodies are understood; client-go falls
-        // back to JSON on a 415.
-        return ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
-        )
-        .into_response();
-    }
     let ctx = Ctx::new(&shared, &rr, &query, &parts.headers);
     let result = match rr.verb {
         Verb::Get => ctx.get(),
@@ -114,6 +107,46 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
     response
 }
 
+/// The request body as JSON (or YAML): protobuf bodies of the built-in kinds
+/// are decoded; other encodings get 415, on which client-go falls back to JSON.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let body = axum::body::to_bytes(body, BODY_LIMIT)
+        .await
+        .map_err(|e| ApiError::new(413, "RequestEntityTooLarge", e.to_string()))?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let unsupported = |why: &str| {
+        ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf{why}"
+            ),
+        )
+    };
+    if content_type.contains("cbor") && !body.is_empty() {
+        return Err(unsupported(""));
+    }
+    if !content_type.contains("protobuf") || body.is_empty() {
+        return Ok(body);
+    }
+    let obj = protobuf::to_json(&body).map_err(|e| match e {
+        DecodeError::UnknownKind(_) => unsupported(&format!(" ({e})")),
+        e => ApiError::bad_request(e.to_string()),
+    })?;
+    serde_json::to_vec(&obj).map(Bytes::from).map_err(internal)
+}
+
+/// A SelfSubjectAccessReview: answered, nothing stored.
+async fn access_review(headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let body = read_body(headers, body).await?;
+    let obj: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(json_response(StatusCode::CREATED, &authz::review(obj)?))
+}
+
 pub fn json_response(code: StatusCode, v: &Value) -> Response {
     bytes_response(code, serde_json::to_vec(v).unwrap_or_default())
 }
@@ -128,11 +161,14 @@ fn bytes_response(code: StatusCode, body: Vec<u8>) -> Response {
     resp
 }
 
-pub fn selectors(query: &Params) -> Result<Selectors, ApiError> {
+pub fn selectors(query: &Params, res: &ResourceDef) -> Result<Selectors, ApiError> {
     let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
         .map_err(ApiError::bad_request)?;
-    let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))
-        .map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(
+        query.get("fieldSelector").map_or("", String::as_str),
+        res.storage,
+    )
+    .map_err(ApiError::bad_request)?;
     Ok(Selectors { labels, fields })
 }
 
@@ -202,7 +238,7 @@ impl<'a> Ctx<'a> {
 
     fn key(&self, name: &str) -> ObjKey {
         ObjKey {
-            res: self.rr.res,
+            res: self.rr.slot,
             ns: if self.res.namespaced {
                 self.rr.namespace.clone().unwrap_or_default()
             } else {
@@ -216,11 +252,9 @@ impl<'a> Ctx<'a> {
         self.rr.name.as_deref().unwrap_or_default()
     }
 
-    /// The stored object as the client asked for it (apiVersion of the request).
+    /// The stored object as the client asked for it (in the request's version).
     fn convert(&self, obj: &Value) -> Value {
-        let mut o = obj.clone();
-        o["apiVersion"] = json!(self.api_version);
-        o
+        convert::for_client(self.res, obj, &self.api_version).into_owned()
     }
 
     fn respond(&self, code: StatusCode, obj: &Value) -> Response {
@@ -233,11 +267,7 @@ impl<'a> Ctx<'a> {
                 &table::table(self.res, self.ver, [&o], meta, include, true),
             );
         }
-        if obj["apiVersion"] == self.api_version.as_str() {
-            json_response(code, obj)
-        } else {
-            json_response(code, &self.convert(obj))
-        }
+        json_response(code, &convert::for_client(self.res, obj, &self.api_version))
     }
 
     fn ssa_schema(&self) -> &ssa::Schema {
@@ -262,7 +292,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn list(&self) -> Result<Response, ApiError> {
-        let sel = selectors(self.query)?;
+        let sel = selectors(self.query, self.res)?;
         let limit: usize = self
             .param("limit")
             .and_then(|l| l.parse().ok())
@@ -281,7 +311,7 @@ impl<'a> Ctx<'a> {
                 let store = self.shared.store();
                 let ns = self.rr.namespace.as_deref();
                 let items: Vec<Arc<Value>> = store
-                    .iter(self.rr.res, ns)
+                    .iter(self.rr.slot, ns)
                     .filter(|o| sel.matches(o))
                     .cloned()
                     .collect();
@@ -326,18 +356,28 @@ impl<'a> Ctx<'a> {
         out.extend_from_slice(b",\"metadata\":");
         serde_json::to_writer(&mut out, &meta).map_err(internal)?;
         out.extend_from_slice(b",\"items\":[");
+        self.write_items(&mut out, page)?;
+        out.extend_from_slice(b"]}");
+        Ok(bytes_response(StatusCode::OK, out))
+    }
+
+    /// A list's items, each in the request's version.
+    fn write_items(&self, out: &mut Vec<u8>, page: &[Arc<Value>]) -> Result<(), ApiError> {
         for (i, o) in page.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            if o["apiVersion"] == self.api_version.as_str() {
-                serde_json::to_writer(&mut out, &**o).map_err(internal)?;
-            } else {
-                serde_json::to_writer(&mut out, &self.convert(o)).map_err(internal)?;
+            let mut o = convert::for_client(self.res, o, &self.api_version);
+            if !self.res.custom {
+                // Items of a built-in (typed) list carry no apiVersion and kind.
+                if let Some(m) = o.to_mut().as_object_mut() {
+                    m.remove("apiVersion");
+                    m.remove("kind");
+                }
             }
+            serde_json::to_writer(&mut *out, &*o).map_err(internal)?;
         }
-        out.extend_from_slice(b"]}");
-        Ok(bytes_response(StatusCode::OK, out))
+        Ok(())
     }
 
     fn parse_body(&self, body: &Bytes) -> Result<Value, ApiError> {
@@ -549,8 +589,7 @@ impl<'a> Ctx<'a> {
         if namespace && live.is_none() {
             objects::namespace_create_defaults(&mut new);
         }
-        new["apiVersion"] = json!(self.res.storage_api_version());
-        Ok(new)
+        Ok(convert::for_storage(self.res, new))
     }
 
     /// The optimistic write loop: `compute` sees the live object (in the
@@ -567,7 +606,7 @@ impl<'a> Ctx<'a> {
             let live_conv = live.as_ref().map(|l| self.convert(l));
             let (candidate, mode) = compute(live_conv.as_ref())?;
             let mut new = self.finish(live_conv.as_ref(), candidate, mode)?;
-            let key = ObjKey::of(self.rr.res, &new);
+            let key = ObjKey::of(self.rr.slot, &new);
             if self.dry_run() {
                 let mut out = new;
                 if let Some(l) = &live {
@@ -609,7 +648,7 @@ impl<'a> Ctx<'a> {
             } else {
                 EventType::Modified
             };
-            let stored = store.put(self.rr.res, new, kind);
+            let stored = store.put(self.rr.slot, new, kind);
             let obj = gc::finish_if_done(&mut store, &key, &objects::now()).unwrap_or(stored);
             gc::collect_if_orphaned(&mut store, &key, &objects::now());
             return Ok(Written {
@@ -930,12 +969,12 @@ impl<'a> Ctx<'a> {
 
     fn delete_collection(&self, body: &Bytes) -> Result<Response, ApiError> {
         let (policy, _, _) = self.delete_options(body)?;
-        let sel = selectors(self.query)?;
+        let sel = selectors(self.query, self.res)?;
         let mut store = self.shared.store();
         let keys: Vec<ObjKey> = store
-            .iter(self.rr.res, self.rr.namespace.as_deref())
+            .iter(self.rr.slot, self.rr.namespace.as_deref())
             .filter(|o| sel.matches(o))
-            .map(|o| ObjKey::of(self.rr.res, o))
+            .map(|o| ObjKey::of(self.rr.slot, o))
             .collect();
         let mut items = Vec::new();
         for key in keys {

@@ -2,13 +2,19 @@
 //! semantics of the real server where meshmirror depends on them, faults and
 //! request counters. See the crate README for what is faithful and what is not.
 
+mod authz;
+mod convert;
 mod counters;
 mod discovery;
+mod events;
 pub mod faults;
 mod gc;
 mod handler;
+mod jsonpath;
 pub(crate) mod listener;
 mod objects;
+mod openapi;
+pub mod protobuf;
 mod request;
 mod resources;
 mod selector;

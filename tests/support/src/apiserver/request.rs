@@ -6,11 +6,14 @@ use axum::http::Method;
 use super::faults::Verb;
 use super::resources::{Registry, ResId};
 use super::status::ApiError;
+use super::{authz, openapi};
 
 /// A request on a resource.
 #[derive(Clone, Debug)]
 pub struct ResourceRequest {
     pub res: ResId,
+    /// Where its objects are stored (see `Registry::slot`).
+    pub slot: ResId,
     pub version: String,
     /// None: cluster-scoped resource, or a list/watch across all namespaces.
     pub namespace: Option<String>,
@@ -53,7 +56,22 @@ pub enum Route {
         group: String,
         version: String,
     },
+    /// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`
+    AccessReview,
     Resource(ResourceRequest),
+}
+
+/// Paths of the authorization API: its resource list and the review.
+fn authz_route(method: &Method, rest: &[&str]) -> Result<Route, ApiError> {
+    match rest {
+        [] => Ok(Route::Resources {
+            group: authz::GROUP.into(),
+            version: authz::VERSION.into(),
+        }),
+        [p] if *p == authz::PLURAL && method == Method::POST => Ok(Route::AccessReview),
+        [p] if *p == authz::PLURAL => Err(ApiError::method_not_allowed()),
+        _ => Err(ApiError::not_found_path()),
+    }
 }
 
 pub fn parse(
@@ -68,19 +86,20 @@ pub fn parse(
         ["healthz" | "readyz" | "livez", ..] => return Ok(Route::Health),
         ["api"] => return Ok(Route::CoreVersions),
         ["openapi", "v3"] => return Ok(Route::OpenApiRoot),
-        ["openapi", "v3", "api", v] if registry.serves("", v) => {
+        ["openapi", "v3", "api", v] if openapi::serves(registry, "", v) => {
             return Ok(Route::OpenApi {
                 group: String::new(),
                 version: v.to_string(),
             });
         }
-        ["openapi", "v3", "apis", g, v] if registry.serves(g, v) => {
+        ["openapi", "v3", "apis", g, v] if openapi::serves(registry, g, v) => {
             return Ok(Route::OpenApi {
                 group: g.to_string(),
                 version: v.to_string(),
             });
         }
         ["apis"] => return Ok(Route::Groups),
+        ["apis", g, v, rest @ ..] if authz::serves(g, v) => return authz_route(method, rest),
         ["apis", g] => return Ok(Route::Group(g.to_string())),
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
@@ -153,6 +172,7 @@ pub fn parse(
     }
     Ok(Route::Resource(ResourceRequest {
         res,
+        slot: registry.slot(res),
         version: version.to_string(),
         namespace,
         name,

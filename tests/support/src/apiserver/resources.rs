@@ -32,6 +32,9 @@ pub struct VersionDef {
     pub ssa_schema: Option<Arc<crate::ssa::Schema>>,
     pub status_subresource: bool,
     pub columns: Vec<PrinterColumn>,
+    /// The CRD's `openAPIV3Schema`, published in `/openapi/v3` (None for
+    /// built-in kinds, whose schemas are a fixture).
+    pub schema: Option<Arc<Value>>,
 }
 
 #[derive(Debug)]
@@ -52,6 +55,27 @@ pub struct ResourceDef {
     pub custom: bool,
     /// PUT on a missing object creates it (true for Events and Leases).
     pub create_on_update: bool,
+    pub storage: Storage,
+}
+
+/// How a resource's objects are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// In storage of its own, in `storage_version`; versions differ in
+    /// `apiVersion` only (a CRD's conversion strategy `None`).
+    Own,
+    /// Core v1 Events, kept in the shape of the real server's Event type.
+    CoreEvents,
+    /// events.k8s.io Events: kept with the core v1 Events (as the real
+    /// server shares one storage), converted on the way in and out.
+    EventsV1,
+}
+
+impl Storage {
+    /// Either Event kind.
+    pub fn is_event(self) -> bool {
+        matches!(self, Storage::CoreEvents | Storage::EventsV1)
+    }
 }
 
 impl ResourceDef {
@@ -106,10 +130,12 @@ impl ResourceDef {
                 ssa_schema: None,
                 status_subresource: true,
                 columns: vec![],
+                schema: None,
             }],
             storage_version: "v1".into(),
             custom: true,
             create_on_update: false,
+            storage: Storage::Own,
         }
     }
 }
@@ -241,6 +267,7 @@ pub fn parse_crds(yaml: &str) -> Result<Vec<ResourceDef>, CrdError> {
                 )),
                 status_subresource,
                 columns,
+                schema: Some(Arc::new(schema.clone())),
             });
         }
         versions.sort_by(|a, b| version_priority(&a.name, &b.name));
@@ -260,6 +287,7 @@ pub fn parse_crds(yaml: &str) -> Result<Vec<ResourceDef>, CrdError> {
             storage_version,
             custom: true,
             create_on_update: false,
+            storage: Storage::Own,
         });
     }
     Ok(out)
@@ -317,10 +345,12 @@ fn builtin(
             ssa_schema: None,
             status_subresource: false,
             columns: vec![],
+            schema: None,
         }],
         storage_version: "v1".into(),
         custom: false,
         create_on_update: true,
+        storage: Storage::Own,
     }
 }
 
@@ -329,10 +359,14 @@ pub fn builtins() -> Vec<ResourceDef> {
     let mut namespaces = builtin("", "namespaces", "Namespace", false, &["ns"]);
     namespaces.versions[0].status_subresource = true;
     namespaces.create_on_update = false;
+    let mut core_events = builtin("", "events", "Event", true, &["ev"]);
+    core_events.storage = Storage::CoreEvents;
+    let mut events = builtin("events.k8s.io", "events", "Event", true, &["ev"]);
+    events.storage = Storage::EventsV1;
     vec![
         namespaces,
-        builtin("", "events", "Event", true, &["ev"]),
-        builtin("events.k8s.io", "events", "Event", true, &["ev"]),
+        core_events,
+        events,
         builtin("coordination.k8s.io", "leases", "Lease", true, &[]),
     ]
 }
@@ -341,6 +375,9 @@ pub fn builtins() -> Vec<ResourceDef> {
 #[derive(Debug)]
 pub struct Registry {
     pub resources: Vec<ResourceDef>,
+    /// Where each resource's objects are stored (its own index, but the core
+    /// Events' for events.k8s.io Events).
+    slots: Vec<ResId>,
 }
 
 impl Registry {
@@ -352,7 +389,23 @@ impl Registry {
             resources.retain(|r| !(r.group == crd.group && r.plural == crd.plural));
             resources.push(crd);
         }
-        Registry { resources }
+        let core_events = resources
+            .iter()
+            .position(|r| r.storage == Storage::CoreEvents);
+        let slots = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match (r.storage, core_events) {
+                (Storage::EventsV1, Some(core)) => core,
+                _ => i,
+            })
+            .collect();
+        Registry { resources, slots }
+    }
+
+    /// The storage slot of `res`'s objects.
+    pub fn slot(&self, res: ResId) -> ResId {
+        self.slots[res]
     }
 
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<ResId> {

@@ -1,7 +1,10 @@
 //! Label selectors (equality and set-based) and the field selectors the server
-//! supports (`metadata.name`, `metadata.namespace`).
+//! supports (`metadata.name`, `metadata.namespace`, and Events' own).
 
 use serde_json::Value;
+
+use super::events;
+use super::resources::Storage;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Requirement {
@@ -116,12 +119,26 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
     Err(format!("unable to parse requirement: {part:?}"))
 }
 
-/// A parsed `fieldSelector` on `metadata.name` / `metadata.namespace`.
+/// A parsed `fieldSelector`: (label, equal, value), the label as the stored
+/// object names it (an events.k8s.io `regarding.name` is the stored core
+/// Event's `involvedObject.name`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
+/// The stored label of `label` on objects kept as `storage`, if supported.
+fn label_of(storage: Storage, label: &str) -> Option<String> {
+    if label == "metadata.name" || label == "metadata.namespace" {
+        return Some(label.to_string());
+    }
+    match storage {
+        Storage::Own => None,
+        Storage::CoreEvents => events::field_label(false, label).map(str::to_string),
+        Storage::EventsV1 => events::field_label(true, label).map(str::to_string),
+    }
+}
+
 impl FieldSelector {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str, storage: Storage) -> Result<Self, String> {
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (field, eq, value) = if let Some((f, v)) = part.split_once("!=") {
@@ -136,10 +153,9 @@ impl FieldSelector {
                 ));
             };
             let field = field.trim();
-            if field != "metadata.name" && field != "metadata.namespace" {
-                return Err(format!("field label not supported: {field}"));
-            }
-            out.push((field.to_string(), eq, value.trim().to_string()));
+            let label = label_of(storage, field)
+                .ok_or_else(|| format!("field label not supported: {field}"))?;
+            out.push((label, eq, value.trim().to_string()));
         }
         Ok(FieldSelector(out))
     }
@@ -148,7 +164,8 @@ impl FieldSelector {
         self.0.iter().all(|(field, eq, value)| {
             let actual = match field.as_str() {
                 "metadata.name" => obj["metadata"]["name"].as_str().unwrap_or_default(),
-                _ => obj["metadata"]["namespace"].as_str().unwrap_or_default(),
+                "metadata.namespace" => obj["metadata"]["namespace"].as_str().unwrap_or_default(),
+                label => events::field_value(obj, label),
             };
             (actual == value) == *eq
         })
@@ -205,16 +222,35 @@ mod tests {
     fn bad_selectors_are_errors() {
         assert!(LabelSelector::parse("app in prod").is_err());
         assert!(LabelSelector::parse("a b c").is_err());
-        assert!(FieldSelector::parse("spec.x=1").is_err());
+        assert!(FieldSelector::parse("spec.x=1", Storage::Own).is_err());
+        assert!(FieldSelector::parse("involvedObject.name=x", Storage::Own).is_err());
+        assert!(FieldSelector::parse("source=x", Storage::EventsV1).is_err());
     }
 
     #[test]
     fn field_selector_on_name_and_namespace() {
         let obj = json!({"metadata": {"name": "a", "namespace": "ns"}});
-        let m = |s: &str| FieldSelector::parse(s).unwrap().matches(&obj);
+        let m = |s: &str| FieldSelector::parse(s, Storage::Own).unwrap().matches(&obj);
         assert!(m("metadata.name=a"));
         assert!(!m("metadata.name=b"));
         assert!(m("metadata.namespace==ns,metadata.name!=b"));
         assert!(!m("metadata.namespace!=ns"));
+    }
+
+    #[test]
+    fn field_selectors_on_events_of_both_versions() {
+        let core = json!({"metadata": {"name": "e", "namespace": "ns"},
+            "involvedObject": {"kind": "ScalingGroupMirror", "name": "web", "uid": "u"},
+            "source": {}, "reportingComponent": "meshmirror"});
+        let m = |s: &str, st: Storage| FieldSelector::parse(s, st).unwrap().matches(&core);
+        let describe =
+            "involvedObject.name=web,involvedObject.kind=ScalingGroupMirror,involvedObject.uid=u";
+        assert!(m(describe, Storage::CoreEvents));
+        assert!(!m("involvedObject.uid=other", Storage::CoreEvents));
+        assert!(m("source=meshmirror", Storage::CoreEvents));
+        assert!(m(
+            "regarding.name=web,reportingController=meshmirror",
+            Storage::EventsV1
+        ));
     }
 }

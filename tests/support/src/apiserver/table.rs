@@ -4,7 +4,8 @@
 use axum::http::{HeaderMap, header};
 use serde_json::{Value, json};
 
-use super::resources::{ResourceDef, VersionDef};
+use super::resources::{ResourceDef, Storage, VersionDef};
+use super::{events, jsonpath};
 
 /// Whether the client asked for `as=Table`.
 pub fn wants_table(headers: &HeaderMap) -> bool {
@@ -43,98 +44,162 @@ struct Column {
     path: Option<String>,
 }
 
+const NAME_DESCRIPTION: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
+const AGE_DESCRIPTION: &str = "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata";
+
+/// A built-in kind's column (the typed printers' columns are strings).
+fn builtin(name: &str, description: &str, path: &str) -> Column {
+    Column {
+        name: name.into(),
+        type_: "string".into(),
+        format: String::new(),
+        description: description.into(),
+        priority: 0,
+        path: Some(path.into()),
+    }
+}
+
+/// Built-in kinds' columns, as the real printers name them.
+fn builtin_columns(res: &ResourceDef) -> Vec<Column> {
+    let mut cols = Vec::new();
+    match (res.group.as_str(), res.plural.as_str()) {
+        ("", "namespaces") => cols.push(builtin(
+            "Status",
+            "The status of the namespace",
+            ".status.phase",
+        )),
+        ("coordination.k8s.io", "leases") => cols.push(builtin(
+            "Holder",
+            "holderIdentity contains the identity of the holder of a current lease. If Coordinated Leader Election is used, the holder identity must be equal to the elected LeaseCandidate.metadata.name field.",
+            ".spec.holderIdentity",
+        )),
+        _ => {}
+    }
+    cols.push(builtin("Age", AGE_DESCRIPTION, AGE));
+    cols
+}
+
+/// The path of built-in kinds' Age column: a string column the typed
+/// printers fill with the object's age.
+const AGE: &str = "<age>";
+
 fn columns(res: &ResourceDef, ver: &VersionDef) -> Vec<Column> {
     let mut cols = vec![Column {
         name: "Name".into(),
         type_: "string".into(),
         format: "name".into(),
-        description: "Name must be unique within a namespace.".into(),
+        description: NAME_DESCRIPTION.into(),
         priority: 0,
         path: None,
     }];
-    if ver.columns.is_empty() {
-        if res.group.is_empty() && res.plural == "namespaces" {
-            cols.push(Column {
-                name: "Status".into(),
-                type_: "string".into(),
-                format: String::new(),
-                description: "The status of the namespace".into(),
-                priority: 0,
-                path: Some(".status.phase".into()),
-            });
-        }
+    if res.custom && ver.columns.is_empty() {
+        // A CRD without printer columns gets Age, as on the real server.
         cols.push(Column {
-            name: "Age".into(),
             type_: "date".into(),
-            format: String::new(),
-            description: "Creation time".into(),
-            priority: 0,
-            path: Some(".metadata.creationTimestamp".into()),
+            ..builtin("Age", AGE_DESCRIPTION, ".metadata.creationTimestamp")
         });
-    } else {
+    } else if res.custom {
         cols.extend(ver.columns.iter().map(|c| Column {
             name: c.name.clone(),
             type_: c.type_.clone(),
             format: c.format.clone(),
-            description: c.description.clone(),
+            description: if c.description.is_empty() {
+                format!(
+                    "Custom resource definition column (in JSONPath format): {}",
+                    c.json_path
+                )
+            } else {
+                c.description.clone()
+            },
             priority: c.priority,
             path: Some(c.json_path.clone()),
         }));
+    } else {
+        cols.extend(builtin_columns(res));
     }
     cols
 }
 
-/// Evaluates the simple JSONPath of printer columns: `.a.b`, `.a[0].b`.
-fn eval<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
-    let mut cur = obj;
-    for part in path.trim_start_matches('.').split('.') {
-        if part.is_empty() {
-            continue;
-        }
-        let (field, idx) = match part.split_once('[') {
-            Some((f, rest)) => (f, rest.trim_end_matches(']').parse::<usize>().ok()),
-            None => (part, None),
-        };
-        if !field.is_empty() {
-            cur = cur.get(field)?;
-        }
-        if let Some(i) = idx {
-            cur = cur.get(i)?;
-        }
+/// HumanDuration of k8s.io/apimachinery/pkg/util/duration: how the real
+/// server prints an age.
+fn human_duration(secs: i64) -> String {
+    if secs < -1 {
+        return "<invalid>".into();
     }
-    Some(cur)
-}
-
-fn human_age(ts: &str) -> String {
-    let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else {
-        return "<unknown>".into();
+    if secs < 0 {
+        return "0s".into();
+    }
+    if secs < 120 {
+        return format!("{secs}s");
+    }
+    let (minutes, hours) = (secs / 60, secs / 3600);
+    let with = |big: i64, unit: &str, small: i64, small_unit: &str| {
+        if small == 0 {
+            format!("{big}{unit}")
+        } else {
+            format!("{big}{unit}{small}{small_unit}")
+        }
     };
-    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
-        .num_seconds()
-        .max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 3600 * 3 => format!("{}m", s / 60),
-        s if s < 86400 * 2 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
+    match hours {
+        _ if minutes < 10 => with(minutes, "m", secs % 60, "s"),
+        _ if minutes < 180 => format!("{minutes}m"),
+        h if h < 8 => with(h, "h", minutes % 60, "m"),
+        h if h < 48 => format!("{h}h"),
+        h if h < 24 * 8 => with(h / 24, "d", h % 24, "h"),
+        h if h < 24 * 365 * 2 => format!("{}d", h / 24),
+        h if h < 24 * 365 * 8 => with(h / 24 / 365, "y", (h / 24) % 365, "d"),
+        h => format!("{}y", h / 24 / 365),
     }
 }
 
+/// How long ago the RFC 3339 time `ts` was (`<invalid>` if it is not one).
+pub fn human_age(ts: &str) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else {
+        return "<invalid>".into();
+    };
+    human_duration((chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds())
+}
+
+/// A `string` column's text: jsonpath's PrintResults (maps and lists as
+/// JSON, scalars as text).
+fn text(v: &Value) -> Value {
+    match v {
+        Value::String(s) => json!(s),
+        Value::Null => Value::Null,
+        v => json!(v.to_string()),
+    }
+}
+
+/// The cell of the first value a column's path selects, typed as the real
+/// server's cellForJSONValue (nothing when the value is not of the type).
 fn cell(obj: &Value, col: &Column) -> Value {
     let Some(path) = &col.path else {
         return obj["metadata"]["name"].clone();
     };
-    match (eval(obj, path), col.type_.as_str()) {
-        (None, _) => Value::Null,
-        (Some(Value::String(s)), "date") => json!(human_age(s)),
-        (Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))), _) => v.clone(),
-        (Some(Value::Null), _) => Value::Null,
-        (Some(v), _) => json!(v.to_string()),
+    if path == AGE {
+        let created = obj["metadata"]["creationTimestamp"].as_str();
+        return json!(created.map_or_else(|| "<unknown>".into(), human_age));
+    }
+    let Some(v) = jsonpath::find(obj, path)
+        .ok()
+        .and_then(|found| found.first().copied())
+    else {
+        return Value::Null;
+    };
+    match (col.type_.as_str(), v) {
+        ("string", v) => text(v),
+        ("integer", Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().map(|f| f as i64))
+            .map_or(Value::Null, |i| json!(i)),
+        ("number", Value::Number(n)) => n.as_f64().map_or(Value::Null, |f| json!(f)),
+        ("boolean", Value::Bool(b)) => json!(b),
+        ("date", Value::String(s)) => json!(human_age(s)),
+        _ => Value::Null,
     }
 }
 
-fn row(obj: &Value, cols: &[Column], include: Include) -> Value {
-    let cells: Vec<Value> = cols.iter().map(|c| cell(obj, c)).collect();
+fn row(obj: &Value, cells: Vec<Value>, include: Include) -> Value {
     let mut row = json!({"cells": cells});
     match include {
         Include::None => {}
@@ -159,20 +224,37 @@ pub fn table<'a>(
     include: Include,
     with_columns: bool,
 ) -> Value {
-    let cols = columns(res, ver);
-    let rows: Vec<Value> = objs.into_iter().map(|o| row(o, &cols, include)).collect();
-    let defs: Vec<Value> = if with_columns {
-        cols.iter()
+    let (rows, defs): (Vec<Value>, Value) = if res.storage.is_event() {
+        // Events have a printer of their own (cells from the core v1 shape).
+        let rows = objs
+            .into_iter()
+            .map(|o| {
+                let core = match res.storage {
+                    Storage::EventsV1 => events::core_from_v1(o),
+                    _ => o.clone(),
+                };
+                row(o, events::cells(&core), include)
+            })
+            .collect();
+        (rows, events::columns())
+    } else {
+        let cols = columns(res, ver);
+        let rows = objs
+            .into_iter()
+            .map(|o| row(o, cols.iter().map(|c| cell(o, c)).collect(), include))
+            .collect();
+        let defs = cols
+            .iter()
             .map(|c| {
                 json!({
                     "name": c.name, "type": c.type_, "format": c.format,
                     "description": c.description, "priority": c.priority,
                 })
             })
-            .collect()
-    } else {
-        Vec::new()
+            .collect();
+        (rows, defs)
     };
+    let defs = if with_columns { defs } else { json!([]) };
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
@@ -204,15 +286,72 @@ mod tests {
         assert_eq!(t["columnDefinitions"][2]["name"], "Address");
         let cells = &t["rows"][0]["cells"];
         assert_eq!(cells[0], "we1");
-        assert!(cells[1].as_str().unwrap().ends_with('d'));
+        assert!(cells[1].as_str().unwrap().contains('y'), "{cells}");
         assert_eq!(cells[2], "10.0.0.1");
         assert!(t["rows"][0].get("object").is_none());
     }
 
     #[test]
-    fn jsonpath_with_index() {
-        let o = json!({"a": {"b": [{"c": 1}, {"c": 2}]}});
-        assert_eq!(eval(&o, ".a.b[1].c"), Some(&json!(2)));
-        assert_eq!(eval(&o, ".a.x"), None);
+    fn ready_column_of_the_mirror_crd() {
+        let crds = parse_crds(include_str!("../../../../deploy/crd.yaml")).unwrap();
+        let res = &crds[0];
+        let obj = json!({"metadata": {"name": "web"}, "status": {"provider": "sim", "members": 3,
+            "entries": 3, "conditions": [{"type": "Degraded", "status": "False"}, {"type": "Ready", "status": "True"}]}});
+        let t = table(
+            res,
+            &res.versions[0],
+            [&obj],
+            json!({}),
+            Include::None,
+            true,
+        );
+        let names: Vec<&str> = t["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        let ready = names.iter().position(|n| *n == "Ready").unwrap();
+        assert_eq!(t["rows"][0]["cells"][ready], "True");
+        let members = names.iter().position(|n| *n == "Members").unwrap();
+        assert_eq!(t["rows"][0]["cells"][members], 3);
+    }
+
+    #[test]
+    fn cells_are_typed_like_the_real_server() {
+        let col = |type_: &str| Column {
+            name: "c".into(),
+            type_: type_.into(),
+            format: String::new(),
+            description: String::new(),
+            priority: 0,
+            path: Some(".v".into()),
+        };
+        let c = |type_: &str, v: Value| cell(&json!({"v": v}), &col(type_));
+        assert_eq!(c("string", json!(3)), "3");
+        assert_eq!(c("string", json!({"a": 1})), r#"{"a":1}"#);
+        assert_eq!(c("integer", json!("3")), Value::Null);
+        assert_eq!(c("integer", json!(2.0)), 2);
+        assert_eq!(c("boolean", json!(true)), true);
+        assert_eq!(c("date", json!("x")), "<invalid>");
+    }
+
+    #[test]
+    fn ages_like_human_duration() {
+        let cases = [
+            (5, "5s"),
+            (119, "119s"),
+            (150, "2m30s"),
+            (600, "10m"),
+            (3 * 3600 + 60, "3h1m"),
+            (9 * 3600, "9h"),
+            (50 * 3600, "2d2h"),
+            (30 * 86400, "30d"),
+            (800 * 86400, "2y70d"),
+            (3000 * 86400, "8y"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(human_duration(secs), want, "{secs}");
+        }
     }
 }

@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::Shared;
 use super::handler::selectors;
 use super::request::ResourceRequest;
 use super::resources::ResourceDef;
@@ -22,6 +21,7 @@ use super::selector::Selectors;
 use super::status::{ApiError, Cause};
 use super::store::{Event, EventType, encode_watch_event};
 use super::table::{self, Include};
+use super::{Shared, convert};
 
 /// When the client sets no `timeoutSeconds` (the real server picks 30-60 min).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -45,7 +45,7 @@ pub fn serve(
     query: HashMap<String, String>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let sel = selectors(&query)?;
+    let sel = selectors(&query, &shared.registry.resources[rr.res])?;
     let param = |k: &str| query.get(k).map(String::as_str);
     check_options(param("sendInitialEvents"), param("resourceVersionMatch"))?;
     let bookmarks = param("allowWatchBookmarks") == Some("true");
@@ -85,14 +85,14 @@ pub fn serve(
         let store = shared.store();
         if (from.is_none() && !no_initial_events) || initial_events {
             let objs: Vec<Arc<Value>> = store
-                .iter(rr.res, rr.namespace.as_deref())
+                .iter(rr.slot, rr.namespace.as_deref())
                 .cloned()
                 .collect();
             Ok((Replay::Current(objs), store.subscribe(), store.current_rv()))
         } else {
             let from = from.unwrap_or_else(|| store.current_rv());
             store
-                .watch_from(rr.res, from)
+                .watch_from(rr.slot, from)
                 .map(|(past, rx)| (Replay::History(past), rx, from.max(1)))
         }
     };
@@ -231,7 +231,7 @@ impl Watcher {
                 ev = live.recv() => match ev {
                     Ok(ev) => {
                         progress = ev.rv;
-                        if ev.res == self.rr.res && !self.send_event(&ev).await {
+                        if ev.res == self.rr.slot && !self.send_event(&ev).await {
                             return;
                         }
                     }
@@ -310,15 +310,8 @@ impl Watcher {
     }
 
     async fn send_obj(&mut self, kind: &str, obj: &Value) -> bool {
-        let converted;
-        let obj = if obj["apiVersion"] == self.api_version.as_str() {
-            obj
-        } else {
-            let mut o = obj.clone();
-            o["apiVersion"] = json!(self.api_version);
-            converted = o;
-            &converted
-        };
+        let obj = convert::for_client(self.res(), obj, &self.api_version);
+        let obj = &*obj;
         let line = match self.table {
             Some(include) => {
                 let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
