@@ -146,6 +146,40 @@ async fn every_mirror_example_is_valid_against_the_crd() {
     );
 }
 
+/// kubectl sends protobuf bodies for built-in kinds: on either backend a
+/// namespace it creates is there (through the proxy on the real one).
+/// Multi-threaded: kubectl blocks this thread while the fake answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_creates_a_namespace_on_the_runs_backend() {
+    meshmirror_testkit::tools::require(meshmirror_testkit::tools::Tool::Kubectl);
+    let server = server_with_checked_in_crd().await;
+    let dir = std::env::temp_dir().join(format!("meshmirror-deploy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let kubectl = |args: &[&str]| {
+        let out = std::process::Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .arg("--cache-dir")
+            .arg(dir.join("cache"))
+            .output()
+            .expect("kubectl runs");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    kubectl(&["create", "namespace", "team-x"]);
+    assert_eq!(
+        kubectl(&["get", "namespace", "team-x", "-o", "name"]).trim(),
+        "namespace/team-x"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn the_crd_check_refuses_a_bad_mirror() {
     let server = server_with_checked_in_crd().await;

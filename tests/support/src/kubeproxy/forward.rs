@@ -148,10 +148,16 @@ async fn forward(
         format!("{path}?{}", encode_pairs(&query))
     };
     let mut upstream = http::Request::builder().method(method.clone()).uri(target);
-    for name in [header::CONTENT_TYPE, header::USER_AGENT] {
-        if let Some(v) = headers.get(&name) {
-            upstream = upstream.header(name, v);
+    if let Some(v) = headers.get(header::USER_AGENT) {
+        upstream = upstream.header(header::USER_AGENT, v);
+    }
+    // Protobuf bodies were turned into JSON above.
+    match headers.get(header::CONTENT_TYPE) {
+        Some(v) if v.to_str().is_ok_and(|ct| ct.contains("protobuf")) => {
+            upstream = upstream.header(header::CONTENT_TYPE, "application/json");
         }
+        Some(v) => upstream = upstream.header(header::CONTENT_TYPE, v),
+        None => {}
     }
     upstream = upstream.header(header::ACCEPT, json_accept(headers));
     let upstream = upstream
@@ -191,8 +197,9 @@ async fn forward(
     Ok(out)
 }
 
-/// The body with the test's namespaces prefixed. JSON (and YAML for an
-/// apply) is understood; protobuf is refused as the test kit's server does.
+/// The body with the test's namespaces prefixed, as JSON: JSON and YAML
+/// (an apply) as they are, protobuf (kubectl's built-in kinds) decoded by
+/// the test kit's server's decoder; CBOR is refused.
 fn request_body(
     state: &ProxyState,
     headers: &HeaderMap,
@@ -206,18 +213,27 @@ fn request_body(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if ct.contains("protobuf") || ct.contains("cbor") {
+    let mut value: Value = if ct.contains("protobuf") {
+        crate::apiserver::protobuf::to_json(body).map_err(|e| {
+            ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!("meshmirror-testkit proxy: {e}"),
+            )
+        })?
+    } else if ct.contains("cbor") {
         return Err(ApiError::new(
             415,
             "UnsupportedMediaType",
-            "meshmirror-testkit proxy: protobuf and CBOR bodies cannot be mapped to the test's namespaces; send JSON",
+            "meshmirror-testkit proxy: CBOR bodies cannot be mapped to the test's namespaces; send JSON",
         ));
-    }
-    let mut value: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(_) => serde_yaml::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!("the body is neither JSON nor YAML: {e}"))
-        })?,
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(_) => serde_yaml::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("the body is neither JSON nor YAML: {e}"))
+            })?,
+        }
     };
     state.tenancy.body(&mut value, namespaces);
     Ok(serde_json::to_vec(&value).unwrap_or_default())
