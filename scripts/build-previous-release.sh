@@ -5,7 +5,7 @@
 # the last line printed. A build without the cloud SDKs (--no-default-features:
 # the upgrade test mirrors a simulated cloud, `run --sim-file`), in its own
 # target directory under $HOME/.cache so that it never replaces the current
-# build's binaries: about 6 minutes cold on 2 cores, 0 s once built.
+# build's binaries: about 3 minutes cold on 2 cores, 0 s once built.
 #   scripts/build-previous-release.sh          build (once), print the path
 #   scripts/build-previous-release.sh --check  print the path if built, else fail
 set -euo pipefail

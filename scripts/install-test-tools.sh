@@ -60,7 +60,7 @@ done
 # naming the fix, when go or the Go module proxy is missing.
 KUBE_BIN=$(tests/kube/build.sh | tail -n 1)
 # The upgrade test's starting point: meshmirror as of the previous release
-# (tests/upgrade/previous-release), built once (about 6 minutes cold).
+# (tests/upgrade/previous-release), built once (about 3 minutes cold).
 PREVIOUS_RELEASE=$(scripts/build-previous-release.sh | tail -n 1)
 
 # Every tool must run, not merely exist: a test that needs a broken tool fails

@@ -18,9 +18,16 @@ cd "$(dirname "$0")/.."
 # plane (real_kube).
 REAL_SUITES=(controller aws gcp azure ha leader security faults documented_claims deploy upgrade)
 
+backends=${MESHMIRROR_KUBE:-fake,real}
+for backend in ${backends//,/ }; do
+  case $backend in
+    fake|real) ;;
+    *) echo "scripts/test.sh: MESHMIRROR_KUBE=$MESHMIRROR_KUBE: use fake, real or fake,real" >&2; exit 2 ;;
+  esac
+done
+
 scripts/install-test-tools.sh
 
-backends=${MESHMIRROR_KUBE:-fake,real}
 status=0
 
 if [[ ,$backends, == *,fake,* ]]; then

@@ -33,19 +33,37 @@ fn modules() -> BTreeMap<String, BTreeSet<String>> {
             let code = text.split("#[cfg(test)]").next().unwrap_or_default();
             let names = out.entry(top.clone()).or_default();
             for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
-                for (i, _) in line.match_indices("crate::") {
-                    let rest = &line[i + "crate::".len()..];
-                    let name: String = rest
-                        .chars()
-                        .take_while(|c| c.is_alphanumeric() || *c == '_')
-                        .collect();
-                    if !name.is_empty() && name != top {
+                for name in named_modules(line) {
+                    if name != top {
                         names.insert(name);
                     }
                 }
             }
         }
     }
+    out
+}
+
+/// The top-level modules a line names: `crate::a::x`, and each of
+/// `crate::{a, b::y}` (one line's group).
+fn named_modules(line: &str) -> Vec<String> {
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (i, _) in line.match_indices("crate::") {
+        let rest = &line[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let inner = group.split('}').next().unwrap_or_default();
+            out.extend(inner.split(',').map(ident).filter(|n| !n.is_empty()));
+        } else {
+            out.push(ident(rest));
+        }
+    }
+    out.retain(|n| !n.is_empty() && n != "self");
     out
 }
 
@@ -80,6 +98,17 @@ fn src_has_no_import_cycles() {
         .map(|c| c.join(" -> "))
         .collect();
     assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
+}
+
+#[test]
+fn grouped_and_plain_paths_are_read() {
+    assert_eq!(named_modules("use crate::a::X;"), ["a"]);
+    assert_eq!(named_modules("use crate::{b, c::Y};"), ["b", "c"]);
+    assert_eq!(
+        named_modules("let x = crate::d::f(crate::e::G);"),
+        ["d", "e"]
+    );
+    assert!(named_modules("// nothing").is_empty());
 }
 
 #[test]

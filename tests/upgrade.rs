@@ -71,7 +71,9 @@ impl Drop for Previous {
     }
 }
 
-#[tokio::test]
+/// Multi-threaded: stopping the previous release waits on this thread while
+/// the test kit's server (or proxy) keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_the_previous_release_wrote_is_adopted_with_zero_writes() {
     tools::require(Tool::PreviousRelease);
     let binary = tools::previous_release().expect("the previous release is built");

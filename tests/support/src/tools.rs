@@ -67,7 +67,7 @@ impl Tool {
                 "scripts/install-test-tools.sh (tests/kube/build.sh: Go 1.26 and the Go module proxy; about 15 minutes cold), plus the Debian packages openssl and curl"
             }
             Tool::PreviousRelease => {
-                "scripts/install-test-tools.sh (scripts/build-previous-release.sh: about 6 minutes cold)"
+                "scripts/install-test-tools.sh (scripts/build-previous-release.sh: about 3 minutes cold)"
             }
         }
     }

@@ -78,6 +78,7 @@ impl Counters {
     pub fn reset(&self) {
         *lock(&self.counts) = RequestCounts::default();
         lock(&self.by_agent).clear();
+        *lock(&self.cluster_wide) = RequestCounts::default();
         lock(&self.writes).clear();
     }
 }

@@ -4,11 +4,12 @@
 //! so the controller a test runs is held to the shipped RBAC.
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, PostParams};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::realkube::repo_root;
 
@@ -72,6 +73,42 @@ pub async fn service_token(admin: &kube::Client, prefix: &str) -> Result<String,
         .status
         .map(|s| s.token)
         .ok_or_else(|| "TokenRequest answered without a token".into())
+}
+
+/// Waits (up to 10 s) until the server grants `service` what the shipped
+/// RBAC says: the API server's authorizer may lag the bindings just
+/// created, and a test must not see its first requests refused.
+pub async fn wait_until_granted(service: &kube::Client) -> Result<(), String> {
+    let checks = [
+        json!({"verb": "list", "group": "networking.istio.io", "resource": "workloadentries"}),
+        json!({"verb": "watch", "group": "meshmirror.io", "resource": "scalinggroupmirrors"}),
+        json!({"verb": "get", "group": "coordination.k8s.io", "resource": "leases",
+               "namespace": SERVICE_NAMESPACE, "name": SERVICE_ACCOUNT}),
+    ];
+    let api: Api<SelfSubjectAccessReview> = Api::all(service.clone());
+    let started = std::time::Instant::now();
+    for attributes in checks {
+        let review: SelfSubjectAccessReview = serde_json::from_value(json!({
+            "spec": {"resourceAttributes": attributes}
+        }))
+        .map_err(|e| e.to_string())?;
+        loop {
+            let answer = api
+                .create(&PostParams::default(), &review)
+                .await
+                .map_err(|e| format!("SelfSubjectAccessReview: {e}"))?;
+            if answer.status.is_some_and(|s| s.allowed) {
+                break;
+            }
+            if started.elapsed() > std::time::Duration::from_secs(10) {
+                return Err(format!(
+                    "the shipped RBAC does not grant {attributes} within 10 s"
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
 }
 
 fn shipped_rbac() -> Result<Vec<Value>, String> {

@@ -153,14 +153,26 @@ impl KubeProxy {
             .state
             .service_token
             .get_or_init(|| async {
-                identity::service_token(&self.setup_client(), self.state.tenancy.prefix())
+                let token =
+                    identity::service_token(&self.setup_client(), self.state.tenancy.prefix())
+                        .await
+                        .unwrap_or_else(|e| {
+                            panic!("the service's identity on the real server: {e}")
+                        });
+                let mut probe = self.token_config(&token);
+                probe.headers.push((
+                    http::HeaderName::from_static(forward::SETUP_HEADER),
+                    http::HeaderValue::from_static("1"),
+                ));
+                let probe =
+                    kube::Client::try_from(probe).expect("a plain-http kube client always builds");
+                identity::wait_until_granted(&probe)
                     .await
-                    .unwrap_or_else(|e| panic!("the service's identity on the real server: {e}"))
+                    .unwrap_or_else(|e| panic!("the service's identity on the real server: {e}"));
+                token
             })
             .await;
-        let uri: http::Uri = self.url().parse().expect("the proxy's URL is a URI");
-        let mut config = kube::Config::new(uri);
-        config.auth_info.token = Some(token.clone().into());
+        let mut config = self.token_config(token);
         if let Some(agent) = agent {
             config.headers.push((
                 http::header::USER_AGENT,
@@ -168,6 +180,14 @@ impl KubeProxy {
             ));
         }
         kube::Client::try_from(config).expect("a plain-http kube client always builds")
+    }
+
+    /// A client config for this proxy that sends `token`.
+    fn token_config(&self, token: &str) -> kube::Config {
+        let uri: http::Uri = self.url().parse().expect("the proxy's URL is a URI");
+        let mut config = kube::Config::new(uri);
+        config.auth_info.token = Some(token.to_string().into());
+        config
     }
 
     pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> std::io::Result<()> {

@@ -16,6 +16,16 @@ const NAMESPACE_FIELDS: [&str; 3] = [
     "regarding.namespace",
 ];
 
+/// Where a request body names a namespace (JSON pointers); RoleBinding
+/// `subjects[]` too.
+const NAMESPACE_PATHS: [&str; 5] = [
+    "/metadata/namespace",
+    "/involvedObject/namespace",
+    "/regarding/namespace",
+    "/related/namespace",
+    "/spec/resourceAttributes/namespace",
+];
+
 /// A test's namespace prefix: lower-case letters and digits, then `-`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tenancy {
@@ -93,30 +103,28 @@ impl Tenancy {
             .join(",")
     }
 
-    /// Prefixes every string `namespace` field of a request body, and the
-    /// name of a Namespace (`namespaces`: the body is one).
+    /// Prefixes the namespace fields of a request body that name a namespace
+    /// (the object's own, an Event's subjects, RBAC subjects, an access
+    /// review's), and the name of a Namespace (`namespaces`: the body is
+    /// one). Other fields called `namespace` (a label, data) stay as written.
     pub fn body(&self, body: &mut Value, namespaces: bool) {
-        self.namespace_fields(body);
-        if namespaces
-            && let Some(name) = body.pointer_mut("/metadata/name")
-            && let Some(s) = name.as_str()
-        {
-            *name = Value::String(self.to_server(s));
-        }
-    }
-
-    fn namespace_fields(&self, v: &mut Value) {
-        match v {
-            Value::Object(map) => {
-                for (k, child) in map.iter_mut() {
-                    match child {
-                        Value::String(s) if k == "namespace" => *s = self.to_server(s),
-                        _ => self.namespace_fields(child),
-                    }
-                }
+        let at = |pointer: &str, v: &mut Value| {
+            if let Some(field) = v.pointer_mut(pointer)
+                && let Some(ns) = field.as_str()
+            {
+                *field = Value::String(self.to_server(ns));
             }
-            Value::Array(items) => items.iter_mut().for_each(|i| self.namespace_fields(i)),
-            _ => {}
+        };
+        for pointer in NAMESPACE_PATHS {
+            at(pointer, body);
+        }
+        if let Some(subjects) = body.get_mut("subjects").and_then(Value::as_array_mut) {
+            for subject in subjects {
+                at("/namespace", subject);
+            }
+        }
+        if namespaces {
+            at("/metadata/name", body);
         }
     }
 
