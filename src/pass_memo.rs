@@ -122,6 +122,22 @@ impl PassMemo {
         })
     }
 
+    /// The status this process wrote for the mirror within the echo wait,
+    /// unless `cached` (the mirror cache's copy) was written later: the base
+    /// a pass builds its status on while the cache lags behind its own write.
+    pub fn status_base(
+        &self,
+        uid: &str,
+        now: Instant,
+        cached: &ScalingGroupMirrorStatus,
+    ) -> Option<ScalingGroupMirrorStatus> {
+        let mirrors = self.mirrors.lock().ok()?;
+        let (written, at) = mirrors.get(uid)?.status.as_ref()?;
+        // RFC 3339 in UTC with whole seconds: the strings order as the times.
+        let newer_in_cache = cached.last_sync_time > written.last_sync_time;
+        (now.duration_since(*at) < STATUS_ECHO_WAIT && !newer_in_cache).then(|| written.clone())
+    }
+
     pub fn forget(&self, uid: &str) {
         if let Ok(mut mirrors) = self.mirrors.lock() {
             mirrors.remove(uid);
@@ -181,6 +197,39 @@ mod tests {
         assert!(memo.clean("other", Some(1), &m, &none, Some(7)).is_none());
         memo.dirty("u");
         missed(1, &m, &none, Some(7), "dirtied");
+    }
+
+    #[test]
+    fn a_pass_builds_on_its_own_recent_status_unless_the_cache_has_a_later_one() {
+        let memo = PassMemo::default();
+        let t = Instant::now();
+        let stamped = |entries: u32, at: &str| ScalingGroupMirrorStatus {
+            entries,
+            last_sync_time: Some(at.into()),
+            ..Default::default()
+        };
+        let lagging = ScalingGroupMirrorStatus::default();
+        assert!(
+            memo.status_base("u", t, &lagging).is_none(),
+            "nothing written yet"
+        );
+        memo.status_written("u", &stamped(2, "2026-12-04T10:00:05Z"), t);
+        let base = memo.status_base("u", t, &lagging).unwrap();
+        assert_eq!(
+            base.entries, 2,
+            "the cache has not caught up: the own write"
+        );
+        let later = stamped(5, "2026-12-04T10:00:09Z");
+        assert!(
+            memo.status_base("u", t, &later).is_none(),
+            "a later copy wins"
+        );
+        assert!(
+            memo.status_base("u", t + STATUS_ECHO_WAIT, &lagging)
+                .is_none(),
+            "trusted for a while only"
+        );
+        assert!(memo.status_base("other", t, &lagging).is_none());
     }
 
     #[test]

@@ -217,7 +217,14 @@ impl Reconciler {
     ) -> PassReport {
         let spec = &mirror.spec;
         let generation = mirror.metadata.generation;
-        let old = mirror.status.clone().unwrap_or_default();
+        let cached = mirror.status.clone().unwrap_or_default();
+        // The mirror cache may not have caught up with this process's last
+        // status write (a real API server's watch lags): build on that write,
+        // or a failing pass would report the entries of an older status.
+        let old = self
+            .memo
+            .status_base(&owner.uid, Instant::now(), &cached)
+            .unwrap_or(cached);
         let mut status = ScalingGroupMirrorStatus {
             observed_generation: generation,
             ..old.clone()
