@@ -6,10 +6,9 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
-use crate::apiserver::{ApiServer, Faults, Injected, LoggedWrite, Match, RequestCounts};
-use crate::kubeproxy::{KubeProxy, ProxyFaults};
+use crate::apiserver::{ApiServer, Faults, LoggedWrite, RequestCounts};
+use crate::kubeproxy::KubeProxy;
 use crate::realkube::RealKube;
 
 /// The variable that picks the backend.
@@ -155,75 +154,10 @@ impl TestKube {
         }
     }
 
-    pub fn faults(&self) -> TestFaults {
+    pub fn faults(&self) -> Faults {
         match self {
-            TestKube::Fake(s) => TestFaults::Fake(s.faults()),
-            TestKube::Real(p) => TestFaults::Real(p.faults()),
-        }
-    }
-}
-
-/// Faults on either backend.
-#[derive(Clone)]
-pub enum TestFaults {
-    Fake(Faults),
-    Real(ProxyFaults),
-}
-
-impl TestFaults {
-    pub fn fail_next(&self, m: Match, n: u32, error: Injected) {
-        match self {
-            TestFaults::Fake(f) => f.fail_next(m, n, error),
-            TestFaults::Real(f) => f.fail_next(m, n, error),
-        }
-    }
-
-    pub fn delay(&self, m: Match, by: Duration) {
-        match self {
-            TestFaults::Fake(f) => f.delay(m, by),
-            TestFaults::Real(f) => f.delay(m, by),
-        }
-    }
-
-    pub fn clear(&self) {
-        match self {
-            TestFaults::Fake(f) => f.clear(),
-            TestFaults::Real(f) => f.clear(),
-        }
-    }
-
-    pub fn close_watches(&self) {
-        match self {
-            TestFaults::Fake(f) => f.close_watches(),
-            TestFaults::Real(f) => f.close_watches(),
-        }
-    }
-
-    pub fn compact(&self) {
-        match self {
-            TestFaults::Fake(f) => f.compact(),
-            TestFaults::Real(f) => f.compact(),
-        }
-    }
-
-    pub async fn go_down(&self) {
-        match self {
-            TestFaults::Fake(f) => f.go_down().await,
-            TestFaults::Real(f) => f.go_down().await,
-        }
-    }
-
-    pub fn come_up(&self) -> std::io::Result<()> {
-        match self {
-            TestFaults::Fake(f) => f.come_up(),
-            TestFaults::Real(f) => f.come_up(),
-        }
-    }
-
-    pub async fn down_for(&self, d: Duration) -> std::io::Result<()> {
-        match self {
-            TestFaults::Fake(f) => f.down_for(d).await,
-            TestFaults::Real(f) => f.down_for(d).await,
+            TestKube::Fake(s) => s.faults(),
+            TestKube::Real(p) => p.faults(),
         }
     }
 }

@@ -16,4 +16,4 @@ pub use apiserver::{
     ApiServer, ApiServerBuilder, CrdError, Faults, Injected, LoggedWrite, Match, RequestCounts,
     StartError, Verb,
 };
-pub use backend::{Backend, TestFaults, TestKube};
+pub use backend::{Backend, TestKube};

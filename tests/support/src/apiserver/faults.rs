@@ -4,6 +4,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
+use std::sync::{Arc, Mutex};
+
+use super::listener::Listener;
+use super::lock;
 use super::status::ApiError;
 
 /// The Kubernetes verb of a resource request.
@@ -278,6 +282,91 @@ impl FaultRules {
             }
         }
         (delay, err)
+    }
+}
+
+/// What a server does to its watches when a test asks: the test kit's own
+/// server and the proxy in front of a real one each in their own way.
+pub(crate) trait Watches: Send + Sync {
+    /// Ends every open watch.
+    fn close_all(&self);
+    /// The next watch from an older resourceVersion (and an older list
+    /// `continue` token) gets 410 Expired.
+    fn compact(&self);
+}
+
+/// Faults to inject into a running server: the test kit's [`super::ApiServer`]
+/// or the proxy in front of a real one (`crate::kubeproxy`).
+#[derive(Clone)]
+pub struct Faults {
+    rules: Arc<Mutex<FaultRules>>,
+    listener: Arc<Listener>,
+    watches: Arc<dyn Watches>,
+}
+
+impl fmt::Debug for Faults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Faults")
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Faults {
+    pub(crate) fn new(
+        rules: Arc<Mutex<FaultRules>>,
+        listener: Arc<Listener>,
+        watches: Arc<dyn Watches>,
+    ) -> Faults {
+        Faults {
+            rules,
+            listener,
+            watches,
+        }
+    }
+
+    /// The next `n` requests matching `m` fail with `error`.
+    pub fn fail_next(&self, m: Match, n: u32, error: Injected) {
+        lock(&self.rules).fail_next(m, n, error);
+    }
+
+    /// Every request matching `m` waits `by` before it is served (until [`Self::clear`]).
+    pub fn delay(&self, m: Match, by: Duration) {
+        lock(&self.rules).delay(m, by);
+    }
+
+    /// Removes pending failures and delays.
+    pub fn clear(&self) {
+        lock(&self.rules).clear();
+    }
+
+    /// Ends every open watch (clients see the stream end and re-watch).
+    pub fn close_watches(&self) {
+        self.watches.close_all();
+    }
+
+    /// Drops the watch history: the next watch from an older resourceVersion
+    /// (and any older list `continue` token) gets 410 Expired.
+    pub fn compact(&self) {
+        self.watches.compact();
+    }
+
+    /// The server goes down: the port refuses connections and open connections
+    /// (watches included) are cut. State is kept.
+    pub async fn go_down(&self) {
+        self.listener.stop().await;
+    }
+
+    /// The server comes back on the same port.
+    pub fn come_up(&self) -> std::io::Result<()> {
+        self.listener.resume()
+    }
+
+    /// Down for `d`, then up again.
+    pub async fn down_for(&self, d: Duration) -> std::io::Result<()> {
+        self.go_down().await;
+        tokio::time::sleep(d).await;
+        self.come_up()
     }
 }
 

@@ -31,7 +31,7 @@ use std::time::Duration;
 use axum::Router;
 use tokio::sync::watch as tokio_watch;
 
-pub use faults::{Injected, LoggedWrite, Match, RequestCounts, Verb};
+pub use faults::{Faults, Injected, LoggedWrite, Match, RequestCounts, Verb};
 pub use resources::CrdError;
 
 pub(crate) use counters::{Counted, Counters};
@@ -64,7 +64,7 @@ pub(crate) struct Shared {
     registry: Registry,
     store: Mutex<Store>,
     counters: Counters,
-    faults: Mutex<FaultRules>,
+    faults: Arc<Mutex<FaultRules>>,
     close_watches: tokio_watch::Sender<u64>,
     bookmark_interval: Duration,
     addr: SocketAddr,
@@ -176,7 +176,7 @@ impl ApiServerBuilder {
             registry,
             store: Mutex::new(store),
             counters: Counters::default(),
-            faults: Mutex::new(FaultRules::default()),
+            faults: Arc::default(),
             close_watches,
             bookmark_interval: self.bookmark_interval,
             addr: actual,
@@ -254,10 +254,11 @@ impl ApiServer {
 
     /// Fault injection.
     pub fn faults(&self) -> Faults {
-        Faults {
-            shared: self.shared.clone(),
-            listener: self.listener.clone(),
-        }
+        Faults::new(
+            self.shared.faults.clone(),
+            self.listener.clone(),
+            self.shared.clone(),
+        )
     }
 
     /// Requests counted so far, by verb and resource.
@@ -335,55 +336,14 @@ pub(crate) fn write_kubeconfig(url: &str, path: &Path) -> std::io::Result<()> {
     std::fs::write(path, yaml)
 }
 
-/// Faults to inject into a running [`ApiServer`].
-#[derive(Clone, Debug)]
-pub struct Faults {
-    shared: Arc<Shared>,
-    listener: Arc<Listener>,
-}
-
-impl Faults {
-    /// The next `n` requests matching `m` fail with `error`.
-    pub fn fail_next(&self, m: Match, n: u32, error: Injected) {
-        lock(&self.shared.faults).fail_next(m, n, error);
+/// The test kit's own watches: ended through their shared signal, history
+/// dropped from the store.
+impl faults::Watches for Shared {
+    fn close_all(&self) {
+        self.close_watches.send_modify(|n| *n += 1);
     }
 
-    /// Every request matching `m` waits `by` before it is served (until [`Self::clear`]).
-    pub fn delay(&self, m: Match, by: Duration) {
-        lock(&self.shared.faults).delay(m, by);
-    }
-
-    /// Removes pending failures and delays.
-    pub fn clear(&self) {
-        lock(&self.shared.faults).clear();
-    }
-
-    /// Ends every open watch (clients see the stream end and re-watch).
-    pub fn close_watches(&self) {
-        self.shared.close_watches.send_modify(|n| *n += 1);
-    }
-
-    /// Drops the watch history: the next watch from an older resourceVersion
-    /// (and any list `continue` token) gets 410 Expired.
-    pub fn compact(&self) {
-        self.shared.store().compact();
-    }
-
-    /// The server goes down: the port refuses connections and open connections
-    /// (watches included) are cut. State is kept.
-    pub async fn go_down(&self) {
-        self.listener.stop().await;
-    }
-
-    /// The server comes back on the same port.
-    pub fn come_up(&self) -> std::io::Result<()> {
-        self.listener.resume()
-    }
-
-    /// Down for `d`, then up again.
-    pub async fn down_for(&self, d: Duration) -> std::io::Result<()> {
-        self.go_down().await;
-        tokio::time::sleep(d).await;
-        self.come_up()
+    fn compact(&self) {
+        self.store().compact();
     }
 }

@@ -20,14 +20,14 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use tokio::sync::watch as tokio_watch;
 
+use crate::apiserver::faults::Watches;
 use crate::apiserver::listener::{self, Listener};
 use crate::apiserver::{
-    Counters, FaultRules, Injected, LoggedWrite, Match, RequestCounts, client_for, kubeconfig_for,
+    Counters, FaultRules, Faults, LoggedWrite, RequestCounts, client_for, kubeconfig_for,
     write_kubeconfig,
 };
 use crate::realkube::RealKube;
@@ -43,7 +43,7 @@ struct ProxyState {
     /// The test's namespaces created on the server so far.
     ensured: tokio::sync::Mutex<HashSet<String>>,
     counters: Counters,
-    faults: Mutex<FaultRules>,
+    faults: Arc<Mutex<FaultRules>>,
     close_watches: tokio_watch::Sender<u64>,
     versions: Arc<Mutex<Versions>>,
     /// The service's ServiceAccount token, once set up.
@@ -93,7 +93,7 @@ impl KubeProxy {
             tenancy: Tenancy::new(&format!("mm{id}")),
             ensured: tokio::sync::Mutex::default(),
             counters: Counters::default(),
-            faults: Mutex::default(),
+            faults: Arc::default(),
             close_watches,
             versions: Arc::default(),
             service_token: tokio::sync::OnceCell::new(),
@@ -214,11 +214,12 @@ impl KubeProxy {
         self.state.counters.reset();
     }
 
-    pub fn faults(&self) -> ProxyFaults {
-        ProxyFaults {
-            state: self.state.clone(),
-            listener: self.listener.clone(),
-        }
+    pub fn faults(&self) -> Faults {
+        Faults::new(
+            self.state.faults.clone(),
+            self.listener.clone(),
+            self.state.clone(),
+        )
     }
 }
 
@@ -228,54 +229,20 @@ impl Drop for KubeProxy {
     }
 }
 
-/// Faults the proxy injects; the same as the test kit server's `Faults`.
-#[derive(Clone)]
-pub struct ProxyFaults {
-    state: Arc<ProxyState>,
-    listener: Arc<Listener>,
-}
-
-impl ProxyFaults {
-    pub fn fail_next(&self, m: Match, n: u32, error: Injected) {
-        lock(&self.state.faults).fail_next(m, n, error);
+/// The watches open through the proxy: ended through their shared signal;
+/// a compaction is played (a real one would not reach the API server's
+/// watch cache at a moment a test can choose): a watch from a
+/// resourceVersion older than the newest the proxy has passed on, and a list
+/// `continue` token handed out so far, get 410 Expired.
+impl Watches for ProxyState {
+    fn close_all(&self) {
+        self.close_watches.send_modify(|n| *n += 1);
     }
 
-    pub fn delay(&self, m: Match, by: Duration) {
-        lock(&self.state.faults).delay(m, by);
-    }
-
-    pub fn clear(&self) {
-        lock(&self.state.faults).clear();
-    }
-
-    /// Ends every watch open through the proxy.
-    pub fn close_watches(&self) {
-        self.state.close_watches.send_modify(|n| *n += 1);
-    }
-
-    /// As if the server had compacted its history: a watch from a
-    /// resourceVersion older than the newest one the proxy has passed on,
-    /// and a list `continue` token handed out so far, get 410 Expired. (A
-    /// real compaction of etcd would not reach the API server's watch cache
-    /// at a moment a test can choose.)
-    pub fn compact(&self) {
-        let mut v = lock(&self.state.versions);
+    fn compact(&self) {
+        let mut v = lock(&self.versions);
         v.compacted_below = v.highest;
         let issued = std::mem::take(&mut v.issued_tokens);
         v.expired_tokens.extend(issued);
-    }
-
-    pub async fn go_down(&self) {
-        self.listener.stop().await;
-    }
-
-    pub fn come_up(&self) -> std::io::Result<()> {
-        self.listener.resume()
-    }
-
-    pub async fn down_for(&self, d: Duration) -> std::io::Result<()> {
-        self.go_down().await;
-        tokio::time::sleep(d).await;
-        self.come_up()
     }
 }
