@@ -23,8 +23,11 @@ fi
 if [ "${1:-}" = --check ]; then
   die "the previous release ($commit) is not built: run scripts/build-previous-release.sh (or scripts/install-test-tools.sh)"
 fi
+# A shallow clone lacks it: fetch that one commit from where the clone came from.
 git cat-file -e "$commit^{commit}" 2>/dev/null \
-  || die "commit $commit is not in this clone; fetch main's history (git fetch --unshallow)"
+  || git fetch --quiet --depth 1 origin "$commit" \
+  || die "commit $commit is not in this clone and 'git fetch origin $commit' failed; fetch main's history (git fetch --unshallow)"
+git cat-file -e "$commit^{commit}" 2>/dev/null || die "commit $commit is still missing after fetching it"
 
 src=$(mktemp -d "${TMPDIR:-/tmp}/meshmirror-release.XXXXXX")
 trap 'rm -rf "$src"' EXIT
