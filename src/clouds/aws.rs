@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use meshmirror_aws::{AwsConfig, AwsProvider, MessageOutcome, Observer};
+use meshmirror_aws::{AwsConfig, AwsProvider};
 use meshmirror_provider::RetryPolicy;
 
-use crate::metrics::{EventLabels, Metrics, ProviderOpLabels};
+use super::MetricsObserver;
+use crate::metrics::Metrics;
 use crate::providers::Providers;
 
 /// Flags of the aws provider. Credentials come from the SDK's default chain
@@ -45,58 +46,6 @@ impl AwsArgs {
     }
 }
 
-/// Turns the provider's counts into meshmirror's metrics.
-struct MetricsObserver(Arc<Metrics>);
-
-impl Observer for MetricsObserver {
-    fn message(&self, outcome: MessageOutcome) {
-        // Messages that become events are counted by the controller.
-        let outcome = match outcome {
-            MessageOutcome::Event => return,
-            MessageOutcome::Malformed => "malformed",
-            MessageOutcome::Ignored | MessageOutcome::Foreign => "ignored",
-        };
-        self.0
-            .events
-            .get_or_create(&EventLabels {
-                provider: "aws".into(),
-                outcome: outcome.into(),
-            })
-            .inc();
-    }
-
-    fn rebalance(&self) {
-        self.0
-            .events
-            .get_or_create(&EventLabels {
-                provider: "aws".into(),
-                outcome: "rebalance_recommendation".into(),
-            })
-            .inc();
-    }
-
-    fn throttled(&self, operation: &'static str) {
-        // Throttles of a pass or a hook answer are already counted by the
-        // provider wrapper (operation `members`, `complete_lifecycle`).
-        if matches!(
-            operation,
-            "DescribeAutoScalingGroups"
-                | "DescribeInstances"
-                | "DescribeLifecycleHooks"
-                | "CompleteLifecycleAction"
-        ) {
-            return;
-        }
-        self.0
-            .provider_throttles
-            .get_or_create(&ProviderOpLabels {
-                provider: "aws".into(),
-                operation: operation.into(),
-            })
-            .inc();
-    }
-}
-
 /// Registers the aws provider. Clients are created per region when a mirror
 /// first names it, so a cluster without AWS mirrors never calls AWS.
 pub async fn register(
@@ -104,8 +53,8 @@ pub async fn register(
     args: &AwsArgs,
     metrics: &Arc<Metrics>,
 ) -> Result<(), String> {
-    let observer: Arc<dyn Observer> = Arc::new(MetricsObserver(metrics.clone()));
-    let provider = AwsProvider::with_observer(args.config(), Some(observer));
+    let provider =
+        AwsProvider::new(args.config()).with_observer(MetricsObserver::shared("aws", metrics));
     providers.add(provider, metrics.clone(), RetryPolicy::default());
     Ok(())
 }

@@ -4,12 +4,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshmirror_azure::{
-    AzureConfig, AzureObserver, AzureProvider, CredentialConfig, CredentialKind,
-};
+use meshmirror_azure::{AzureConfig, AzureProvider, CredentialConfig, CredentialKind};
 use meshmirror_provider::RetryPolicy;
 
-use crate::metrics::{ApiCallLabels, EventLabels, Metrics, RateLimitLabels};
+use super::MetricsObserver;
+use crate::metrics::Metrics;
 use crate::providers::Providers;
 
 /// Flags of the azure provider. Credentials: workload identity (AKS), a
@@ -92,46 +91,6 @@ impl AzureArgs {
     }
 }
 
-/// Turns what the provider sees into meshmirror's metrics.
-struct MetricsObserver(Arc<Metrics>);
-
-impl AzureObserver for MetricsObserver {
-    fn api_call(&self, operation: &str, status: u16) {
-        self.0
-            .cloud_api_calls
-            .get_or_create(&ApiCallLabels {
-                provider: "azure".into(),
-                operation: operation.into(),
-                status: status.to_string(),
-            })
-            .inc();
-    }
-
-    fn ratelimit_remaining(&self, header: &str, remaining: u64) {
-        self.0
-            .cloud_ratelimit_remaining
-            .get_or_create(&RateLimitLabels {
-                provider: "azure".into(),
-                header: header.into(),
-            })
-            .set(i64::try_from(remaining).unwrap_or(i64::MAX));
-    }
-
-    fn queue_message(&self, outcome: &str) {
-        // Messages that become events are counted by the controller.
-        if outcome == "event" {
-            return;
-        }
-        self.0
-            .events
-            .get_or_create(&EventLabels {
-                provider: "azure".into(),
-                outcome: outcome.into(),
-            })
-            .inc();
-    }
-}
-
 /// Registers the azure provider. Nothing calls Azure until a mirror names a
 /// scale set (or the event queue is configured).
 pub async fn register(
@@ -139,9 +98,9 @@ pub async fn register(
     args: &AzureArgs,
     metrics: &Arc<Metrics>,
 ) -> Result<(), String> {
-    let mut config = args.config()?;
-    config.observer = Arc::new(MetricsObserver(metrics.clone()));
-    let provider = AzureProvider::new(config).map_err(|e| e.to_string())?;
+    let provider = AzureProvider::new(args.config()?)
+        .map_err(|e| e.to_string())?
+        .with_observer(MetricsObserver::shared("azure", metrics));
     providers.add(provider, metrics.clone(), RetryPolicy::default());
     Ok(())
 }

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use meshmirror_gcp::{Auth, EventOutcome, GcpConfig, GcpProvider, PubSubConfig};
+use meshmirror_gcp::{Auth, GcpConfig, GcpProvider, PubSubConfig};
 use meshmirror_provider::RetryPolicy;
 
-use crate::metrics::{EventLabels, Metrics};
+use super::MetricsObserver;
+use crate::metrics::Metrics;
 use crate::providers::Providers;
 
 /// Flags of the gcp provider. Credentials are Application Default
@@ -52,21 +53,8 @@ pub async fn register(
     args: &GcpArgs,
     metrics: &Arc<Metrics>,
 ) -> Result<(), String> {
-    let counter = metrics.clone();
-    let provider = GcpProvider::new(args.config()).with_outcome_sink(Arc::new(move |outcome| {
-        // Messages that become events are counted by the controller.
-        let outcome = match outcome {
-            EventOutcome::Malformed => "malformed",
-            EventOutcome::Unmatched => "ignored",
-        };
-        counter
-            .events
-            .get_or_create(&EventLabels {
-                provider: "gcp".into(),
-                outcome: outcome.into(),
-            })
-            .inc();
-    }));
+    let provider =
+        GcpProvider::new(args.config()).with_observer(MetricsObserver::shared("gcp", metrics));
     providers.add(provider, metrics.clone(), RetryPolicy::default());
     Ok(())
 }

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
 use futures::StreamExt;
 use meshmirror_provider::{
-    Ack, BoxEventStream, GroupEvent, GroupEventKind, GroupRef, LifecycleKind,
+    Ack, BoxEventStream, FeedOutcome, GroupEvent, GroupEventKind, GroupRef, LifecycleKind,
+    Reconnect,
 };
 use tokio::sync::mpsc;
 
@@ -21,11 +22,12 @@ use crate::describe;
 use crate::error;
 use crate::message::{self, GroupNotice, InstanceNotice, Message, Parsed};
 use crate::provider::Inner;
-use crate::stats::MessageOutcome;
 
 /// At most this many events wait for the controller before polling pauses.
 const BUFFER: usize = 100;
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Waits between failed receives: full jitter under 1s, 2s, 4s ... 30s.
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 pub(crate) fn start(inner: Arc<Inner>) -> Option<BoxEventStream> {
     let url = inner.config.event_queue_url.clone()?;
@@ -50,7 +52,7 @@ async fn poll(inner: Arc<Inner>, url: String, tx: mpsc::Sender<GroupEvent>) {
     }
     tracing::info!(queue = %url, %region, ?accounts, "polling the AWS event queue");
     let wait = inner.config.receive_wait.min(Duration::from_secs(20));
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Reconnect::new(BACKOFF_BASE, BACKOFF_MAX);
     loop {
         if tx.is_closed() {
             return;
@@ -69,15 +71,16 @@ async fn poll(inner: Arc<Inner>, url: String, tx: mpsc::Sender<GroupEvent>) {
         };
         let out = match received {
             Ok(out) => {
-                backoff = Duration::from_secs(1);
+                backoff.succeeded();
                 out
             }
             Err(e) => {
                 let err = error::map("ReceiveMessage", e);
                 inner.throttled("ReceiveMessage", &err);
-                tracing::warn!(%err, retry_in = ?backoff, "cannot receive from the event queue");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                let retry_in = backoff.next_delay();
+                tracing::warn!(%err, ?retry_in, failures = backoff.failures(),
+                    "cannot receive from the event queue");
+                tokio::time::sleep(retry_in).await;
                 continue;
             }
         };
@@ -88,10 +91,7 @@ async fn poll(inner: Arc<Inner>, url: String, tx: mpsc::Sender<GroupEvent>) {
             let id = msg.message_id().unwrap_or("?");
             match to_event(&inner, body, &region, &accounts).await {
                 Handled::Event(group, kind) => {
-                    inner.stats.message(MessageOutcome::Event);
-                    if let Some(o) = &inner.observer {
-                        o.message(MessageOutcome::Event);
-                    }
+                    inner.message(FeedOutcome::Event);
                     let (ack, acked) = Ack::new();
                     let event = GroupEvent { group, kind, ack };
                     if tx.send(event).await.is_err() {
@@ -108,15 +108,12 @@ async fn poll(inner: Arc<Inner>, url: String, tx: mpsc::Sender<GroupEvent>) {
                 }
                 Handled::Drop(outcome, why) => {
                     match outcome {
-                        MessageOutcome::Malformed => {
+                        FeedOutcome::Malformed => {
                             tracing::warn!(message = id, %why, "malformed event message deleted")
                         }
                         _ => tracing::debug!(message = id, %why, "event message deleted unused"),
                     }
-                    inner.stats.message(outcome);
-                    if let Some(o) = &inner.observer {
-                        o.message(outcome);
-                    }
+                    inner.message(outcome);
                     let _ = delete_tx.send(receipt.to_string());
                 }
                 Handled::Retry(why) => {
@@ -131,7 +128,7 @@ async fn poll(inner: Arc<Inner>, url: String, tx: mpsc::Sender<GroupEvent>) {
 
 enum Handled {
     Event(GroupRef, GroupEventKind),
-    Drop(MessageOutcome, String),
+    Drop(FeedOutcome, String),
     Retry(String),
 }
 
@@ -147,10 +144,10 @@ enum Refusal {
 impl Refusal {
     /// Another account's message on our queue is misrouted or forged, as a
     /// wrong source is; another region's is merely not ours.
-    fn outcome(&self) -> MessageOutcome {
+    fn outcome(&self) -> FeedOutcome {
         match self {
-            Refusal::Account(_) => MessageOutcome::Malformed,
-            Refusal::Region(_) => MessageOutcome::Ignored,
+            Refusal::Account(_) => FeedOutcome::Malformed,
+            Refusal::Region(_) => FeedOutcome::Ignored,
         }
     }
 }
@@ -202,7 +199,7 @@ async fn to_event(
 ) -> Handled {
     let parsed = match message::parse_envelope(body, default_region) {
         Ok(m) => m,
-        Err(e) => return Handled::Drop(MessageOutcome::Malformed, e.to_string()),
+        Err(e) => return Handled::Drop(FeedOutcome::Malformed, e.to_string()),
     };
     let checked = {
         let memory = inner.memory.lock().expect("memory lock");
@@ -215,13 +212,12 @@ async fn to_event(
     let now = Instant::now();
     match parsed {
         Message::Test { group } => Handled::Drop(
-            MessageOutcome::Ignored,
+            FeedOutcome::Ignored,
             format!("test notification of group {group}"),
         ),
-        Message::Ignored { detail_type } => Handled::Drop(
-            MessageOutcome::Ignored,
-            format!("detail-type {detail_type}"),
-        ),
+        Message::Ignored { detail_type } => {
+            Handled::Drop(FeedOutcome::Ignored, format!("detail-type {detail_type}"))
+        }
         Message::Group {
             region,
             group,
@@ -288,7 +284,7 @@ async fn to_event(
                             },
                             None => {
                                 return Handled::Drop(
-                                    MessageOutcome::Foreign,
+                                    FeedOutcome::Unmatched,
                                     format!("instance {instance_id} is in no Auto Scaling group"),
                                 );
                             }
@@ -317,10 +313,7 @@ async fn to_event(
                     GroupEventKind::Interrupted { instance_id }
                 }
                 InstanceNotice::Rebalance => {
-                    inner.stats.rebalance();
-                    if let Some(o) = &inner.observer {
-                        o.rebalance();
-                    }
+                    inner.rebalance();
                     // Advisory: no reason to make the next pass fetch afresh.
                     return Handled::Event(
                         group,
@@ -373,7 +366,7 @@ async fn deleter(
             .await
         {
             Ok(out) => {
-                inner.stats.deleted(out.successful().len() as u64);
+                inner.deleted(out.successful().len() as u64);
                 for failed in out.failed() {
                     tracing::debug!(
                         code = failed.code(),
@@ -470,10 +463,7 @@ mod tests {
                 "case {i}: {parsed:?}"
             );
         }
-        assert_eq!(Refusal::Account(None).outcome(), MessageOutcome::Malformed);
-        assert_eq!(
-            Refusal::Region("x".into()).outcome(),
-            MessageOutcome::Ignored
-        );
+        assert_eq!(Refusal::Account(None).outcome(), FeedOutcome::Malformed);
+        assert_eq!(Refusal::Region("x".into()).outcome(), FeedOutcome::Ignored);
     }
 }

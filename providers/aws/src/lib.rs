@@ -26,7 +26,7 @@ mod stats;
 pub use config::{AwsConfig, queue_region};
 pub use describe::IDS_PER_CALL;
 pub use provider::AwsProvider;
-pub use stats::{MessageOutcome, Observer, StatsSnapshot};
+pub use stats::StatsSnapshot;
 
 /// The SDK crates, for tools and tests that drive the same APIs.
 pub use {aws_config, aws_sdk_autoscaling, aws_sdk_ec2, aws_sdk_sqs};

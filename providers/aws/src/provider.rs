@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_autoscaling::error::ProvideErrorMetadata;
 use meshmirror_provider::{
-    BoxEventStream, GroupRef, HookDef, Instance, LifecycleAction, LifecycleKind, Outcome, Provider,
-    ProviderError,
+    Advisory, BoxEventStream, FeedOutcome, GroupRef, HookDef, Instance, LifecycleAction,
+    LifecycleKind, Observer, Outcome, Provider, ProviderError, TracingObserver,
 };
 
 use crate::clients::Clients;
@@ -21,7 +21,7 @@ use crate::heartbeat::Holds;
 use crate::memory::Memory;
 use crate::rounds::{Round, Rounds};
 use crate::state::{self, Membership};
-use crate::stats::{Observer, Stats, StatsSnapshot};
+use crate::stats::{Stats, StatsSnapshot};
 
 /// How long a group's lifecycle hooks are cached (they rarely change, and
 /// are only read when an instance waits on one).
@@ -50,17 +50,26 @@ pub(crate) struct Inner {
     /// Bumped by `stand_down`: a pass that began in an ended term records no
     /// holds and starts no heartbeats.
     term: AtomicU64,
-    pub stats: Stats,
-    pub observer: Option<Arc<dyn Observer>>,
+    stats: Stats,
+    observer: Arc<dyn Observer>,
 }
 
 impl AwsProvider {
+    /// Reports to a [`TracingObserver`] until given another with
+    /// [`with_observer`](Self::with_observer).
     pub fn new(config: AwsConfig) -> Self {
-        Self::with_observer(config, None)
+        Self::build(config, Arc::new(TracingObserver))
     }
 
-    /// A provider that also reports its counts to `observer`.
-    pub fn with_observer(config: AwsConfig, observer: Option<Arc<dyn Observer>>) -> Self {
+    /// Reports what the provider sees to `observer`. A building step, taken
+    /// before the provider is used or cloned: the provider returned starts
+    /// afresh from the same config (everything else is made lazily), sharing
+    /// nothing with `self` or its clones.
+    pub fn with_observer(self, observer: Arc<dyn Observer>) -> Self {
+        Self::build(self.inner.config.clone(), observer)
+    }
+
+    fn build(config: AwsConfig, observer: Arc<dyn Observer>) -> Self {
         AwsProvider {
             inner: Arc::new(Inner {
                 clients: Clients::new(config.clone()),
@@ -110,13 +119,39 @@ fn aws_group(group: &GroupRef) -> Result<(&str, &str), ProviderError> {
 }
 
 impl Inner {
+    /// A throttled call whose error the provider keeps from the core (the
+    /// event feed, heartbeats, lookups it absorbs): counted and reported.
     pub(crate) fn throttled(&self, operation: &'static str, err: &ProviderError) {
         if matches!(err, ProviderError::Throttled { .. }) {
             self.stats.throttled();
-            if let Some(o) = &self.observer {
-                o.throttled(operation);
-            }
+            self.observer.throttled(operation);
         }
+    }
+
+    /// A throttled call whose error reaches the core as
+    /// `ProviderError::Throttled`: only counted here, as the core's caller
+    /// already counts it by the provider operation it called.
+    fn throttled_surfaced(&self, err: &ProviderError) {
+        if matches!(err, ProviderError::Throttled { .. }) {
+            self.stats.throttled();
+        }
+    }
+
+    /// What became of one queue message.
+    pub(crate) fn message(&self, outcome: FeedOutcome) {
+        self.stats.message(outcome);
+        self.observer.feed_message(outcome);
+    }
+
+    /// An EC2 rebalance recommendation arrived.
+    pub(crate) fn rebalance(&self) {
+        self.stats.rebalance();
+        self.observer.advisory(Advisory::RebalanceRecommendation);
+    }
+
+    /// Queue messages deleted.
+    pub(crate) fn deleted(&self, n: u64) {
+        self.stats.deleted(n);
     }
 
     async fn hooks(&self, group: &GroupRef) -> Result<Arc<Vec<HookInfo>>, ProviderError> {
@@ -129,7 +164,7 @@ impl Inner {
         let clients = self.clients.region(region).await;
         let hooks = describe::hooks(&clients.autoscaling, name)
             .await
-            .inspect_err(|e| self.throttled("DescribeLifecycleHooks", e))?;
+            .inspect_err(|e| self.throttled_surfaced(e))?;
         let hooks = Arc::new(hooks);
         self.hooks
             .lock()
@@ -152,7 +187,7 @@ impl Inner {
                 describe::groups(autoscaling, names)
             })
             .await
-            .inspect_err(|e| self.throttled("DescribeAutoScalingGroups", e))
+            .inspect_err(|e| self.throttled_surfaced(e))
     }
 
     /// The group's hooks as `DescribeLifecycleHooks` lists them; a group
@@ -200,7 +235,7 @@ impl Inner {
         } else {
             describe::instances(&clients.ec2, &ids)
                 .await
-                .inspect_err(|e| self.throttled("DescribeInstances", e))?
+                .inspect_err(|e| self.throttled_surfaced(e))?
         };
         describe::complete(group, &ids, &facts)?;
         let hooks = if in_group.iter().any(|(_, _, waiting)| waiting.is_some()) {
@@ -371,9 +406,7 @@ impl Inner {
                 .await;
             let ok = result.is_ok();
             self.stats.heartbeat(ok);
-            if let Some(o) = &self.observer {
-                o.heartbeat(ok);
-            }
+            self.observer.heartbeat(ok);
             let err = match result {
                 Ok(_) => {
                     tracing::debug!(instance = %action.instance_id, hook = %action.hook, "lifecycle heartbeat sent");
@@ -459,7 +492,7 @@ impl Inner {
                 }
                 AfterRefusal::Fail => {
                     let err = error::map("CompleteLifecycleAction", err);
-                    self.throttled("CompleteLifecycleAction", &err);
+                    self.throttled_surfaced(&err);
                     return Err(err);
                 }
             }

@@ -1,36 +1,17 @@
-//! What the provider counts, and the hook through which the service turns
-//! it into metrics.
+//! The provider's own counters, read by tests and benches through
+//! [`AwsProvider::stats`](crate::AwsProvider::stats). The service's metrics
+//! come through the [`Observer`](meshmirror_provider::Observer) instead.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// What became of one queue message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MessageOutcome {
-    /// Turned into a group event (deleted once the controller acks it).
-    Event,
-    /// Not understood: logged and deleted.
-    Malformed,
-    /// A test notification or an event kind meshmirror does not act on.
-    Ignored,
-    /// Names an instance in no Auto Scaling group: deleted.
-    Foreign,
-}
-
-/// Receives the provider's counts as they happen (the service maps them to
-/// Prometheus metrics).
-pub trait Observer: Send + Sync + 'static {
-    fn message(&self, _outcome: MessageOutcome) {}
-    fn rebalance(&self) {}
-    fn throttled(&self, _operation: &'static str) {}
-    fn heartbeat(&self, _ok: bool) {}
-}
+use meshmirror_provider::FeedOutcome;
 
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     events: AtomicU64,
     malformed: AtomicU64,
     ignored: AtomicU64,
-    foreign: AtomicU64,
+    unmatched: AtomicU64,
     deleted: AtomicU64,
     rebalance: AtomicU64,
     throttled: AtomicU64,
@@ -44,8 +25,9 @@ pub struct StatsSnapshot {
     pub events: u64,
     pub malformed: u64,
     pub ignored: u64,
-    pub foreign: u64,
-    /// Queue messages deleted (handled, malformed, ignored or foreign).
+    /// About an instance in no Auto Scaling group.
+    pub unmatched: u64,
+    /// Queue messages deleted (handled, malformed, ignored or unmatched).
     pub deleted: u64,
     pub rebalance: u64,
     pub throttled: u64,
@@ -54,12 +36,12 @@ pub struct StatsSnapshot {
 }
 
 impl Stats {
-    pub fn message(&self, outcome: MessageOutcome) {
+    pub fn message(&self, outcome: FeedOutcome) {
         let counter = match outcome {
-            MessageOutcome::Event => &self.events,
-            MessageOutcome::Malformed => &self.malformed,
-            MessageOutcome::Ignored => &self.ignored,
-            MessageOutcome::Foreign => &self.foreign,
+            FeedOutcome::Event => &self.events,
+            FeedOutcome::Malformed => &self.malformed,
+            FeedOutcome::Ignored => &self.ignored,
+            FeedOutcome::Unmatched => &self.unmatched,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -86,7 +68,7 @@ impl Stats {
             events: get(&self.events),
             malformed: get(&self.malformed),
             ignored: get(&self.ignored),
-            foreign: get(&self.foreign),
+            unmatched: get(&self.unmatched),
             deleted: get(&self.deleted),
             rebalance: get(&self.rebalance),
             throttled: get(&self.throttled),

@@ -13,45 +13,10 @@ use azure_core::http::{
     ClientOptions, Context, Method, Pipeline, PipelineSendOptions, RawResponse, Request,
     RetryOptions, Transport, Url,
 };
-use meshmirror_provider::ProviderError;
+use meshmirror_provider::{ApiStatus, Observer, ProviderError};
 use serde::de::DeserializeOwned;
 
 use crate::models::{ErrorResponse, Page};
-
-/// Receives what the ARM client and the event poller see, for metrics. The service wires it to
-/// its Prometheus registry; the default only logs.
-pub trait AzureObserver: Send + Sync + 'static {
-    /// One HTTP request to ARM finished (`status` 0: no response).
-    fn api_call(&self, operation: &str, status: u16) {
-        let _ = (operation, status);
-    }
-    /// A `x-ms-ratelimit-remaining-*` header: `header` is the header name, with
-    /// `:policy` appended for the per-resource form (`Microsoft.Compute/HighCostGet3Min;107`).
-    fn ratelimit_remaining(&self, header: &str, remaining: u64) {
-        let _ = (header, remaining);
-    }
-    /// One event queue message was handled: `event` (it named a scale set),
-    /// `ignored` (it did not; deleted) or `malformed` (deleted).
-    fn queue_message(&self, outcome: &str) {
-        let _ = outcome;
-    }
-}
-
-/// Logs calls and remaining quota at debug level.
-#[derive(Debug, Default)]
-pub struct TracingObserver;
-
-impl AzureObserver for TracingObserver {
-    fn api_call(&self, operation: &str, status: u16) {
-        tracing::debug!(operation, status, "ARM call");
-    }
-    fn ratelimit_remaining(&self, header: &str, remaining: u64) {
-        tracing::debug!(header, remaining, "ARM rate limit remaining");
-    }
-    fn queue_message(&self, outcome: &str) {
-        tracing::debug!(outcome, "event queue message");
-    }
-}
 
 /// Why an ARM call failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -120,7 +85,7 @@ pub fn parse_ratelimit(header: &str, value: &str) -> Vec<(String, u64)> {
 pub struct ArmClient {
     pipeline: Pipeline,
     endpoint: Url,
-    observer: Arc<dyn AzureObserver>,
+    observer: Arc<dyn Observer>,
     calls: AtomicU64,
 }
 
@@ -131,7 +96,7 @@ impl ArmClient {
         endpoint: Url,
         credential: Arc<dyn TokenCredential>,
         transport: Option<Transport>,
-        observer: Arc<dyn AzureObserver>,
+        observer: Arc<dyn Observer>,
     ) -> Self {
         let scope = format!("{}/.default", endpoint.origin().ascii_serialization());
         let options = ClientOptions {
@@ -157,6 +122,11 @@ impl ArmClient {
             observer,
             calls: AtomicU64::new(0),
         }
+    }
+
+    /// Reports calls and rate limits to `observer` from now on.
+    pub fn set_observer(&mut self, observer: Arc<dyn Observer>) {
+        self.observer = observer;
     }
 
     pub fn endpoint(&self) -> &Url {
@@ -199,7 +169,7 @@ impl ArmClient {
         let response = match sent {
             Ok(r) => r,
             Err(err) => {
-                self.observer.api_call(operation, 0);
+                self.observer.api_call(operation, ApiStatus::NoResponse);
                 return Err(match err.kind() {
                     azure_core::error::ErrorKind::Credential => {
                         ArmError::Credential(err.to_string())
@@ -209,7 +179,7 @@ impl ArmClient {
             }
         };
         let status = u16::from(response.status());
-        self.observer.api_call(operation, status);
+        self.observer.api_call(operation, ApiStatus::Http(status));
         for (name, value) in response.headers().iter() {
             if name.as_str().starts_with("x-ms-ratelimit-remaining-") {
                 for (key, n) in parse_ratelimit(name.as_str(), value.as_str()) {

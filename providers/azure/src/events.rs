@@ -18,10 +18,11 @@ use azure_storage_queue::models::QueueClientReceiveMessagesOptions;
 use azure_storage_queue::{QueueClient, QueueClientOptions};
 use base64::Engine;
 use futures::StreamExt;
-use meshmirror_provider::{Ack, BoxEventStream, GroupEvent, GroupEventKind, GroupRef};
+use meshmirror_provider::{
+    Ack, BoxEventStream, FeedOutcome, GroupEvent, GroupEventKind, GroupRef, Observer, Reconnect,
+};
 use serde::Deserialize;
 
-use crate::arm::AzureObserver;
 use crate::models::OrchestrationMode;
 use crate::provider::{AzureError, KnownGroups};
 
@@ -29,14 +30,17 @@ use crate::provider::{AzureError, KnownGroups};
 const VISIBILITY: Duration = Duration::from_secs(300);
 const BATCH: i32 = 32;
 
+/// How the feed polls and whom it tells.
 pub struct QueueConfig {
-    pub url: Url,
-    pub credential: Arc<dyn TokenCredential>,
-    pub transport: Option<Transport>,
+    /// The wait after an empty receive. Failed receives wait up to this,
+    /// doubling per failure to at most [`MAX_BACKOFF_POLLS`] times it.
     pub poll_interval: Duration,
     pub known: Arc<KnownGroups>,
-    pub observer: Arc<dyn AzureObserver>,
+    pub observer: Arc<dyn Observer>,
 }
+
+/// The longest wait after failed receives, in poll intervals.
+pub const MAX_BACKOFF_POLLS: u32 = 12;
 
 /// An Event Grid event (Event Grid schema), the fields read here.
 #[derive(Clone, Debug, Deserialize)]
@@ -289,6 +293,7 @@ struct Poller {
     client: Arc<QueueClient>,
     config: QueueConfig,
     ready: VecDeque<GroupEvent>,
+    backoff: Reconnect,
 }
 
 impl Poller {
@@ -321,7 +326,7 @@ impl Poller {
                 Ok(events) => events,
                 Err(error) => {
                     tracing::warn!(message = %id, %error, "malformed event message; deleted");
-                    self.config.observer.queue_message("malformed");
+                    self.config.observer.feed_message(FeedOutcome::Malformed);
                     Self::delete(&self.client, &id, &receipt).await;
                     continue;
                 }
@@ -334,18 +339,18 @@ impl Poller {
                 Ok(targets) => targets.into_iter().flatten().collect(),
                 Err(error) => {
                     tracing::warn!(message = %id, %error, "malformed event message; deleted");
-                    self.config.observer.queue_message("malformed");
+                    self.config.observer.feed_message(FeedOutcome::Malformed);
                     Self::delete(&self.client, &id, &receipt).await;
                     continue;
                 }
             };
             if targets.is_empty() {
                 tracing::debug!(message = %id, "event names no scale set; deleted");
-                self.config.observer.queue_message("ignored");
+                self.config.observer.feed_message(FeedOutcome::Unmatched);
                 Self::delete(&self.client, &id, &receipt).await;
                 continue;
             }
-            self.config.observer.queue_message("event");
+            self.config.observer.feed_message(FeedOutcome::Event);
             let mut waits = Vec::with_capacity(targets.len());
             for (group, kind) in targets {
                 let (ack, done) = Ack::new();
@@ -365,44 +370,61 @@ impl Poller {
     }
 }
 
-/// The event feed of the queue at `config.url`.
-pub fn stream(config: QueueConfig) -> Result<BoxEventStream, AzureError> {
-    let client = QueueClient::new(
-        config.url.clone(),
-        Some(config.credential.clone()),
+/// The client of the queue at `url`, made when the provider is built so a
+/// bad queue URL fails the provider there.
+pub fn client(
+    url: &Url,
+    credential: Arc<dyn TokenCredential>,
+    transport: Option<Transport>,
+) -> Result<QueueClient, AzureError> {
+    QueueClient::new(
+        url.clone(),
+        Some(credential),
         Some(QueueClientOptions {
             client_options: ClientOptions {
-                transport: config.transport.clone(),
+                transport,
                 ..ClientOptions::default()
             },
             ..QueueClientOptions::default()
         }),
     )
-    .map_err(|e| AzureError::Config(format!("event queue {}: {e}", config.url)))?;
+    .map_err(|e| AzureError::Config(format!("event queue {url}: {e}")))
+}
+
+/// The event feed of the queue `client` reads.
+pub fn stream(client: QueueClient, config: QueueConfig) -> BoxEventStream {
+    let backoff = Reconnect::new(
+        config.poll_interval,
+        config.poll_interval.saturating_mul(MAX_BACKOFF_POLLS),
+    );
     let poller = Poller {
         client: Arc::new(client),
         config,
         ready: VecDeque::new(),
+        backoff,
     };
-    Ok(futures::stream::unfold(poller, |mut p| async move {
-        let mut failures = 0u32;
+    futures::stream::unfold(poller, |mut p| async move {
         loop {
             if let Some(event) = p.ready.pop_front() {
                 return Some((event, p));
             }
             match p.receive().await {
-                Ok(true) => failures = 0,
-                Ok(false) => tokio::time::sleep(p.config.poll_interval).await,
+                Ok(received) => {
+                    p.backoff.succeeded();
+                    if !received {
+                        tokio::time::sleep(p.config.poll_interval).await;
+                    }
+                }
                 Err(err) => {
-                    failures = failures.saturating_add(1);
-                    let wait = p.config.poll_interval * failures.min(12);
-                    tracing::warn!(%err, ?wait, "event queue receive failed");
+                    let wait = p.backoff.next_delay();
+                    tracing::warn!(%err, ?wait, failures = p.backoff.failures(),
+                        "event queue receive failed");
                     tokio::time::sleep(wait).await;
                 }
             }
         }
     })
-    .boxed())
+    .boxed()
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ pub mod mapping;
 pub mod models;
 pub mod provider;
 
-pub use arm::{ArmError, AzureObserver, TracingObserver};
+pub use arm::ArmError;
 pub use credential::{CredentialConfig, CredentialKind};
 pub use provider::{
     AzureConfig, AzureError, AzureProvider, COMPUTE_API, NETWORK_API, PUBLIC_ENDPOINT,

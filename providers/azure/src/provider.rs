@@ -7,11 +7,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{Transport, Url};
+use azure_storage_queue::QueueClient;
 use meshmirror_provider::{
-    BoxEventStream, GroupRef, Instance, InstanceState, Provider, ProviderError,
+    BoxEventStream, GroupRef, Instance, InstanceState, Observer, Provider, ProviderError,
+    TracingObserver,
 };
 
-use crate::arm::{ArmClient, ArmError, AzureObserver, TracingObserver};
+use crate::arm::{ArmClient, ArmError};
 use crate::credential::{self, CredentialConfig};
 use crate::events::{self, QueueConfig};
 use crate::mapping::{self, id_key};
@@ -41,7 +43,6 @@ pub struct AzureConfig {
     pub event_queue: Option<Url>,
     /// How long the event poller waits when the queue was empty.
     pub event_poll_interval: Duration,
-    pub observer: Arc<dyn AzureObserver>,
 }
 
 impl Default for AzureConfig {
@@ -52,7 +53,6 @@ impl Default for AzureConfig {
             extra_ca_pem: None,
             event_queue: None,
             event_poll_interval: Duration::from_secs(5),
-            observer: Arc::new(TracingObserver),
         }
     }
 }
@@ -106,9 +106,12 @@ type Members = (
 );
 
 pub struct AzureProvider {
-    arm: Arc<ArmClient>,
+    arm: ArmClient,
     known: Arc<KnownGroups>,
-    events: Mutex<Option<BoxEventStream>>,
+    /// The event queue's client until `events` starts the feed (once).
+    queue: Mutex<Option<QueueClient>>,
+    poll_interval: Duration,
+    observer: Arc<dyn Observer>,
 }
 
 /// A reqwest transport trusting `extra_ca_pem` beside the system roots
@@ -161,29 +164,33 @@ impl AzureProvider {
                 config.endpoint
             )));
         }
-        let arm = Arc::new(ArmClient::new(
+        let observer: Arc<dyn Observer> = Arc::new(TracingObserver);
+        let arm = ArmClient::new(
             config.endpoint.clone(),
             credential.clone(),
             transport.clone(),
-            config.observer.clone(),
-        ));
-        let known = Arc::new(KnownGroups::default());
-        let events = match &config.event_queue {
+            observer.clone(),
+        );
+        let queue = match &config.event_queue {
             None => None,
-            Some(url) => Some(events::stream(QueueConfig {
-                url: url.clone(),
-                credential,
-                transport,
-                poll_interval: config.event_poll_interval,
-                known: known.clone(),
-                observer: config.observer.clone(),
-            })?),
+            Some(url) => Some(events::client(url, credential, transport)?),
         };
         Ok(AzureProvider {
             arm,
-            known,
-            events: Mutex::new(events),
+            known: Arc::default(),
+            queue: Mutex::new(queue),
+            poll_interval: config.event_poll_interval,
+            observer,
         })
+    }
+
+    /// Reports ARM calls, rate limits and event queue messages to
+    /// `observer` (default: a [`TracingObserver`]). A building step, taken
+    /// before the provider is used.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.arm.set_observer(observer.clone());
+        self.observer = observer;
+        self
     }
 
     /// ARM requests sent so far (every page counts).
@@ -440,10 +447,19 @@ impl Provider for AzureProvider {
     }
 
     fn events(&self) -> Option<BoxEventStream> {
-        self.events
+        let client = self
+            .queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take()
+            .take()?;
+        Some(events::stream(
+            client,
+            QueueConfig {
+                poll_interval: self.poll_interval,
+                known: self.known.clone(),
+                observer: self.observer.clone(),
+            },
+        ))
     }
 }
 

@@ -9,6 +9,7 @@ mod error;
 mod event;
 mod group;
 mod instance;
+mod observe;
 mod provider;
 mod retry;
 
@@ -18,5 +19,6 @@ pub use group::{GcpLocation, GroupRef};
 pub use instance::{
     Health, HookDef, Instance, InstanceState, LifecycleAction, LifecycleKind, Outcome,
 };
+pub use observe::{Advisory, ApiStatus, FeedOutcome, NoopObserver, Observer, TracingObserver};
 pub use provider::{BoxEventStream, Provider};
-pub use retry::{RetryPolicy, Retrying};
+pub use retry::{Reconnect, RetryPolicy, Retrying};

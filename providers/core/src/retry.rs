@@ -25,17 +25,70 @@ impl Default for RetryPolicy {
     }
 }
 
+/// `base` doubled `attempt` times, at most `max`.
+fn exponential(base: Duration, max: Duration, attempt: u32) -> Duration {
+    base.saturating_mul(1 << attempt.min(16)).min(max)
+}
+
+/// Full jitter: uniform in `0..=ceiling`, so clients that failed together do
+/// not retry together.
+fn full_jitter(ceiling: Duration) -> Duration {
+    ceiling.mul_f64(rand::rng().random_range(0.0..=1.0))
+}
+
 impl RetryPolicy {
     /// Full-jitter exponential backoff; a cloud's `retry_after` wins when longer.
     fn delay(&self, attempt: u32, err: &ProviderError) -> Duration {
-        let exp = self.base.saturating_mul(1 << attempt.min(16)).min(self.max);
-        let jittered = exp.mul_f64(rand::rng().random_range(0.0..=1.0));
+        let jittered = full_jitter(exponential(self.base, self.max, attempt));
         match err {
             ProviderError::Throttled {
                 retry_after: Some(after),
             } => (*after).max(jittered).min(self.max),
             _ => jittered,
         }
+    }
+}
+
+/// The wait between reconnects of a long-lived event feed: full-jitter
+/// exponential backoff from `base` up to `max`, for as long as the feed keeps
+/// failing (a feed never gives up); one success starts it over from `base`.
+#[derive(Clone, Debug)]
+pub struct Reconnect {
+    base: Duration,
+    max: Duration,
+    failures: u32,
+}
+
+impl Reconnect {
+    /// The first wait is at most `base`; no wait is longer than `max`.
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Reconnect {
+            base,
+            max: max.max(base),
+            failures: 0,
+        }
+    }
+
+    /// Counts a failure and returns how long to wait before trying again.
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = exponential(self.base, self.max, self.failures);
+        self.failures = self.failures.saturating_add(1);
+        full_jitter(ceiling)
+    }
+
+    /// Counts a failure and sleeps [`next_delay`](Self::next_delay).
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.next_delay()).await;
+    }
+
+    /// The feed works again: the next failure waits at most `base`.
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Failures since the last success.
+    pub fn failures(&self) -> u32 {
+        self.failures
     }
 }
 
@@ -148,6 +201,79 @@ mod tests {
 
     fn group() -> GroupRef {
         GroupRef::Sim { group: "g".into() }
+    }
+
+    /// Enough draws that a jitter stuck at one end would show.
+    const DRAWS: usize = 200;
+
+    #[test]
+    fn reconnect_delays_stay_under_the_doubling_ceiling_and_the_cap() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_millis(1_000);
+        for _ in 0..DRAWS {
+            let mut backoff = Reconnect::new(base, max);
+            // Ceilings 100, 200, 400, 800, then the cap for good.
+            let ceilings = [100, 200, 400, 800, 1_000, 1_000, 1_000, 1_000];
+            for (failure, ceiling) in ceilings.into_iter().enumerate() {
+                let delay = backoff.next_delay();
+                assert!(
+                    delay <= Duration::from_millis(ceiling),
+                    "failure {failure}: {delay:?} > {ceiling}ms"
+                );
+            }
+            assert_eq!(backoff.failures(), 8);
+        }
+        // Far past the doubling's overflow, still capped.
+        let mut backoff = Reconnect::new(base, max);
+        for _ in 0..100 {
+            assert!(backoff.next_delay() <= max);
+        }
+    }
+
+    #[test]
+    fn reconnect_delays_are_jittered() {
+        let mut backoff = Reconnect::new(Duration::from_secs(1), Duration::from_secs(1));
+        let delays: Vec<Duration> = (0..DRAWS).map(|_| backoff.next_delay()).collect();
+        assert!(
+            delays.iter().any(|d| *d != delays[0]),
+            "{DRAWS} equal delays: no jitter"
+        );
+        assert!(
+            delays.iter().any(|d| *d < Duration::from_millis(900)),
+            "never well below the ceiling: not full jitter"
+        );
+    }
+
+    #[test]
+    fn reconnect_starts_over_after_a_success() {
+        let base = Duration::from_millis(10);
+        let mut backoff = Reconnect::new(base, Duration::from_secs(60));
+        for _ in 0..10 {
+            backoff.next_delay();
+        }
+        backoff.succeeded();
+        assert_eq!(backoff.failures(), 0);
+        for _ in 0..DRAWS {
+            let mut again = backoff.clone();
+            assert!(again.next_delay() <= base, "the first wait after a success");
+        }
+    }
+
+    #[test]
+    fn a_cap_below_the_base_is_the_base() {
+        let mut backoff = Reconnect::new(Duration::from_millis(50), Duration::from_millis(1));
+        for _ in 0..DRAWS {
+            assert!(backoff.next_delay() <= Duration::from_millis(50));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reconnect_wait_sleeps_at_most_the_ceiling() {
+        let mut backoff = Reconnect::new(Duration::from_secs(4), Duration::from_secs(30));
+        let started = tokio::time::Instant::now();
+        backoff.wait().await;
+        assert!(started.elapsed() <= Duration::from_secs(4));
+        assert_eq!(backoff.failures(), 1);
     }
 
     #[tokio::test]

@@ -21,12 +21,13 @@ use google_cloud_pubsub::client::Subscriber;
 use google_cloud_pubsub::subscriber::MessageStream;
 use google_cloud_pubsub::subscriber::handler::Handler;
 use meshmirror_provider::{
-    Ack, BoxEventStream, GcpLocation, GroupEvent, GroupEventKind, GroupRef, Instance,
+    Ack, BoxEventStream, FeedOutcome, GcpLocation, GroupEvent, GroupEventKind, GroupRef, Instance,
+    Observer, Reconnect,
 };
 use serde_json::Value;
 
 use crate::convert::{region_of, segment_after};
-use crate::provider::{Auth, OutcomeSink};
+use crate::provider::Auth;
 
 /// Where the feed pulls from.
 #[derive(Clone, Debug)]
@@ -38,14 +39,10 @@ pub struct PubSubConfig {
     pub auth: Auth,
 }
 
-/// What became of a message the feed did not pass on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventOutcome {
-    /// Not an audit-log entry of an instance or group: acknowledged, dropped.
-    Malformed,
-    /// Well formed, but about no group meshmirror reads: acknowledged.
-    Unmatched,
-}
+/// Waits between failed connects or pulls: full jitter under 1s, 2s, 4s
+/// ... 32s.
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(32);
 
 /// The groups the provider has read, and their members' ids: how a delete
 /// entry, which does not name its group, finds it.
@@ -469,22 +466,18 @@ fn events_of(targets: Vec<(GroupRef, GroupEventKind)>, handler: Handler) -> Vec<
 struct Feed {
     config: PubSubConfig,
     known: Arc<Known>,
-    sink: Option<OutcomeSink>,
+    observer: Arc<dyn Observer>,
     client: Option<Subscriber>,
     stream: Option<MessageStream>,
-    failures: u32,
+    backoff: Reconnect,
 }
 
 impl Feed {
     async fn backoff(&mut self) {
-        self.failures = (self.failures + 1).min(6);
-        tokio::time::sleep(Duration::from_millis(500) * (1 << self.failures)).await;
-    }
-
-    fn report(&self, outcome: EventOutcome) {
-        if let Some(sink) = &self.sink {
-            sink(outcome);
-        }
+        let wait = self.backoff.next_delay();
+        tracing::debug!(?wait, failures = self.backoff.failures(),
+            subscription = %self.config.subscription, "gcp pubsub feed waits before reconnecting");
+        tokio::time::sleep(wait).await;
     }
 
     /// The next message's events; reconnects after errors, forever.
@@ -519,12 +512,12 @@ impl Feed {
             };
             match stream.next().await {
                 Some(Ok((message, handler))) => {
-                    self.failures = 0;
+                    self.backoff.succeeded();
                     match parse(&message.data) {
                         Err(error) => {
                             tracing::warn!(message = %message.message_id, %error,
                                 "malformed audit-log message; acknowledged and dropped");
-                            self.report(EventOutcome::Malformed);
+                            self.observer.feed_message(FeedOutcome::Malformed);
                             handler.ack();
                         }
                         Ok(entry) => {
@@ -532,9 +525,10 @@ impl Feed {
                             if targets.is_empty() {
                                 tracing::debug!(message = %message.message_id,
                                     "audit-log message names no group read here; acknowledged");
-                                self.report(EventOutcome::Unmatched);
+                                self.observer.feed_message(FeedOutcome::Unmatched);
                                 handler.ack();
                             } else {
+                                self.observer.feed_message(FeedOutcome::Event);
                                 return events_of(targets, handler);
                             }
                         }
@@ -559,15 +553,15 @@ impl Feed {
 pub(crate) fn feed(
     config: PubSubConfig,
     known: Arc<Known>,
-    sink: Option<OutcomeSink>,
+    observer: Arc<dyn Observer>,
 ) -> BoxEventStream {
     let feed = Feed {
         config,
         known,
-        sink,
+        observer,
         client: None,
         stream: None,
-        failures: 0,
+        backoff: Reconnect::new(BACKOFF_BASE, BACKOFF_MAX),
     };
     stream::unfold(feed, |mut feed| async move {
         let events = feed.next_events().await;

@@ -10,8 +10,7 @@ mod state;
 
 pub use convert::{Unlisted, region_of};
 pub use events::{
-    AuditEntryError, Entry, EventOutcome, Known, PubSubConfig, Verb, parse as parse_audit_entry,
-    resolve,
+    AuditEntryError, Entry, Known, PubSubConfig, Verb, parse as parse_audit_entry, resolve,
 };
-pub use provider::{Auth, GcpConfig, GcpProvider, OutcomeSink, name_filter};
+pub use provider::{Auth, GcpConfig, GcpProvider, name_filter};
 pub use state::{health, instance_state};

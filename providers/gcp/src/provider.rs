@@ -11,13 +11,14 @@ use google_cloud_compute_v1::client::{
 use google_cloud_compute_v1::model;
 use google_cloud_gax::retry_policy::NeverRetry;
 use meshmirror_provider::{
-    BoxEventStream, GcpLocation, GroupRef, Instance, Provider, ProviderError,
+    BoxEventStream, GcpLocation, GroupRef, Instance, Observer, Provider, ProviderError,
+    TracingObserver,
 };
 use tokio::sync::OnceCell;
 
 use crate::convert::{self, InstanceKey};
 use crate::error::{self, Call};
-use crate::events::{self, EventOutcome, Known, PubSubConfig};
+use crate::events::{self, Known, PubSubConfig};
 
 /// How the clients authenticate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -78,10 +79,6 @@ struct Clients {
     instances: Instances,
 }
 
-/// A callback for events the feed handled itself (malformed, or naming no
-/// group meshmirror knows), for the service's metrics.
-pub type OutcomeSink = Arc<dyn Fn(EventOutcome) + Send + Sync>;
-
 /// The `gcp` provider: members of managed instance groups through the
 /// official Compute Engine client. A pass costs the pages of the group's
 /// `listManagedInstances` plus the pages of one filtered instance listing
@@ -91,7 +88,7 @@ pub struct GcpProvider {
     config: GcpConfig,
     clients: OnceCell<Clients>,
     known: Arc<Known>,
-    sink: Option<OutcomeSink>,
+    observer: Arc<dyn Observer>,
 }
 
 impl GcpProvider {
@@ -102,13 +99,15 @@ impl GcpProvider {
             config,
             clients: OnceCell::new(),
             known: Arc::default(),
-            sink: None,
+            observer: Arc::new(TracingObserver),
         }
     }
 
-    /// Reports events the feed acknowledged without passing them on.
-    pub fn with_outcome_sink(mut self, sink: OutcomeSink) -> GcpProvider {
-        self.sink = Some(sink);
+    /// Reports what the event feed does with each message to `observer`
+    /// (default: a [`TracingObserver`]). A building step, taken before the
+    /// provider is used.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> GcpProvider {
+        self.observer = observer;
         self
     }
 
@@ -355,7 +354,11 @@ impl Provider for GcpProvider {
         // A fresh streaming pull per call: the controller takes the feed once
         // per leadership term and drops it when the term ends.
         let config = self.config.events.clone()?;
-        Some(events::feed(config, self.known.clone(), self.sink.clone()))
+        Some(events::feed(
+            config,
+            self.known.clone(),
+            self.observer.clone(),
+        ))
     }
 }
 

@@ -9,8 +9,10 @@ use futures::StreamExt;
 use google_cloud_auth::credentials::anonymous;
 use google_cloud_pubsub::client::{Publisher, SubscriptionAdmin, TopicAdmin};
 use google_cloud_pubsub::model::Message;
-use meshmirror_gcp::{Auth, EventOutcome, GcpConfig, GcpProvider, PubSubConfig};
-use meshmirror_provider::{GcpLocation, GroupEvent, GroupEventKind, GroupRef, Provider};
+use meshmirror_gcp::{Auth, GcpConfig, GcpProvider, PubSubConfig};
+use meshmirror_provider::{
+    FeedOutcome, GcpLocation, GroupEvent, GroupEventKind, GroupRef, Observer, Provider,
+};
 use meshmirror_testkit::gce::{GceMock, PubSubEmulator, Template};
 
 const TOPIC: &str = "projects/project-1/topics/compute-audit";
@@ -23,6 +25,24 @@ fn fixture(name: &str) -> String {
     );
     let text = std::fs::read_to_string(path).unwrap();
     text.split_once('\n').unwrap().1.to_string()
+}
+
+/// Counts the messages the feed handled without passing them on.
+#[derive(Default)]
+struct Counts {
+    dropped: AtomicUsize,
+    malformed: AtomicUsize,
+}
+
+impl Observer for Counts {
+    fn feed_message(&self, outcome: FeedOutcome) {
+        let counter = match outcome {
+            FeedOutcome::Malformed => &self.malformed,
+            FeedOutcome::Ignored | FeedOutcome::Unmatched => &self.dropped,
+            FeedOutcome::Event => return,
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 async fn next(events: &mut meshmirror_provider::BoxEventStream) -> GroupEvent {
@@ -97,9 +117,7 @@ async fn audit_log_messages_become_group_events_acked_only_when_handled() {
         location: GcpLocation::Zone("us-central1-a".into()),
         manager: "instance-group-1".into(),
     };
-    let dropped = Arc::new(AtomicUsize::new(0));
-    let malformed = Arc::new(AtomicUsize::new(0));
-    let (d, m) = (dropped.clone(), malformed.clone());
+    let counts = Arc::new(Counts::default());
     let provider = GcpProvider::new(GcpConfig {
         endpoint: Some(mock.endpoint()),
         auth: Auth::Anonymous,
@@ -110,13 +128,7 @@ async fn audit_log_messages_become_group_events_acked_only_when_handled() {
         }),
         ..GcpConfig::default()
     })
-    .with_outcome_sink(Arc::new(move |outcome| {
-        let counter = match outcome {
-            EventOutcome::Malformed => &m,
-            EventOutcome::Unmatched => &d,
-        };
-        counter.fetch_add(1, Ordering::SeqCst);
-    }));
+    .with_observer(counts.clone());
     let mut events = provider
         .events()
         .expect("a feed when a subscription is set");
@@ -164,7 +176,7 @@ async fn audit_log_messages_become_group_events_acked_only_when_handled() {
         }
     );
     delete.ack.ack();
-    assert_eq!(malformed.load(Ordering::SeqCst), 3);
+    assert_eq!(counts.malformed.load(Ordering::SeqCst), 3);
 
     // 4. A delete of an instance no mirrored group holds is acknowledged and dropped.
     publish(fixture("audit-log-instances-delete.json")).await;
@@ -182,9 +194,9 @@ async fn audit_log_messages_become_group_events_acked_only_when_handled() {
     assert_eq!(resize.kind, GroupEventKind::Changed);
     resize.ack.ack();
     nothing_within(&mut events, Duration::from_secs(12)).await;
-    assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    assert_eq!(counts.dropped.load(Ordering::SeqCst), 1);
     assert_eq!(
-        malformed.load(Ordering::SeqCst),
+        counts.malformed.load(Ordering::SeqCst),
         3,
         "malformed ones were not redelivered"
     );
