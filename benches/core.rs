@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 use kube::api::DynamicObject;
 use kube::runtime::watcher;
 use meshmirror::cluster::Owner;
-use meshmirror::config;
+use meshmirror::cluster::entry_cache::EntryCache;
+use meshmirror::cluster::kube::{entry_manifest, owned_entry};
+use meshmirror::core::config;
+use meshmirror::core::desired::{self, Desired, DesiredEntry, Mirror};
+use meshmirror::core::names::entry_name;
+use meshmirror::core::plan::{self, ActualEntry, DeletePolicy};
 use meshmirror::crd::{ScalingGroupMirrorSpec, SyncPolicy};
-use meshmirror::desired::{self, Desired, DesiredEntry, Mirror};
-use meshmirror::entry_cache::EntryCache;
-use meshmirror::kube_cluster::{entry_manifest, owned_entry};
-use meshmirror::names::entry_name;
-use meshmirror::plan::{self, ActualEntry, DeletePolicy};
 use meshmirror::workloadentry::EntryVersion;
 use meshmirror::workloadentry::keys;
 use meshmirror_provider::{Health, Instance, InstanceState};
@@ -324,7 +324,7 @@ fn main() {
         assert_eq!(
             hash_via_value(e),
             e.hash,
-            "the streamed hash of src/desired.rs hashes the same bytes"
+            "the streamed hash of src/core/desired.rs hashes the same bytes"
         );
     }
     println!("breakdown of desired, per 20k entries:");

@@ -21,16 +21,19 @@ MOTO_VERSION=5.2.1
 AZURITE_VERSION=3.35.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
 
+# Both cargo tools are built unoptimised (--debug): on a fresh machine that
+# halves their build, and neither's speed matters here (nextest only starts
+# test binaries; cargo-deny reads one lock file).
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest $NEXTEST_VERSION into $MESHMIRROR_TOOLS/cargo (a few minutes, once)"
-  cargo install --quiet --locked --root "$MESHMIRROR_TOOLS/cargo" "cargo-nextest@$NEXTEST_VERSION"
+  cargo install --quiet --locked --debug --root "$MESHMIRROR_TOOLS/cargo" "cargo-nextest@$NEXTEST_VERSION"
 fi
 # Its own temporary target directory, not the shared one: a cold build takes
 # about 9 minutes on 2 cores, and the shared one's lock would hold back every
 # other build meanwhile.
 if ! cargo deny --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
   echo "installing cargo-deny $CARGO_DENY_VERSION into $MESHMIRROR_TOOLS/cargo (about 9 minutes, once)"
-  env -u CARGO_TARGET_DIR cargo install --quiet --locked --root "$MESHMIRROR_TOOLS/cargo" "cargo-deny@$CARGO_DENY_VERSION"
+  env -u CARGO_TARGET_DIR cargo install --quiet --locked --debug --root "$MESHMIRROR_TOOLS/cargo" "cargo-deny@$CARGO_DENY_VERSION"
 fi
 if ! python3 -c "import moto, sys; sys.exit(0 if moto.__version__ == '$MOTO_VERSION' else 1)" 2>/dev/null \
     || ! command -v moto_server >/dev/null; then

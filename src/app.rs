@@ -11,18 +11,18 @@ use meshmirror_provider::RetryPolicy;
 use meshmirror_sim::SimCloud;
 
 use crate::clouds::{self, CloudArgs};
+use crate::cluster::kube::{KubeCluster, entry_manifest};
+use crate::cluster::ratelimit::RateLimiter;
 use crate::cluster::{Cluster, DryRun, Offline, Owner};
+use crate::controller::pass::{self, Reconciler};
 use crate::controller::{self, Caches, Scope};
+use crate::core::policy::AllowedGroups;
 use crate::crd::ScalingGroupMirror;
 use crate::fence::Fence;
 use crate::http::{self, Readiness};
-use crate::kube_cluster::{KubeCluster, entry_manifest};
 use crate::leader::{Leadership, LeaseConfig};
 use crate::metrics::Metrics;
-use crate::policy::AllowedGroups;
 use crate::providers::Providers;
-use crate::ratelimit::RateLimiter;
-use crate::reconcile::{self, Reconciler};
 use crate::workloadentry::{EntryVersion, GroupTemplate};
 
 /// A command failed; the message names the problem.
@@ -119,7 +119,7 @@ fn namespaces(given: &[String]) -> Result<Vec<String>, AppError> {
     let mut out: Vec<String> = Vec::with_capacity(given.len());
     for ns in given {
         let ns = ns.trim();
-        if !crate::names::is_dns_label(ns) {
+        if !crate::core::names::is_dns_label(ns) {
             return Err(AppError::Invalid(format!(
                 "--namespace {ns:?}: not a namespace name (lowercase letters, digits and '-', at most 63); give one namespace per value, e.g. --namespace=team-a,team-b"
             )));
@@ -153,7 +153,7 @@ pub struct RunOptions {
     /// tenant clusters). Without it and without rules, nothing is allowed.
     pub allow_all_groups: bool,
     /// How long entries outlive a group the cloud says is gone; None:
-    /// [`reconcile::DEFAULT_GROUP_GONE_GRACE`].
+    /// [`pass::DEFAULT_GROUP_GONE_GRACE`].
     pub group_gone_grace: Option<Duration>,
     /// A simulated cloud driven from code (the demo, tests).
     pub sim_cloud: Option<SimCloud>,
@@ -182,7 +182,7 @@ pub async fn run(
     let allowed = allowed_groups(&opts)?;
     let grace = opts
         .group_gone_grace
-        .unwrap_or(reconcile::DEFAULT_GROUP_GONE_GRACE);
+        .unwrap_or(pass::DEFAULT_GROUP_GONE_GRACE);
     let scope = Scope {
         namespaces: namespaces(&opts.namespaces)?,
         version: opts.version,
@@ -333,7 +333,7 @@ pub async fn render(
     );
     let report = reconciler.pass(&mirror).await;
     if let Some(err) = report.error {
-        return Err(AppError::Invalid(err));
+        return Err(AppError::Invalid(err.to_string()));
     }
     let owner = Owner::of(&mirror);
     let applied = offline

@@ -139,7 +139,7 @@ struct RunArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    meshmirror::config::parse_duration(s)
+    meshmirror::core::config::parse_duration(s)
         .ok_or_else(|| format!("{s:?} is not a duration; write it like 15s or 1m"))
 }
 
@@ -276,6 +276,6 @@ async fn main() -> ExitCode {
 }
 
 fn parse_grace(s: &str) -> Result<std::time::Duration, String> {
-    meshmirror::config::parse_duration(s)
+    meshmirror::core::config::parse_duration(s)
         .ok_or_else(|| format!("{s:?} is not a duration; write it like 90s, 10m or 1h"))
 }

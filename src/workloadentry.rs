@@ -133,3 +133,21 @@ mod tests {
         assert_eq!(group.template.weight, Some(3));
     }
 }
+
+/// An entry this mirror owns, as read from the API server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ActualEntry {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub spec: WorkloadEntrySpec,
+    /// The `Healthy` condition's status, when there is one.
+    pub healthy: Option<bool>,
+}
+
+impl ActualEntry {
+    /// The instance the entry was written for.
+    pub fn instance_id(&self) -> Option<&str> {
+        self.annotations.get(keys::INSTANCE_ID).map(String::as_str)
+    }
+}

@@ -14,12 +14,12 @@ use meshmirror::app::{self, RunOptions};
 use meshmirror::clouds::CloudArgs;
 use meshmirror::clouds::azure::AzureArgs;
 use meshmirror::cluster::Cluster;
+use meshmirror::cluster::kube::KubeCluster;
+use meshmirror::cluster::ratelimit::RateLimiter;
+use meshmirror::controller::pass::{PassReport, Reconciler};
+use meshmirror::core::policy::AllowedGroups;
 use meshmirror::crd::ScalingGroupMirror;
-use meshmirror::kube_cluster::KubeCluster;
 use meshmirror::metrics::Metrics;
-use meshmirror::policy::AllowedGroups;
-use meshmirror::ratelimit::RateLimiter;
-use meshmirror::reconcile::{PassReport, Reconciler};
 use meshmirror::workloadentry::EntryVersion;
 use meshmirror_azure::{AzureConfig, AzureProvider, Url};
 use meshmirror_provider::{GroupRef, Provider, ProviderError};
@@ -481,9 +481,8 @@ async fn workload_identity_exchanges_the_federated_token() {
     assert!(
         report
             .error
-            .as_deref()
-            .unwrap_or_default()
-            .contains("WorkloadIdentityCredential"),
+            .as_ref()
+            .is_some_and(|e| e.to_string().contains("WorkloadIdentityCredential")),
         "{report:?}"
     );
     assert_eq!(env.instance_ids("flex").await.len(), 2);

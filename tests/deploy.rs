@@ -130,7 +130,7 @@ async fn every_mirror_example_is_valid_against_the_crd() {
             match serde_json::from_value::<ScalingGroupMirror>(doc.clone()) {
                 Err(e) => problems.push(format!("{name}: not a ScalingGroupMirror: {e}")),
                 Ok(mirror) => {
-                    if let Err(e) = meshmirror::config::validate(&mirror.spec) {
+                    if let Err(e) = meshmirror::core::config::validate(&mirror.spec) {
                         problems.push(format!("{name}: meshmirror refuses it: {e}"));
                     }
                 }

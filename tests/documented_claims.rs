@@ -23,13 +23,13 @@ use common::*;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use meshmirror::app::RunOptions;
 use meshmirror::cluster::Cluster;
+use meshmirror::cluster::kube::KubeCluster;
+use meshmirror::cluster::ratelimit::RateLimiter;
+use meshmirror::controller::pass::Reconciler;
 use meshmirror::controller::{self, Scope};
-use meshmirror::kube_cluster::KubeCluster;
+use meshmirror::core::policy::AllowedGroups;
 use meshmirror::metrics::Metrics;
-use meshmirror::policy::AllowedGroups;
 use meshmirror::providers::Providers;
-use meshmirror::ratelimit::RateLimiter;
-use meshmirror::reconcile::Reconciler;
 use meshmirror::workloadentry::{EntryVersion, keys};
 use meshmirror_provider::{
     BoxEventStream, GroupRef, Instance, LifecycleAction, LifecycleKind, Outcome, Provider,

@@ -18,14 +18,14 @@ use common::*;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use meshmirror::cluster::Cluster;
+use meshmirror::cluster::kube::KubeCluster;
+use meshmirror::cluster::ratelimit::RateLimiter;
+use meshmirror::controller::pass::Reconciler;
 use meshmirror::controller::{self, Scope};
-use meshmirror::kube_cluster::KubeCluster;
+use meshmirror::core::names::{entry_name, is_dns_subdomain};
+use meshmirror::core::policy::AllowedGroups;
 use meshmirror::metrics::Metrics;
-use meshmirror::names::{entry_name, is_dns_subdomain};
-use meshmirror::policy::AllowedGroups;
 use meshmirror::providers::Providers;
-use meshmirror::ratelimit::RateLimiter;
-use meshmirror::reconcile::Reconciler;
 use meshmirror::workloadentry::{EntryVersion, keys};
 use meshmirror_provider::{
     BoxEventStream, GroupEventKind, GroupRef, Instance, LifecycleAction, Outcome, Provider,
@@ -263,9 +263,8 @@ async fn cloud_throttling_honours_retry_after_keeps_entries_and_recovers() {
     assert!(
         report
             .error
-            .as_deref()
-            .unwrap_or("")
-            .starts_with("Throttled"),
+            .as_ref()
+            .is_some_and(|e| e.to_string().starts_with("Throttled")),
         "{report:?}"
     );
     assert_eq!(
@@ -1350,7 +1349,7 @@ async fn a_mirror_whose_writes_keep_failing_backs_off_and_spends_no_writes_meanw
     let cloud_calls = h.sim.members_calls_for("bad-g").unwrap();
     for _ in 0..5 {
         let waiting = pass("bad").await;
-        let error = waiting.error.unwrap();
+        let error = waiting.error.unwrap().to_string();
         assert!(
             error.contains("writes failed in 1 passes in a row"),
             "{error}"

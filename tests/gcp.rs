@@ -14,13 +14,13 @@ use kube::Client;
 use kube::api::{DynamicObject, PostParams};
 use meshmirror::clouds::gcp::{GcpArgs, register};
 use meshmirror::cluster::Cluster;
+use meshmirror::cluster::kube::KubeCluster;
+use meshmirror::cluster::ratelimit::RateLimiter;
+use meshmirror::controller::pass::{PassReport, Reconciler};
+use meshmirror::core::policy::AllowedGroups;
 use meshmirror::crd::ScalingGroupMirror;
-use meshmirror::kube_cluster::KubeCluster;
 use meshmirror::metrics::Metrics;
-use meshmirror::policy::AllowedGroups;
 use meshmirror::providers::Providers;
-use meshmirror::ratelimit::RateLimiter;
-use meshmirror::reconcile::{PassReport, Reconciler};
 use meshmirror::workloadentry::{EntryVersion, keys};
 use meshmirror_testkit::TestKube;
 use meshmirror_testkit::gce::{Fault, GceMock, MigKey, Template};
@@ -508,7 +508,7 @@ async fn an_audit_log_message_through_pub_sub_triggers_the_controller_at_once() 
     mock.resize(&key, 3);
     let three = live();
     assert_eq!(three.len(), 3);
-    tokio::time::sleep(meshmirror::config::MIN_INTERVAL + Duration::from_secs(1)).await;
+    tokio::time::sleep(meshmirror::core::config::MIN_INTERVAL + Duration::from_secs(1)).await;
     running.check();
     assert_eq!(
         mock.total_calls(),

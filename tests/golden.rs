@@ -17,8 +17,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use meshmirror::desired::content_hash;
-use meshmirror::names::entry_name;
+use meshmirror::core::desired::content_hash;
+use meshmirror::core::names::entry_name;
 use meshmirror::workloadentry::{FIELD_MANAGER, WorkloadEntrySpec, keys};
 use meshmirror_provider::{Health, ProviderError};
 

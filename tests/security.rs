@@ -703,7 +703,7 @@ async fn a_same_named_entry_meshmirror_does_not_own_is_left_alone_and_reported()
     let sim = sim_groups(&[("web", 2)]);
     let h = Harness::without_controller(sim).await;
     namespaces(&h, &["team-a"]).await;
-    let name = meshmirror::names::entry_name("web", "app", "web-1");
+    let name = meshmirror::core::names::entry_name("web", "app", "web-1");
     let theirs: DynamicObject = serde_json::from_value(serde_json::json!({
         "apiVersion": "networking.istio.io/v1",
         "kind": "WorkloadEntry",

@@ -20,11 +20,11 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, watch};
 
 use crate::cluster::Owner;
-use crate::ownership::{self, managed_selector};
-use crate::plan::ActualEntry;
-use crate::scope::Scope;
-use crate::slim::{Interner, SlimEntry, Str};
-use crate::triggers::Named;
+use crate::cluster::changes::Named;
+use crate::cluster::scope::Scope;
+use crate::cluster::slim::{Interner, SlimEntry, Str};
+use crate::core::ownership::{self, managed_selector};
+use crate::core::plan::ActualEntry;
 use crate::workloadentry::{WorkloadEntrySpec, keys};
 
 /// How long an own write stands in for the watch before the cache gives up
@@ -350,7 +350,7 @@ impl EntryCache {
         let stream = scope.watch(
             |ns| Scope::dynamic_in(client, ns, &resource),
             watcher::Config::default().labels(&managed_selector()),
-            crate::scope::dynamic_skeleton,
+            crate::cluster::scope::dynamic_skeleton,
         );
         let feed = cache.clone();
         let task = tokio::spawn(async move {
@@ -477,7 +477,7 @@ impl EntryCache {
 
     /// Mirrors whose entries somebody else changed, from now on.
     pub fn changes(&self) -> impl Stream<Item = Named> + Send + 'static {
-        crate::triggers::subscribe(&self.triggers, "WorkloadEntry changes")
+        crate::cluster::changes::subscribe(&self.triggers, "WorkloadEntry changes")
     }
 }
 

@@ -11,8 +11,8 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{broadcast, watch};
 
-use crate::scope::Scope;
-use crate::triggers::Named;
+use crate::cluster::changes::Named;
+use crate::cluster::scope::Scope;
 
 /// Changes a slow controller may fall behind by before it loses some.
 const CHANGE_CAPACITY: usize = 1024;
@@ -44,7 +44,7 @@ impl GroupCache {
             .watch(
                 |ns| Scope::dynamic_in(client, ns, &cache.resource),
                 watcher::Config::default(),
-                crate::scope::dynamic_skeleton,
+                crate::cluster::scope::dynamic_skeleton,
             )
             .modify(|g| g.metadata.managed_fields = None)
             .reflect(writer);
@@ -88,6 +88,6 @@ impl GroupCache {
 
     /// WorkloadGroups that changed, from now on.
     pub fn changes(&self) -> impl Stream<Item = Named> + Send + 'static {
-        crate::triggers::subscribe(&self.changes, "WorkloadGroup changes")
+        crate::cluster::changes::subscribe(&self.changes, "WorkloadGroup changes")
     }
 }

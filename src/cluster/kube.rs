@@ -13,14 +13,14 @@ use kube::{Client, Resource};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use crate::cluster::entry_cache::{EntryCache, read_entry};
+use crate::cluster::group_cache::GroupCache;
+use crate::cluster::ratelimit::RateLimiter;
 use crate::cluster::{Cluster, ClusterError, EventType, Owner};
+use crate::core::desired::DesiredEntry;
+use crate::core::plan::ActualEntry;
 use crate::crd::{ScalingGroupMirror, ScalingGroupMirrorStatus};
-use crate::desired::DesiredEntry;
-use crate::entry_cache::{EntryCache, read_entry};
 use crate::fence::Fence;
-use crate::group_cache::GroupCache;
-use crate::plan::ActualEntry;
-use crate::ratelimit::RateLimiter;
 use crate::workloadentry::{EntryVersion, FIELD_MANAGER, GroupTemplate, keys};
 
 /// The API server, with owned entries read from a watch cache when one is given.

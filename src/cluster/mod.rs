@@ -1,14 +1,23 @@
 //! The narrow interface a pass uses to read and write the cluster, so that the
 //! pass can run against the API server, a dry run, or nothing at all (`render`).
 
+pub mod changes;
+pub mod entry_cache;
+pub mod group_cache;
+pub mod kube;
+pub mod multi_watch;
+pub mod ratelimit;
+pub mod scope;
+pub mod slim;
+
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+use crate::core::desired::DesiredEntry;
+pub use crate::core::ownership::Owner;
+use crate::core::plan::ActualEntry;
 use crate::crd::ScalingGroupMirrorStatus;
-use crate::desired::DesiredEntry;
-pub use crate::ownership::Owner;
-use crate::plan::ActualEntry;
 use crate::workloadentry::GroupTemplate;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,7 +30,7 @@ pub enum EventType {
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
+    Kube(#[from] ::kube::Error),
     #[error("kubernetes API: {what} took longer than {}s", after.as_secs_f64())]
     Timeout {
         what: &'static str,

@@ -44,7 +44,7 @@ pub type WatchStream<K> = BoxStream<'static, Result<watcher::Event<K>, watcher::
 impl Scope {
     /// The watch of `K` in this scope (`api` gives the Api of one namespace,
     /// or of all for None): one watcher, or one per namespace merged into
-    /// one watch ([`crate::multi_watch`]); each backs off and re-lists on
+    /// one watch ([`crate::cluster::multi_watch`]); each backs off and re-lists on
     /// errors. `skeleton` keeps what a `Delete` needs of an object.
     pub fn watch<K>(
         &self,
@@ -58,7 +58,7 @@ impl Scope {
         match self.namespaces.as_slice() {
             [] => watcher(api(None), config).default_backoff().boxed(),
             [one] => watcher(api(Some(one)), config).default_backoff().boxed(),
-            many => crate::multi_watch::merge(
+            many => crate::cluster::multi_watch::merge(
                 many.iter()
                     .map(|ns| watcher(api(Some(ns)), config.clone()).default_backoff())
                     .collect(),

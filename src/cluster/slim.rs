@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use crate::plan::ActualEntry;
+use crate::core::plan::ActualEntry;
 use crate::workloadentry::WorkloadEntrySpec;
 
 pub type Str = Arc<str>;

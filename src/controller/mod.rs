@@ -1,10 +1,12 @@
-//! Wires the reconciler to the API server: watches mirrors and the entries it
-//! owns, reconciles each mirror on change, on its interval, and at once when a
+//! Wires the pass to the API server: watches mirrors and the entries they
+//! own, runs a mirror's pass on change, on its interval, and at once when a
 //! provider's event feed names its group.
+
+mod cloud_events;
+pub mod pass;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,16 +15,14 @@ use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
-use meshmirror_provider::{Ack, GroupEvent, GroupEventKind};
 
-use crate::claims;
-use crate::cluster::{EventType, Owner};
+use self::cloud_events::{PendingAcks, keep_pending};
+use self::pass::{PassError, Reconciler};
+use crate::cluster::entry_cache::EntryCache;
+use crate::cluster::group_cache::GroupCache;
+pub use crate::cluster::scope::{DEFAULT_CONCURRENT_PASSES, Scope, WatchStream, dynamic_skeleton};
+use crate::core::claims;
 use crate::crd::ScalingGroupMirror;
-use crate::entry_cache::EntryCache;
-use crate::group_cache::GroupCache;
-use crate::metrics::EventLabels;
-use crate::reconcile::Reconciler;
-pub use crate::scope::{DEFAULT_CONCURRENT_PASSES, Scope, WatchStream, dynamic_skeleton};
 
 /// The watch caches passes read. They run for the life of the process,
 /// leader or not, so a standby that takes over starts warm.
@@ -59,35 +59,6 @@ impl Caches {
     }
 }
 
-/// An event's acknowledgement, shared by every mirror the event names: it is
-/// acknowledged once each of them has had a successful pass.
-struct SharedAck {
-    remaining: AtomicUsize,
-    ack: Mutex<Option<Ack>>,
-}
-
-impl SharedAck {
-    /// Whether the source no longer waits for this ack (it redelivered the
-    /// message, so a newer ack stands for it).
-    fn abandoned(&self) -> bool {
-        self.ack
-            .lock()
-            .map(|a| a.as_ref().is_none_or(Ack::is_abandoned))
-            .unwrap_or(true)
-    }
-
-    fn handled(&self) {
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1
-            && let Ok(mut ack) = self.ack.lock()
-            && let Some(ack) = ack.take()
-        {
-            ack.ack();
-        }
-    }
-}
-
-type PendingAcks = Arc<Mutex<HashMap<ObjectRef<ScalingGroupMirror>, Vec<Arc<SharedAck>>>>>;
-
 struct Ctx {
     reconciler: Arc<Reconciler>,
     pending: PendingAcks,
@@ -104,13 +75,13 @@ impl Ctx {
     /// The claim of `mirror`; a new claimant wakes the group's other mirrors.
     /// Every mirror's spec is checked once per call (the contenders).
     fn claim(&self, mirror: &ScalingGroupMirror) -> claims::Claim {
-        let Ok(config) = crate::config::validate(&mirror.spec) else {
+        let Ok(config) = crate::core::config::validate(&mirror.spec) else {
             // The pass reports the invalid spec before it looks at claims.
             return claims::Claim::Claimant;
         };
         let all = self.mirrors.state();
         let contenders =
-            claims::contenders(all.iter().map(AsRef::as_ref), &self.reconciler.allowed);
+            claims::contenders(all.iter().map(AsRef::as_ref), self.reconciler.allowed());
         let uid = mirror.metadata.uid.as_deref().unwrap_or_default();
         let claim = claims::claim(uid, &config.group, &contenders);
         if claim != claims::Claim::Claimant {
@@ -135,11 +106,16 @@ impl Ctx {
     }
 }
 
+/// A failed pass, and when to run it again. The pass has already written
+/// the mirror's status and Events; the controller only requeues.
 #[derive(Debug, thiserror::Error)]
-#[error("never")]
-pub struct Never;
+#[error("{error}")]
+pub struct PassFailed {
+    pub error: PassError,
+    pub requeue: Duration,
+}
 
-async fn reconcile(mirror: Arc<ScalingGroupMirror>, ctx: Arc<Ctx>) -> Result<Action, Never> {
+async fn reconcile(mirror: Arc<ScalingGroupMirror>, ctx: Arc<Ctx>) -> Result<Action, PassFailed> {
     if mirror.metadata.deletion_timestamp.is_some() {
         // Kubernetes garbage-collects the entries through their ownerReferences.
         ctx.reconciler
@@ -162,108 +138,25 @@ async fn reconcile(mirror: Arc<ScalingGroupMirror>, ctx: Arc<Ctx>) -> Result<Act
     } else if !acks.is_empty()
         && let Ok(mut pending) = ctx.pending.lock()
     {
-        // Not handled: keep them for the next pass, but not those the source
-        // gave up on, so a message redelivered while the pass keeps failing
-        // leaves one waiter, not one per delivery.
+        // Not handled: kept for the next pass.
         keep_pending(pending.entry(key).or_default(), acks);
     }
-    Ok(Action::requeue(report.requeue))
+    match report.error {
+        None => Ok(Action::requeue(report.requeue)),
+        Some(error) => Err(PassFailed {
+            error,
+            requeue: report.requeue,
+        }),
+    }
 }
 
-/// Adds a failed pass's acks back to the mirror's pending ones, dropping
-/// those the source gave up on.
-fn keep_pending(kept: &mut Vec<Arc<SharedAck>>, acks: Vec<Arc<SharedAck>>) {
-    kept.extend(acks);
-    kept.retain(|a| !a.abandoned());
-}
-
-fn error_policy(_: Arc<ScalingGroupMirror>, _: &Never, _: Arc<Ctx>) -> Action {
-    Action::requeue(Duration::from_secs(5))
-}
-
-/// Maps provider events to the mirrors that name their group.
-fn event_triggers(
-    events: impl futures::Stream<Item = GroupEvent> + Send + 'static,
-    mirrors: Store<ScalingGroupMirror>,
-    pending: PendingAcks,
-    reconciler: Arc<Reconciler>,
-) -> impl futures::Stream<Item = ObjectRef<ScalingGroupMirror>> + Send + 'static {
-    events
-        .then(move |event| {
-            let mirrors = mirrors.clone();
-            let reconciler = reconciler.clone();
-            let pending = pending.clone();
-            async move {
-                let metrics = &reconciler.metrics;
-                // Mapping before the cache is filled would drop events for
-                // mirrors not seen yet.
-                let _ = mirrors.wait_until_ready().await;
-                let provider = event.group.provider().to_string();
-                metrics
-                    .events
-                    .get_or_create(&EventLabels {
-                        provider: provider.clone(),
-                        outcome: "received".into(),
-                    })
-                    .inc();
-                // Only the mirror that claims the group acts on its events;
-                // denied, invalid or outranked mirrors neither run for it nor
-                // hold its acknowledgement back.
-                let contenders = claims::contenders(
-                    mirrors.state().iter().map(AsRef::as_ref),
-                    &reconciler.allowed,
-                );
-                let targets: Vec<ObjectRef<ScalingGroupMirror>> =
-                    claims::claimant(&event.group, &contenders)
-                        .map(|c| ObjectRef::new(&c.name).within(&c.namespace))
-                        .into_iter()
-                        .collect();
-                let outcome = if targets.is_empty() { "ignored" } else { "handled" };
-                metrics
-                    .events
-                    .get_or_create(&EventLabels {
-                        provider,
-                        outcome: outcome.into(),
-                    })
-                    .inc();
-                if let GroupEventKind::Advisory { instance_id, what } = &event.kind {
-                    tracing::info!(group = %event.group, instance = %instance_id, what = %what,
-                        "advisory cloud event recorded; it changes nothing");
-                    for mirror in mirrors.state().iter().filter(|m| {
-                        targets.iter().any(|t| *t == ObjectRef::from_obj(m.as_ref()))
-                    }) {
-                        let owner = Owner::of(mirror);
-                        reconciler
-                            .cluster
-                            .event(
-                                &owner,
-                                EventType::Normal,
-                                "CloudAdvisory",
-                                &format!("{what} for instance {instance_id}; nothing changes until the cloud acts"),
-                            )
-                            .await;
-                    }
-                }
-                if targets.is_empty() {
-                    tracing::debug!(group = %event.group, "event for a group no mirror names; dropped");
-                    event.ack.ack();
-                    return stream::iter(Vec::new());
-                }
-                tracing::debug!(group = %event.group, kind = ?event.kind, mirrors = targets.len(),
-                    "event triggers reconcile");
-                let shared = Arc::new(SharedAck {
-                    remaining: AtomicUsize::new(targets.len()),
-                    ack: Mutex::new(Some(event.ack)),
-                });
-                if let Ok(mut p) = pending.lock() {
-                    for t in &targets {
-                        p.entry(t.clone()).or_default().push(shared.clone());
-                    }
-                }
-                stream::iter(targets)
-            }
-        })
-        .flatten()
+/// Requeues a failed pass when the pass said (a throttled cloud's
+/// Retry-After, the write backoff, an invalid spec's recheck). The pass
+/// counted it in `meshmirror_passes_total{result="failure"}` and logged why.
+fn error_policy(mirror: Arc<ScalingGroupMirror>, failed: &PassFailed, _: Arc<Ctx>) -> Action {
+    tracing::debug!(namespace = %mirror.namespace().unwrap_or_default(), mirror = %mirror.name_any(),
+        reason = failed.error.reason(), requeue_s = failed.requeue.as_secs_f64(), "pass failed; requeued");
+    Action::requeue(failed.requeue)
 }
 
 /// Runs the controller until `shutdown` resolves; called once per leadership
@@ -325,14 +218,14 @@ pub async fn run(
     }));
     let pending: PendingAcks = Arc::default();
     let feeds: Vec<_> = reconciler
-        .providers
+        .providers()
         .iter()
         .filter_map(|p| p.events())
         .collect();
     let controller = if feeds.is_empty() {
         controller
     } else {
-        let triggers = event_triggers(
+        let triggers = cloud_events::triggers(
             stream::select_all(feeds),
             controller.store(),
             pending.clone(),
@@ -369,7 +262,7 @@ pub async fn run(
         () = work => {}
         () = shutdown => tracing::info!("term ended; passes in flight cancelled"),
     }
-    for provider in reconciler.providers.iter() {
+    for provider in reconciler.providers().iter() {
         provider.stand_down();
     }
 }
@@ -383,7 +276,7 @@ pub async fn run_once(
     let mirrors = scope.list_mirrors(client).await?;
     let mut all_ok = true;
     for mirror in &mirrors {
-        let claim = claims::claim_of(mirror, &mirrors, &reconciler.allowed);
+        let claim = claims::claim_of(mirror, &mirrors, reconciler.allowed());
         let report = reconciler.pass_claimed(mirror, &claim).await;
         if let Some(err) = &report.error {
             tracing::error!(namespace = %mirror.namespace().unwrap_or_default(),
@@ -392,40 +285,4 @@ pub async fn run_once(
         all_ok &= report.ok();
     }
     Ok(all_ok)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn shared() -> (Arc<SharedAck>, futures::channel::oneshot::Receiver<()>) {
-        let (ack, rx) = Ack::new();
-        let shared = Arc::new(SharedAck {
-            remaining: AtomicUsize::new(1),
-            ack: Mutex::new(Some(ack)),
-        });
-        (shared, rx)
-    }
-
-    #[test]
-    fn a_redelivered_message_leaves_one_waiter_while_passes_fail() {
-        let mut kept = Vec::new();
-        let (first, first_rx) = shared();
-        keep_pending(&mut kept, vec![first]);
-        assert_eq!(kept.len(), 1);
-        // The source delivers the message again and stops waiting on the
-        // first delivery's ack; each failed pass brings the new ack back.
-        let mut receivers = vec![first_rx];
-        for _ in 0..10 {
-            receivers.clear();
-            let (again, rx) = shared();
-            receivers.push(rx);
-            keep_pending(&mut kept, vec![again]);
-            assert_eq!(kept.len(), 1, "one waiter per message, not per delivery");
-        }
-        // A live one is kept and answered once handled.
-        let mut rx = receivers.pop().unwrap();
-        kept.pop().unwrap().handled();
-        assert_eq!(rx.try_recv(), Ok(Some(())));
-    }
 }

@@ -11,9 +11,9 @@
 
 use meshmirror_provider::GroupRef;
 
-use crate::config;
+use crate::core::config;
+use crate::core::policy::AllowedGroups;
 use crate::crd::ScalingGroupMirror;
-use crate::policy::AllowedGroups;
 
 /// What the claim rule says about one mirror's group.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use meshmirror_provider::{GcpLocation, GroupRef};
 
+use crate::core::group_names;
+use crate::core::names::{is_dns_label, is_label_key, is_label_value};
 use crate::crd::{CidrNetwork, ScalingGroupMirrorSpec};
-use crate::group_names;
-use crate::names::{is_dns_label, is_label_key, is_label_value};
 
 /// The shortest polling interval a mirror may ask for.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(5);
@@ -283,7 +283,7 @@ fn workload_metadata(field: &str, w: &crate::crd::WorkloadSpec) -> Result<(), Sp
         ));
     }
     if let Some(sa) = &w.service_account
-        && !crate::names::is_dns_subdomain(sa)
+        && !crate::core::names::is_dns_subdomain(sa)
     {
         return Err(err(
             format!("{field}.serviceAccount"),

@@ -7,9 +7,9 @@ use std::net::{IpAddr, Ipv6Addr};
 use meshmirror_provider::{Health, Instance, InstanceState, LifecycleKind};
 use sha2::{Digest, Sha256};
 
-use crate::config::MirrorConfig;
+use crate::core::config::MirrorConfig;
+use crate::core::names::{entry_name, is_label_key, is_label_value};
 use crate::crd::{AddressFamily, HealthMode, LocalityMode, ScalingGroupMirrorSpec, WorkloadSpec};
-use crate::names::{entry_name, is_label_key, is_label_value};
 use crate::workloadentry::{GroupTemplate, WorkloadEntrySpec, keys};
 
 /// The mirror being reconciled.
@@ -333,7 +333,7 @@ fn entry(
         .or_insert_with(|| workload.workload_name_label.clone());
 
     let mut labels = spec_labels.clone();
-    labels.extend(crate::ownership::labels(mirror.name));
+    labels.extend(crate::core::ownership::labels(mirror.name));
     labels.insert(keys::WORKLOAD.into(), workload.name.clone());
     labels.insert(keys::PROVIDER.into(), mirror.config.group.provider().into());
 
@@ -419,7 +419,7 @@ mod tests {
     use meshmirror_provider::{GroupRef, LifecycleAction};
 
     use super::*;
-    use crate::config::validate;
+    use crate::core::config::validate;
 
     fn spec(yaml: &str) -> ScalingGroupMirrorSpec {
         serde_yaml::from_str(yaml).unwrap()

@@ -114,7 +114,7 @@ pub fn gcp_name(s: &str) -> Result<(), &'static str> {
 /// Simulated groups: DNS labels.
 pub const SIM_GROUP_RULE: &str = "1 to 63 of lowercase letters, digits and '-' (a DNS label)";
 pub fn sim_group(s: &str) -> Result<(), &'static str> {
-    crate::names::is_dns_label(s)
+    crate::core::names::is_dns_label(s)
         .then_some(())
         .ok_or(SIM_GROUP_RULE)
 }

@@ -99,11 +99,6 @@ pub fn managed_selector() -> String {
     format!("{}={}", keys::MANAGED_BY, keys::MANAGER)
 }
 
-/// The instance an entry stands for, from its annotation.
-pub fn instance_id(annotations: &BTreeMap<String, String>) -> Option<&str> {
-    annotations.get(keys::INSTANCE_ID).map(String::as_str)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

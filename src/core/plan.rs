@@ -2,20 +2,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::core::desired::DesiredEntry;
 use crate::crd::SyncPolicy;
-use crate::desired::DesiredEntry;
-use crate::workloadentry::{WorkloadEntrySpec, keys};
-
-/// An entry this mirror owns, as read from the API server.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ActualEntry {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    pub spec: WorkloadEntrySpec,
-    /// The `Healthy` condition's status, when there is one.
-    pub healthy: Option<bool>,
-}
+pub use crate::workloadentry::ActualEntry;
+use crate::workloadentry::keys;
 
 /// The instances that have entries among `actual`.
 pub fn instance_ids(actual: &[ActualEntry]) -> BTreeSet<String> {
@@ -25,18 +15,12 @@ pub fn instance_ids(actual: &[ActualEntry]) -> BTreeSet<String> {
         .collect()
 }
 
-impl ActualEntry {
-    fn instance_id(&self) -> Option<&str> {
-        crate::ownership::instance_id(&self.annotations)
-    }
-
-    /// Whether writing `want` would change nothing meshmirror owns.
-    fn matches(&self, want: &DesiredEntry) -> bool {
-        self.annotations.get(keys::APPLIED_HASH) == Some(&want.hash)
-            && self.spec == want.spec
-            && subset(&want.labels, &self.labels)
-            && subset(&want.annotations, &self.annotations)
-    }
+/// Whether writing `want` over `have` would change nothing meshmirror owns.
+fn matches(have: &ActualEntry, want: &DesiredEntry) -> bool {
+    have.annotations.get(keys::APPLIED_HASH) == Some(&want.hash)
+        && have.spec == want.spec
+        && subset(&want.labels, &have.labels)
+        && subset(&want.annotations, &have.annotations)
 }
 
 fn subset(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> bool {
@@ -101,7 +85,7 @@ pub fn plan<'a>(
                 }
             }
             Some(have) => {
-                if !have.matches(want) {
+                if !matches(have, want) {
                     out.updates.push(want);
                 }
                 if let Some(h) = want.healthy
@@ -140,6 +124,7 @@ pub fn plan<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workloadentry::WorkloadEntrySpec;
 
     fn want(name: &str, instance: &str, address: &str) -> DesiredEntry {
         let labels = BTreeMap::from([("app".to_string(), "a".to_string())]);
@@ -343,6 +328,7 @@ mod properties {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::workloadentry::WorkloadEntrySpec;
 
     fn entry(i: u16, address: u8, label: u8) -> DesiredEntry {
         let labels = BTreeMap::from([("v".to_string(), label.to_string())]);

@@ -8,7 +8,6 @@
 //! land, or a new generation of the spec (someone fixed it), ends the wait.
 //! Times are passed in, so the rule is tested without sleeping.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 pub const FIRST: Duration = Duration::from_secs(1);
@@ -21,10 +20,11 @@ struct Wait {
     generation: Option<i64>,
 }
 
+/// One mirror's backoff.
 #[derive(Debug)]
 pub struct WriteBackoff {
     first: Duration,
-    waits: HashMap<String, Wait>,
+    wait: Option<Wait>,
 }
 
 impl Default for WriteBackoff {
@@ -43,20 +43,13 @@ pub struct Waiting {
 impl WriteBackoff {
     /// A backoff whose first wait is `first` (tests use a long one).
     pub fn starting_at(first: Duration) -> Self {
-        WriteBackoff {
-            first,
-            waits: HashMap::new(),
-        }
+        WriteBackoff { first, wait: None }
     }
 
-    /// Whether the mirror `uid` (spec at `generation`) must wait before its
-    /// next pass.
-    pub fn waiting(&mut self, uid: &str, generation: Option<i64>, now: Instant) -> Option<Waiting> {
-        let wait = *self.waits.get(uid)?;
-        if wait.generation != generation {
-            self.waits.remove(uid);
-            return None;
-        }
+    /// Whether the mirror (spec at `generation`) must wait before its next
+    /// pass. A wait recorded for an older generation does not count.
+    pub fn waiting(&self, generation: Option<i64>, now: Instant) -> Option<Waiting> {
+        let wait = self.wait.filter(|w| w.generation == generation)?;
         (now < wait.until).then(|| Waiting {
             left: wait.until - now,
             failures: wait.failures,
@@ -65,39 +58,25 @@ impl WriteBackoff {
 
     /// Records a pass's writes: `failed` of them failed. Returns how long the
     /// mirror now waits (zero when it does not).
-    pub fn record(
-        &mut self,
-        uid: &str,
-        generation: Option<i64>,
-        failed: usize,
-        now: Instant,
-    ) -> Duration {
+    pub fn record(&mut self, generation: Option<i64>, failed: usize, now: Instant) -> Duration {
         if failed == 0 {
-            self.waits.remove(uid);
+            self.wait = None;
             return Duration::ZERO;
         }
         let failures = self
-            .waits
-            .get(uid)
+            .wait
             .filter(|w| w.generation == generation)
             .map_or(1, |w| w.failures.saturating_add(1));
         let delay = self
             .first
             .saturating_mul(2u32.saturating_pow(failures - 1))
             .min(CAP);
-        self.waits.insert(
-            uid.to_string(),
-            Wait {
-                failures,
-                until: now + delay,
-                generation,
-            },
-        );
+        self.wait = Some(Wait {
+            failures,
+            until: now + delay,
+            generation,
+        });
         delay
-    }
-
-    pub fn forget(&mut self, uid: &str) {
-        self.waits.remove(uid);
     }
 }
 
@@ -110,39 +89,37 @@ mod tests {
         let mut b = WriteBackoff::default();
         let t = Instant::now();
         let gen1 = Some(1);
-        let delays: Vec<u64> = (0..9)
-            .map(|_| b.record("m", gen1, 3, t).as_secs())
-            .collect();
+        let delays: Vec<u64> = (0..9).map(|_| b.record(gen1, 3, t).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256]);
-        assert_eq!(b.record("m", gen1, 3, t).as_secs(), 300, "the cap");
+        assert_eq!(b.record(gen1, 3, t).as_secs(), 300, "the cap");
         assert_eq!(
-            b.waiting("m", gen1, t + Duration::from_secs(299)),
+            b.waiting(gen1, t + Duration::from_secs(299)),
             Some(Waiting {
                 left: Duration::from_secs(1),
                 failures: 10
             })
         );
-        assert_eq!(b.waiting("m", gen1, t + Duration::from_secs(300)), None);
-        assert_eq!(b.waiting("other", gen1, t), None);
+        assert_eq!(b.waiting(gen1, t + Duration::from_secs(300)), None);
+        assert_eq!(WriteBackoff::default().waiting(gen1, t), None);
     }
 
     #[test]
     fn success_or_a_new_spec_ends_the_wait() {
         let mut b = WriteBackoff::default();
         let t = Instant::now();
-        b.record("m", Some(1), 1, t);
-        b.record("m", Some(1), 1, t);
-        assert!(b.waiting("m", Some(1), t).is_some());
-        assert_eq!(b.record("m", Some(1), 0, t), Duration::ZERO);
-        assert_eq!(b.waiting("m", Some(1), t), None);
+        b.record(Some(1), 1, t);
+        b.record(Some(1), 1, t);
+        assert!(b.waiting(Some(1), t).is_some());
+        assert_eq!(b.record(Some(1), 0, t), Duration::ZERO);
+        assert_eq!(b.waiting(Some(1), t), None);
 
-        b.record("m", Some(1), 1, t);
+        b.record(Some(1), 1, t);
         assert_eq!(
-            b.waiting("m", Some(2), t),
+            b.waiting(Some(2), t),
             None,
             "a new generation is tried at once"
         );
         // And starts counting from one again.
-        assert_eq!(b.record("m", Some(2), 1, t), FIRST);
+        assert_eq!(b.record(Some(2), 1, t), FIRST);
     }
 }

@@ -1,0 +1,168 @@
+//! Cloud events to passes. Each event becomes a trigger of the mirror that
+//! claims its group, and only that: an advisory (a rebalance notice, a
+//! scheduled maintenance) is kept for that mirror's pass to record, so every
+//! write goes through a pass. The event's acknowledgement waits until every
+//! mirror it triggered has had a successful pass.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::{Stream, StreamExt, stream};
+use kube::runtime::reflector::{ObjectRef, Store};
+use meshmirror_provider::{Ack, GroupEvent, GroupEventKind};
+
+use super::pass::Reconciler;
+use crate::core::claims;
+use crate::crd::ScalingGroupMirror;
+use crate::metrics::EventLabels;
+
+/// An event's acknowledgement, shared by every mirror the event names: it is
+/// acknowledged once each of them has had a successful pass.
+pub struct SharedAck {
+    remaining: AtomicUsize,
+    ack: Mutex<Option<Ack>>,
+}
+
+impl SharedAck {
+    fn new(ack: Ack, mirrors: usize) -> SharedAck {
+        SharedAck {
+            remaining: AtomicUsize::new(mirrors),
+            ack: Mutex::new(Some(ack)),
+        }
+    }
+
+    /// Whether the source no longer waits for this ack (it redelivered the
+    /// message, so a newer ack stands for it).
+    fn abandoned(&self) -> bool {
+        self.ack
+            .lock()
+            .map(|a| a.as_ref().is_none_or(Ack::is_abandoned))
+            .unwrap_or(true)
+    }
+
+    /// One of the mirrors had its successful pass.
+    pub fn handled(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Ok(mut ack) = self.ack.lock()
+            && let Some(ack) = ack.take()
+        {
+            ack.ack();
+        }
+    }
+}
+
+/// The acks each mirror's next successful pass answers.
+pub type PendingAcks = Arc<Mutex<HashMap<ObjectRef<ScalingGroupMirror>, Vec<Arc<SharedAck>>>>>;
+
+/// Adds a failed pass's acks back to the mirror's pending ones, dropping
+/// those the source gave up on, so a message redelivered while the pass keeps
+/// failing leaves one waiter, not one per delivery.
+pub fn keep_pending(kept: &mut Vec<Arc<SharedAck>>, acks: Vec<Arc<SharedAck>>) {
+    kept.extend(acks);
+    kept.retain(|a| !a.abandoned());
+}
+
+/// Maps provider events to the mirror that claims their group.
+pub fn triggers(
+    events: impl Stream<Item = GroupEvent> + Send + 'static,
+    mirrors: Store<ScalingGroupMirror>,
+    pending: PendingAcks,
+    reconciler: Arc<Reconciler>,
+) -> impl Stream<Item = ObjectRef<ScalingGroupMirror>> + Send + 'static {
+    events
+        .then(move |event| {
+            let mirrors = mirrors.clone();
+            let reconciler = reconciler.clone();
+            let pending = pending.clone();
+            async move {
+                // Mapping before the cache is filled would drop events for
+                // mirrors not seen yet.
+                let _ = mirrors.wait_until_ready().await;
+                stream::iter(trigger(event, &mirrors, &pending, &reconciler))
+            }
+        })
+        .flatten()
+}
+
+/// The mirror one event triggers (none or one), with its ack kept pending.
+fn trigger(
+    event: GroupEvent,
+    mirrors: &Store<ScalingGroupMirror>,
+    pending: &PendingAcks,
+    reconciler: &Reconciler,
+) -> Option<ObjectRef<ScalingGroupMirror>> {
+    let provider = event.group.provider();
+    count(reconciler, provider, "received");
+    // Only the mirror that claims the group acts on its events; denied,
+    // invalid or outranked mirrors neither run for it nor hold its
+    // acknowledgement back.
+    let all = mirrors.state();
+    let contenders = claims::contenders(all.iter().map(AsRef::as_ref), reconciler.allowed());
+    let Some(claimant) = claims::claimant(&event.group, &contenders) else {
+        count(reconciler, provider, "ignored");
+        tracing::debug!(group = %event.group, "event for a group no mirror names; dropped");
+        event.ack.ack();
+        return None;
+    };
+    count(reconciler, provider, "handled");
+    let target = ObjectRef::new(&claimant.name).within(&claimant.namespace);
+    if let GroupEventKind::Advisory { instance_id, what } = &event.kind {
+        tracing::info!(group = %event.group, instance = %instance_id, what = %what,
+            "advisory cloud event recorded; it changes nothing");
+        if let Some(mirror) = mirrors.get(&target) {
+            let note =
+                format!("{what} for instance {instance_id}; nothing changes until the cloud acts");
+            reconciler.note_advisory(&mirror, note);
+        }
+    }
+    tracing::debug!(group = %event.group, kind = ?event.kind, "event triggers reconcile");
+    let shared = Arc::new(SharedAck::new(event.ack, 1));
+    if let Ok(mut p) = pending.lock() {
+        p.entry(target.clone()).or_default().push(shared);
+    }
+    Some(target)
+}
+
+fn count(reconciler: &Reconciler, provider: &str, outcome: &str) {
+    reconciler
+        .metrics()
+        .events
+        .get_or_create(&EventLabels {
+            provider: provider.to_string(),
+            outcome: outcome.into(),
+        })
+        .inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> (Arc<SharedAck>, futures::channel::oneshot::Receiver<()>) {
+        let (ack, rx) = Ack::new();
+        (Arc::new(SharedAck::new(ack, 1)), rx)
+    }
+
+    #[test]
+    fn a_redelivered_message_leaves_one_waiter_while_passes_fail() {
+        let mut kept = Vec::new();
+        let (first, first_rx) = shared();
+        keep_pending(&mut kept, vec![first]);
+        assert_eq!(kept.len(), 1);
+        // The source delivers the message again and stops waiting on the
+        // first delivery's ack; each failed pass brings the new ack back.
+        let mut receivers = vec![first_rx];
+        for _ in 0..10 {
+            receivers.clear();
+            let (again, rx) = shared();
+            receivers.push(rx);
+            keep_pending(&mut kept, vec![again]);
+            assert_eq!(kept.len(), 1, "one waiter per message, not per delivery");
+        }
+        // A live one is kept and answered once handled.
+        let mut rx = receivers.pop().unwrap();
+        kept.pop().unwrap().handled();
+        assert_eq!(rx.try_recv(), Ok(Some(())));
+    }
+}

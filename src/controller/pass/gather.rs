@@ -1,0 +1,212 @@
+//! Gather: everything a pass reads. `decide` says what to read next (a pass
+//! whose spec is invalid asks the cloud nothing; one whose memo holds lists
+//! no entries); this module only reads and records the answers.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use meshmirror_provider::{Instance, ProviderError};
+
+use super::error::PassError;
+use super::state::MirrorState;
+use crate::cluster::Cluster;
+use crate::core::claims::Claim;
+use crate::core::config::{self, MirrorConfig};
+use crate::core::ownership::Owner;
+use crate::core::policy::AllowedGroups;
+use crate::crd::{LifecycleSpec, ScalingGroupMirror, ScalingGroupMirrorStatus};
+use crate::providers::Providers;
+use crate::workloadentry::{ActualEntry, GroupTemplate};
+
+/// What a pass knows before it reads anything: the mirror, its claim, its
+/// checked spec, and the status it builds on.
+pub struct Facts<'a> {
+    pub mirror: &'a ScalingGroupMirror,
+    pub owner: &'a Owner,
+    pub claim: &'a Claim,
+    /// The spec, checked; the error names the field.
+    pub config: Result<MirrorConfig, String>,
+    /// Whether the allow-list lets this namespace use the group.
+    pub allowed: Result<(), String>,
+    /// The status the pass's own status is built on.
+    pub old: ScalingGroupMirrorStatus,
+    /// When the pass started.
+    pub now: Instant,
+}
+
+impl<'a> Facts<'a> {
+    /// Checks the spec and the allow-list. The mirror cache may not have
+    /// caught up with this process's last status write (a real API server's
+    /// watch lags): the pass builds on that write, or a failing pass would
+    /// report the entries of an older status.
+    pub fn of(
+        mirror: &'a ScalingGroupMirror,
+        owner: &'a Owner,
+        claim: &'a Claim,
+        allowed: &AllowedGroups,
+        state: &MirrorState,
+        now: Instant,
+    ) -> Facts<'a> {
+        let config = config::validate(&mirror.spec).map_err(|err| err.to_string());
+        let allowed = match &config {
+            Ok(config) => allowed.check(&owner.namespace, &config.group),
+            Err(_) => Ok(()),
+        };
+        let cached = mirror.status.clone().unwrap_or_default();
+        let old = state.memo.status_base(now, &cached).unwrap_or(cached);
+        Facts {
+            mirror,
+            owner,
+            claim,
+            config,
+            allowed,
+            old,
+            now,
+        }
+    }
+}
+
+/// A read the pass needs before it can decide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// The group's members and confirmed lifecycle hooks (the cloud).
+    Members,
+    /// The WorkloadGroups the workloads name.
+    WorkloadGroups,
+    /// The entry cache's version for the mirror (no request).
+    EntriesVersion,
+    /// The WorkloadEntries the mirror owns.
+    OwnedEntries,
+}
+
+/// The group's members, and the spec's lifecycle with only the hooks the
+/// cloud confirmed on this group (plus what is wrong with the others).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Members {
+    /// Sorted by id: providers need not answer in a stable order, and the
+    /// memo compares lists.
+    pub instances: Vec<Instance>,
+    pub hooks: Hooks,
+}
+
+/// The lifecycle hooks a pass may answer, and why any named one is left out.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Hooks {
+    pub spec: LifecycleSpec,
+    pub problem: Option<String>,
+}
+
+/// The answers of the reads made so far (`None`: not read).
+#[derive(Debug, Default)]
+pub struct Gathered {
+    pub members: Option<Result<Members, ProviderError>>,
+    /// The WorkloadGroups the workloads name, by name.
+    pub groups: Option<Result<BTreeMap<String, GroupTemplate>, PassError>>,
+    /// The entry cache's version for the mirror, read before the entries so
+    /// that a change in between is never missed.
+    pub entries_version: Option<Option<u64>>,
+    pub owned: Option<Result<Vec<ActualEntry>, String>>,
+}
+
+/// Where a pass reads from.
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    pub providers: &'a Providers,
+    pub cluster: &'a dyn Cluster,
+}
+
+impl Gathered {
+    /// Makes one read and records its answer.
+    pub async fn read(&mut self, read: Read, facts: &Facts<'_>, from: Sources<'_>) {
+        match read {
+            Read::Members => {
+                if let Ok(config) = &facts.config {
+                    self.members =
+                        Some(members(from.providers, config, &facts.mirror.spec.lifecycle).await);
+                }
+            }
+            Read::WorkloadGroups => {
+                self.groups = Some(workload_groups(from.cluster, facts).await);
+            }
+            Read::EntriesVersion => {
+                self.entries_version = Some(from.cluster.entries_version(facts.owner));
+            }
+            Read::OwnedEntries => {
+                self.owned = Some(
+                    from.cluster
+                        .owned_entries(facts.owner)
+                        .await
+                        .map_err(|err| format!("listing owned WorkloadEntries: {err}")),
+                );
+            }
+        }
+    }
+}
+
+/// Reads the members and the hooks the cloud confirms on the group. The
+/// provider is told exactly those hooks, so a hook dropped from the spec or
+/// missing on the group gets no more heartbeats.
+async fn members(
+    providers: &Providers,
+    config: &MirrorConfig,
+    lifecycle: &LifecycleSpec,
+) -> Result<Members, ProviderError> {
+    let provider = providers.get(&config.group)?;
+    let hooks = if lifecycle.terminate_hook.is_some() || lifecycle.launch_hook.is_some() {
+        let listed = provider.lifecycle_hooks(&config.group).await?;
+        let (spec, problem) = crate::core::lifecycle::verified(
+            lifecycle,
+            config.group.provider(),
+            &config.group.to_string(),
+            listed.as_deref(),
+        );
+        Hooks { spec, problem }
+    } else {
+        Hooks {
+            spec: lifecycle.clone(),
+            problem: None,
+        }
+    };
+    let answered: Vec<&str> = [&hooks.spec.terminate_hook, &hooks.spec.launch_hook]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    provider.answers_hooks(&config.group, &answered);
+    let mut instances = provider.members(&config.group).await?;
+    instances.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    Ok(Members { instances, hooks })
+}
+
+/// Reads the WorkloadGroups the workloads name; the first missing one is the
+/// answer.
+async fn workload_groups(
+    cluster: &dyn Cluster,
+    facts: &Facts<'_>,
+) -> Result<BTreeMap<String, GroupTemplate>, PassError> {
+    let namespace = &facts.owner.namespace;
+    let mut groups = BTreeMap::new();
+    for (index, workload) in facts.mirror.spec.workloads.iter().enumerate() {
+        let Some(name) = &workload.workload_group else {
+            continue;
+        };
+        match cluster.workload_group(namespace, name).await {
+            Ok(Some(group)) => {
+                groups.insert(name.clone(), group);
+            }
+            Ok(None) => {
+                return Err(PassError::WorkloadGroupNotFound {
+                    index,
+                    name: name.clone(),
+                    namespace: namespace.clone(),
+                });
+            }
+            Err(err) => {
+                return Err(PassError::Kubernetes(format!(
+                    "reading WorkloadGroup {name:?}: {err}"
+                )));
+            }
+        }
+    }
+    Ok(groups)
+}

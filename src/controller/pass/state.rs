@@ -1,0 +1,178 @@
+//! What passes remember of each mirror between them, in one place: hooks in
+//! progress, the warnings last reported, since when the cloud has said the
+//! group is gone, the write backoff, and the memo. Forgetting a mirror is one
+//! remove.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::backoff::WriteBackoff;
+use super::memo::PassMemo;
+use crate::core::lifecycle::LifecycleTracker;
+use crate::core::ownership::Owner;
+
+/// How many cloud advisories wait for a mirror's next pass; older ones are
+/// dropped (each is only a note, and a burst must not grow memory).
+const MAX_ADVISORIES: usize = 20;
+
+/// One mirror's memory.
+#[derive(Debug)]
+pub struct MirrorState {
+    pub lifecycle: LifecycleTracker,
+    /// Warnings last reported, so an unchanged problem does not write an
+    /// Event every pass.
+    pub reported: BTreeSet<String>,
+    /// Since when the cloud has said the group is gone.
+    pub gone_since: Option<Instant>,
+    pub backoff: WriteBackoff,
+    pub memo: PassMemo,
+}
+
+impl MirrorState {
+    pub fn new(first_backoff: Duration) -> Self {
+        MirrorState {
+            lifecycle: LifecycleTracker::default(),
+            reported: BTreeSet::new(),
+            gone_since: None,
+            backoff: WriteBackoff::starting_at(first_backoff),
+            memo: PassMemo::default(),
+        }
+    }
+
+    /// How long the cloud has said the group is gone, at `now`.
+    pub fn gone_for(&self, now: Instant) -> Duration {
+        self.gone_since
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
+    }
+}
+
+/// A mirror's memory and the cloud advisories waiting for its next pass.
+#[derive(Debug)]
+pub struct Slot {
+    uid: String,
+    /// Held for a whole pass: passes of one mirror never overlap.
+    pub state: tokio::sync::Mutex<MirrorState>,
+    advisories: Mutex<Vec<String>>,
+}
+
+impl Slot {
+    /// The advisories noted since the last call.
+    pub fn take_advisories(&self) -> Vec<String> {
+        self.advisories
+            .lock()
+            .map(|mut a| std::mem::take(&mut *a))
+            .unwrap_or_default()
+    }
+}
+
+/// Every mirror's memory, by namespace and name. A mirror deleted and created
+/// again under the same name (a new uid) starts afresh.
+#[derive(Debug)]
+pub struct MirrorStates {
+    first_backoff: Duration,
+    slots: Mutex<HashMap<(String, String), Arc<Slot>>>,
+}
+
+impl MirrorStates {
+    pub fn new(first_backoff: Duration) -> Self {
+        MirrorStates {
+            first_backoff,
+            slots: Mutex::default(),
+        }
+    }
+
+    /// The slot of `owner`, new when there is none or it was another uid's.
+    pub fn slot(&self, owner: &Owner) -> Arc<Slot> {
+        let fresh = || {
+            Arc::new(Slot {
+                uid: owner.uid.clone(),
+                state: tokio::sync::Mutex::new(MirrorState::new(self.first_backoff)),
+                advisories: Mutex::default(),
+            })
+        };
+        let Ok(mut slots) = self.slots.lock() else {
+            return fresh();
+        };
+        let key = (owner.namespace.clone(), owner.name.clone());
+        match slots.get(&key) {
+            Some(slot) if slot.uid == owner.uid => slot.clone(),
+            _ => {
+                let slot = fresh();
+                slots.insert(key, slot.clone());
+                slot
+            }
+        }
+    }
+
+    /// Keeps a cloud advisory for the mirror's next pass to record.
+    pub fn note_advisory(&self, owner: &Owner, note: String) {
+        let slot = self.slot(owner);
+        if let Ok(mut advisories) = slot.advisories.lock() {
+            if advisories.len() >= MAX_ADVISORIES {
+                advisories.remove(0);
+            }
+            advisories.push(note);
+        }
+    }
+
+    /// Forgets a mirror.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.remove(&(namespace.to_string(), name.to_string()));
+        }
+    }
+
+    /// How many mirrors are remembered (tests).
+    pub fn len(&self) -> usize {
+        self.slots.lock().map_or(0, |s| s.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(uid: &str) -> Owner {
+        Owner {
+            namespace: "team-a".into(),
+            name: "web".into(),
+            uid: uid.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_mirror_created_again_starts_afresh_and_forgetting_is_one_remove() {
+        let states = MirrorStates::new(Duration::from_secs(1));
+        let t = Instant::now();
+        states.slot(&owner("u1")).state.lock().await.gone_since = Some(t);
+        assert_eq!(
+            states.slot(&owner("u1")).state.lock().await.gone_since,
+            Some(t)
+        );
+        assert_eq!(
+            states.slot(&owner("u2")).state.lock().await.gone_since,
+            None,
+            "a new uid under the same name"
+        );
+        assert_eq!(states.len(), 1);
+        states.forget("team-a", "web");
+        assert!(states.is_empty());
+    }
+
+    #[test]
+    fn advisories_wait_for_the_pass_and_stay_bounded() {
+        let states = MirrorStates::new(Duration::from_secs(1));
+        for i in 0..(MAX_ADVISORIES + 5) {
+            states.note_advisory(&owner("u1"), format!("note {i}"));
+        }
+        let notes = states.slot(&owner("u1")).take_advisories();
+        assert_eq!(notes.len(), MAX_ADVISORIES);
+        assert_eq!(notes[0], "note 5", "the oldest are dropped");
+        assert!(states.slot(&owner("u1")).take_advisories().is_empty());
+    }
+}
