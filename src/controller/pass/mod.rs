@@ -12,6 +12,8 @@ pub mod apply;
 pub mod backoff;
 pub mod decide;
 mod error;
+#[cfg(test)]
+mod fixtures;
 pub mod gather;
 pub mod memo;
 mod report;

@@ -212,13 +212,7 @@ impl Settled {
         // Tenants read status and Events; the log keeps the full text.
         let message = redact::for_tenants(&error.message());
         let reason = error.reason();
-        set_conditions(
-            &mut status,
-            &facts.old,
-            (false, reason, &message),
-            (true, reason, &message),
-            &clock.wall,
-        );
+        set_failed(&mut status, &facts.old, reason, &message, &clock.wall);
         if status_differs(&facts.old, &status) {
             self.events.push(Note::warning(reason, message));
         }
@@ -303,13 +297,7 @@ impl Settled {
             };
             let message = error.message();
             let reason = error.reason();
-            set_conditions(
-                &mut status,
-                &facts.old,
-                (false, reason, &message),
-                (true, reason, &message),
-                &clock.wall,
-            );
+            set_failed(&mut status, &facts.old, reason, &message, &clock.wall);
             if !has_reason(&facts.old, "Ready", reason) {
                 self.events_after_hooks.push(Note::warning(reason, message));
             }
@@ -325,13 +313,7 @@ impl Settled {
             };
             let message = error.message();
             let reason = error.reason();
-            set_conditions(
-                &mut status,
-                &facts.old,
-                (false, reason, &message),
-                (true, reason, &message),
-                &clock.wall,
-            );
+            set_failed(&mut status, &facts.old, reason, &message, &clock.wall);
             self.report.error = Some(error);
             requeue = retry;
         } else {
@@ -553,6 +535,23 @@ fn set_conditions(
         }
     };
     status.conditions = vec![make("Ready", ready), make("Degraded", degraded)];
+}
+
+/// Ready=False and Degraded=True, both for `reason`.
+fn set_failed(
+    status: &mut ScalingGroupMirrorStatus,
+    old: &ScalingGroupMirrorStatus,
+    reason: &str,
+    message: &str,
+    now: &str,
+) {
+    set_conditions(
+        status,
+        old,
+        (false, reason, message),
+        (true, reason, message),
+        now,
+    );
 }
 
 /// Whether the status has condition `type_` with `reason`.

@@ -2,40 +2,19 @@
 //! mirror's memory holds, and what it does next.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meshmirror_provider::{Instance, ProviderError};
 
 use super::*;
+use crate::controller::pass::fixtures::{entry, mirror, owner, vm};
 use crate::controller::pass::gather::{Hooks, Members, Read};
 use crate::core::config;
 use crate::core::ownership::Owner;
-use crate::crd::{ScalingGroupMirror, ScalingGroupMirrorSpec};
-use crate::workloadentry::{ActualEntry, keys};
+use crate::crd::ScalingGroupMirror;
 
 const GRACE: Duration = Duration::from_secs(600);
-
-fn mirror(extra: &str) -> ScalingGroupMirror {
-    let yaml = format!(
-        "provider: {{sim: {{group: web}}}}\nworkloads:\n- {{name: api, labels: {{app: api}}, ports: {{http: 8080}}}}\nsync: {{interval: 45s, maxDeletesPerPass: 1}}\n{extra}"
-    );
-    let spec: ScalingGroupMirrorSpec = serde_yaml::from_str(&yaml).unwrap();
-    let mut m = ScalingGroupMirror::new("web", spec);
-    m.metadata.namespace = Some("team-a".into());
-    m.metadata.uid = Some("u1".into());
-    m.metadata.generation = Some(3);
-    m
-}
-
-fn owner() -> Owner {
-    Owner {
-        namespace: "team-a".into(),
-        name: "web".into(),
-        uid: "u1".into(),
-    }
-}
 
 struct Row {
     mirror: ScalingGroupMirror,
@@ -102,18 +81,6 @@ impl Row {
             Step::Plan(plan) => *plan,
             Step::Read(read) => panic!("asked to read {read:?}"),
         }
-    }
-}
-
-fn vm(id: &str, last: u8) -> Instance {
-    Instance::running(id, Ipv4Addr::new(10, 0, 0, last))
-}
-
-fn entry(name: &str, instance: &str) -> ActualEntry {
-    ActualEntry {
-        name: name.into(),
-        annotations: BTreeMap::from([(keys::INSTANCE_ID.to_string(), instance.to_string())]),
-        ..ActualEntry::default()
     }
 }
 

@@ -2,7 +2,6 @@
 //! requeues and the mirror's memory.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use meshmirror_provider::{
@@ -11,34 +10,16 @@ use meshmirror_provider::{
 
 use super::*;
 use crate::controller::pass::decide::{Ending, Synced};
+use crate::controller::pass::fixtures::{entry, mirror, owner, vm};
 use crate::controller::pass::gather::{Hooks, Members};
 use crate::controller::pass::writes::EntryWrites;
 use crate::core::claims::Claim;
 use crate::core::config;
 use crate::core::desired::{Skip, SkipReason};
 use crate::core::ownership::Owner;
-use crate::crd::{AddressFamily, LifecycleSpec, ScalingGroupMirror, ScalingGroupMirrorSpec};
-use crate::workloadentry::keys;
+use crate::crd::{AddressFamily, LifecycleSpec, ScalingGroupMirror};
 
 const WALL: &str = "2026-12-04T10:00:00Z";
-
-fn mirror() -> ScalingGroupMirror {
-    let yaml = "provider: {sim: {group: web}}\nworkloads:\n- {name: api, labels: {app: api}, ports: {http: 8080}}\nsync: {interval: 45s}";
-    let spec: ScalingGroupMirrorSpec = serde_yaml::from_str(yaml).unwrap();
-    let mut m = ScalingGroupMirror::new("web", spec);
-    m.metadata.namespace = Some("team-a".into());
-    m.metadata.uid = Some("u1".into());
-    m.metadata.generation = Some(3);
-    m
-}
-
-fn owner() -> Owner {
-    Owner {
-        namespace: "team-a".into(),
-        name: "web".into(),
-        uid: "u1".into(),
-    }
-}
 
 struct Pass {
     mirror: ScalingGroupMirror,
@@ -53,7 +34,7 @@ struct Pass {
 impl Pass {
     fn new() -> Pass {
         Pass {
-            mirror: mirror(),
+            mirror: mirror(""),
             owner: owner(),
             claim: Claim::Claimant,
             old: ScalingGroupMirrorStatus::default(),
@@ -104,18 +85,6 @@ impl Pass {
             &mut self.state,
             &self.clock,
         )
-    }
-}
-
-fn vm(id: &str, last: u8) -> Instance {
-    Instance::running(id, Ipv4Addr::new(10, 0, 0, last))
-}
-
-fn entry(name: &str, instance: &str) -> ActualEntry {
-    ActualEntry {
-        name: name.into(),
-        annotations: BTreeMap::from([(keys::INSTANCE_ID.to_string(), instance.to_string())]),
-        ..ActualEntry::default()
     }
 }
 
