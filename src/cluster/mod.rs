@@ -47,7 +47,7 @@ pub enum ClusterError {
     Other(String),
 }
 
-/// Reads and writes a pass needs. Implementations: `kube_cluster::KubeCluster`
+/// Reads and writes a pass needs. Implementations: `kube::KubeCluster`
 /// (the API server), [`DryRun`] (logs writes), and [`Offline`] (`render`).
 #[async_trait]
 pub trait Cluster: Send + Sync {
