@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use kube::api::{Api, DynamicObject, ListParams};
 use meshmirror::app::{self, RunOptions};
 use meshmirror::clouds::CloudArgs;
@@ -787,24 +788,7 @@ async fn events_from_the_storage_queue_trigger_a_pass_and_are_deleted() {
         ..env.args()
     };
 
-    // The test's own queue client, on the same credential and CA.
-    let config = args.config().unwrap();
-    let transport = meshmirror_azure::provider::transport(config.extra_ca_pem.as_deref()).unwrap();
-    let credential =
-        meshmirror_azure::credential::build(&config.credential, transport.clone()).unwrap();
-    let queue = meshmirror_azure::azure_storage_queue::QueueClient::new(
-        Url::parse(&queue_url).unwrap(),
-        Some(credential),
-        Some(meshmirror_azure::azure_storage_queue::QueueClientOptions {
-            client_options: meshmirror_azure::azure_core::http::ClientOptions {
-                transport,
-                ..Default::default()
-            },
-            ..Default::default()
-        }),
-    )
-    .unwrap();
-    queue.create(None).await.expect("queue created in Azurite");
+    let queue = test_queue(&args, &queue_url).await;
 
     env.mock
         .create_scale_set(ScaleSetSpec::uniform(SUB, RG, "web").capacity(1));
@@ -890,6 +874,89 @@ async fn events_from_the_storage_queue_trigger_a_pass_and_are_deleted() {
     .await;
 
     controller.stop().await;
+    drop(azurite);
+}
+
+/// The test's own client of the event queue (created in Azurite), on the
+/// same credential and CA as the provider's.
+async fn test_queue(
+    args: &AzureArgs,
+    queue_url: &str,
+) -> meshmirror_azure::azure_storage_queue::QueueClient {
+    let config = args.config().unwrap();
+    let transport = meshmirror_azure::provider::transport(config.extra_ca_pem.as_deref()).unwrap();
+    let credential =
+        meshmirror_azure::credential::build(&config.credential, transport.clone()).unwrap();
+    let queue = meshmirror_azure::azure_storage_queue::QueueClient::new(
+        Url::parse(queue_url).unwrap(),
+        Some(credential),
+        Some(meshmirror_azure::azure_storage_queue::QueueClientOptions {
+            client_options: meshmirror_azure::azure_core::http::ClientOptions {
+                transport,
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    queue.create(None).await.expect("queue created in Azurite");
+    queue
+}
+
+/// The controller asks for the event feed once per leadership term. A
+/// replica that loses the lease and wins it again must get a working feed
+/// the second time too (it used to get none: events then waited for polls).
+#[tokio::test]
+async fn each_leadership_term_gets_its_own_event_feed() {
+    let ca = meshmirror_testkit::arm::TestCa::new().unwrap();
+    let azurite = Azurite::start(&ca).await.expect("azurite starts");
+    let mock = ArmMock::start_with_ca(ca).await.unwrap();
+    mock.register_client_secret(TENANT, CLIENT, SECRET);
+    let dir = TempDir::new();
+    std::fs::write(dir.0.join("ca.pem"), mock.ca_pem()).unwrap();
+    let env = Env {
+        mock,
+        dir,
+        server: common::server().await,
+    };
+    let queue_url = azurite.queue_url("term-events");
+    let args = AzureArgs {
+        azure_event_queue: Some(queue_url.clone()),
+        azure_event_poll_seconds: 1,
+        ..env.args()
+    };
+    let queue = test_queue(&args, &queue_url).await;
+    let provider = AzureProvider::new(args.config().unwrap()).unwrap();
+    env.mock
+        .create_scale_set(ScaleSetSpec::uniform(SUB, RG, "web").capacity(1));
+    let group = GroupRef::Azure {
+        subscription_id: SUB.into(),
+        resource_group: RG.into(),
+        scale_set: "web".into(),
+    };
+    // A pass reads the group first, so its events are recognised.
+    provider.members(&group).await.unwrap();
+
+    let first_term = provider.events().expect("the first term's feed");
+    drop(first_term);
+    let mut second_term = provider.events().expect("the second term's feed");
+
+    env.mock.scale("web", 2);
+    let new_vm = env.mock.vms("web")[1].name.clone();
+    send(
+        &queue,
+        &event_grid(
+            "Microsoft.Resources.ResourceWriteSuccess",
+            &env.mock.vm_id("web", &new_vm),
+            "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/write",
+        ),
+    )
+    .await;
+    let event = tokio::time::timeout(common::CONVERGE, second_term.next())
+        .await
+        .expect("the second term's feed delivers the event")
+        .expect("the feed does not end");
+    assert_eq!(event.group, group);
     drop(azurite);
 }
 

@@ -392,13 +392,13 @@ pub fn client(
 }
 
 /// The event feed of the queue `client` reads.
-pub fn stream(client: QueueClient, config: QueueConfig) -> BoxEventStream {
+pub fn stream(client: Arc<QueueClient>, config: QueueConfig) -> BoxEventStream {
     let backoff = Reconnect::new(
         config.poll_interval,
         config.poll_interval.saturating_mul(MAX_BACKOFF_POLLS),
     );
     let poller = Poller {
-        client: Arc::new(client),
+        client,
         config,
         ready: VecDeque::new(),
         backoff,

@@ -108,8 +108,8 @@ type Members = (
 pub struct AzureProvider {
     arm: ArmClient,
     known: Arc<KnownGroups>,
-    /// The event queue's client until `events` starts the feed (once).
-    queue: Mutex<Option<QueueClient>>,
+    /// The event queue's client, shared by the feed of each leadership term.
+    queue: Option<Arc<QueueClient>>,
     poll_interval: Duration,
     observer: Arc<dyn Observer>,
 }
@@ -178,7 +178,7 @@ impl AzureProvider {
         Ok(AzureProvider {
             arm,
             known: Arc::default(),
-            queue: Mutex::new(queue),
+            queue: queue.map(Arc::new),
             poll_interval: config.event_poll_interval,
             observer,
         })
@@ -447,11 +447,9 @@ impl Provider for AzureProvider {
     }
 
     fn events(&self) -> Option<BoxEventStream> {
-        let client = self
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()?;
+        // A fresh feed per call: the controller asks once per leadership term,
+        // and a replica that loses and wins the lease again needs it again.
+        let client = self.queue.clone()?;
         Some(events::stream(
             client,
             QueueConfig {
