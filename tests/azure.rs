@@ -76,6 +76,23 @@ impl Env {
         }
     }
 
+    /// An environment whose ARM mock shares its CA with an Azurite (the
+    /// event queue), so one credential and CA reach both.
+    async fn with_azurite() -> (Env, Azurite) {
+        let ca = meshmirror_testkit::arm::TestCa::new().unwrap();
+        let azurite = Azurite::start(&ca).await.expect("azurite starts");
+        let mock = ArmMock::start_with_ca(ca).await.unwrap();
+        mock.register_client_secret(TENANT, CLIENT, SECRET);
+        let dir = TempDir::new();
+        std::fs::write(dir.0.join("ca.pem"), mock.ca_pem()).unwrap();
+        let env = Env {
+            mock,
+            dir,
+            server: common::server().await,
+        };
+        (env, azurite)
+    }
+
     /// Client-secret credentials against the mock's token endpoint.
     fn args(&self) -> AzureArgs {
         AzureArgs {
@@ -771,17 +788,7 @@ fn base64(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn events_from_the_storage_queue_trigger_a_pass_and_are_deleted() {
-    let ca = meshmirror_testkit::arm::TestCa::new().unwrap();
-    let azurite = Azurite::start(&ca).await.expect("azurite starts");
-    let mock = ArmMock::start_with_ca(ca).await.unwrap();
-    mock.register_client_secret(TENANT, CLIENT, SECRET);
-    let dir = TempDir::new();
-    std::fs::write(dir.0.join("ca.pem"), mock.ca_pem()).unwrap();
-    let env = Env {
-        mock,
-        dir,
-        server: common::server().await,
-    };
+    let (env, azurite) = Env::with_azurite().await;
     let queue_url = azurite.queue_url("vmss-events");
     let args = AzureArgs {
         azure_event_queue: Some(queue_url.clone()),
@@ -908,17 +915,7 @@ async fn test_queue(
 /// the second time too (it used to get none: events then waited for polls).
 #[tokio::test]
 async fn each_leadership_term_gets_its_own_event_feed() {
-    let ca = meshmirror_testkit::arm::TestCa::new().unwrap();
-    let azurite = Azurite::start(&ca).await.expect("azurite starts");
-    let mock = ArmMock::start_with_ca(ca).await.unwrap();
-    mock.register_client_secret(TENANT, CLIENT, SECRET);
-    let dir = TempDir::new();
-    std::fs::write(dir.0.join("ca.pem"), mock.ca_pem()).unwrap();
-    let env = Env {
-        mock,
-        dir,
-        server: common::server().await,
-    };
+    let (env, azurite) = Env::with_azurite().await;
     let queue_url = azurite.queue_url("term-events");
     let args = AzureArgs {
         azure_event_queue: Some(queue_url.clone()),
