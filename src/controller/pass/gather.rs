@@ -120,10 +120,16 @@ impl Gathered {
     pub async fn read(&mut self, read: Read, facts: &Facts<'_>, from: Sources<'_>) {
         match read {
             Read::Members => {
-                if let Ok(config) = &facts.config {
-                    self.members =
-                        Some(members(from.providers, config, &facts.mirror.spec.lifecycle).await);
-                }
+                // Every read fills its answer, so the gather loop always ends
+                // (decide asks only for answers it does not have).
+                self.members = Some(match &facts.config {
+                    Ok(config) => {
+                        members(from.providers, config, &facts.mirror.spec.lifecycle).await
+                    }
+                    Err(err) => Err(ProviderError::Permanent(format!(
+                        "the spec is invalid: {err}"
+                    ))),
+                });
             }
             Read::WorkloadGroups => {
                 self.groups = Some(workload_groups(from.cluster, facts).await);

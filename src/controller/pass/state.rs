@@ -84,30 +84,48 @@ impl MirrorStates {
 
     /// The slot of `owner`, new when there is none or it was another uid's.
     pub fn slot(&self, owner: &Owner) -> Arc<Slot> {
-        let fresh = || {
-            Arc::new(Slot {
-                uid: owner.uid.clone(),
-                state: tokio::sync::Mutex::new(MirrorState::new(self.first_backoff)),
-                advisories: Mutex::default(),
-            })
-        };
         let Ok(mut slots) = self.slots.lock() else {
-            return fresh();
+            return self.fresh(owner);
         };
         let key = (owner.namespace.clone(), owner.name.clone());
         match slots.get(&key) {
             Some(slot) if slot.uid == owner.uid => slot.clone(),
             _ => {
-                let slot = fresh();
+                let slot = self.fresh(owner);
                 slots.insert(key, slot.clone());
                 slot
             }
         }
     }
 
+    fn fresh(&self, owner: &Owner) -> Arc<Slot> {
+        Arc::new(Slot {
+            uid: owner.uid.clone(),
+            state: tokio::sync::Mutex::new(MirrorState::new(self.first_backoff)),
+            advisories: Mutex::default(),
+        })
+    }
+
     /// Keeps a cloud advisory for the mirror's next pass to record.
+    /// A note for a uid other than the remembered one (a mirror cache that
+    /// still holds a deleted mirror's copy) is dropped: it must not replace
+    /// the live mirror's memory.
     pub fn note_advisory(&self, owner: &Owner, note: String) {
-        let slot = self.slot(owner);
+        let slot = {
+            let Ok(mut slots) = self.slots.lock() else {
+                return;
+            };
+            let key = (owner.namespace.clone(), owner.name.clone());
+            match slots.get(&key) {
+                Some(slot) if slot.uid != owner.uid => return,
+                Some(slot) => slot.clone(),
+                None => {
+                    let slot = self.fresh(owner);
+                    slots.insert(key, slot.clone());
+                    slot
+                }
+            }
+        };
         if let Ok(mut advisories) = slot.advisories.lock() {
             if advisories.len() >= MAX_ADVISORIES {
                 advisories.remove(0);
@@ -174,5 +192,16 @@ mod tests {
         assert_eq!(notes.len(), MAX_ADVISORIES);
         assert_eq!(notes[0], "note 5", "the oldest are dropped");
         assert!(states.slot(&owner("u1")).take_advisories().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stale_copys_advisory_leaves_the_live_mirrors_memory_alone() {
+        let states = MirrorStates::new(Duration::from_secs(1));
+        let t = Instant::now();
+        states.slot(&owner("u2")).state.lock().await.gone_since = Some(t);
+        states.note_advisory(&owner("u1"), "for the deleted mirror".into());
+        let live = states.slot(&owner("u2"));
+        assert_eq!(live.state.lock().await.gone_since, Some(t));
+        assert!(live.take_advisories().is_empty());
     }
 }
