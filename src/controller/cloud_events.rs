@@ -1,11 +1,10 @@
 //! Cloud events to passes. Each event becomes a trigger of the mirror that
 //! claims its group, and only that: an advisory (a rebalance notice, a
 //! scheduled maintenance) is kept for that mirror's pass to record, so every
-//! write goes through a pass. The event's acknowledgement waits until every
-//! mirror it triggered has had a successful pass.
+//! write goes through a pass. The event's acknowledgement waits until that
+//! mirror has had a successful pass.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt, stream};
@@ -17,50 +16,15 @@ use crate::core::claims;
 use crate::crd::ScalingGroupMirror;
 use crate::metrics::EventLabels;
 
-/// An event's acknowledgement, shared by every mirror the event names: it is
-/// acknowledged once each of them has had a successful pass.
-pub struct SharedAck {
-    remaining: AtomicUsize,
-    ack: Mutex<Option<Ack>>,
-}
-
-impl SharedAck {
-    fn new(ack: Ack, mirrors: usize) -> SharedAck {
-        SharedAck {
-            remaining: AtomicUsize::new(mirrors),
-            ack: Mutex::new(Some(ack)),
-        }
-    }
-
-    /// Whether the source no longer waits for this ack (it redelivered the
-    /// message, so a newer ack stands for it).
-    fn abandoned(&self) -> bool {
-        self.ack
-            .lock()
-            .map(|a| a.as_ref().is_none_or(Ack::is_abandoned))
-            .unwrap_or(true)
-    }
-
-    /// One of the mirrors had its successful pass.
-    pub fn handled(&self) {
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1
-            && let Ok(mut ack) = self.ack.lock()
-            && let Some(ack) = ack.take()
-        {
-            ack.ack();
-        }
-    }
-}
-
 /// The acks each mirror's next successful pass answers.
-pub type PendingAcks = Arc<Mutex<HashMap<ObjectRef<ScalingGroupMirror>, Vec<Arc<SharedAck>>>>>;
+pub type PendingAcks = Arc<Mutex<HashMap<ObjectRef<ScalingGroupMirror>, Vec<Ack>>>>;
 
 /// Adds a failed pass's acks back to the mirror's pending ones, dropping
 /// those the source gave up on, so a message redelivered while the pass keeps
 /// failing leaves one waiter, not one per delivery.
-pub fn keep_pending(kept: &mut Vec<Arc<SharedAck>>, acks: Vec<Arc<SharedAck>>) {
+pub fn keep_pending(kept: &mut Vec<Ack>, acks: Vec<Ack>) {
     kept.extend(acks);
-    kept.retain(|a| !a.abandoned());
+    kept.retain(|a| !a.is_abandoned());
 }
 
 /// Maps provider events to the mirror that claims their group.
@@ -117,9 +81,8 @@ fn trigger(
         }
     }
     tracing::debug!(group = %event.group, kind = ?event.kind, "event triggers reconcile");
-    let shared = Arc::new(SharedAck::new(event.ack, 1));
     if let Ok(mut p) = pending.lock() {
-        p.entry(target.clone()).or_default().push(shared);
+        p.entry(target.clone()).or_default().push(event.ack);
     }
     Some(target)
 }
@@ -139,9 +102,8 @@ fn count(reconciler: &Reconciler, provider: &str, outcome: &str) {
 mod tests {
     use super::*;
 
-    fn shared() -> (Arc<SharedAck>, futures::channel::oneshot::Receiver<()>) {
-        let (ack, rx) = Ack::new();
-        (Arc::new(SharedAck::new(ack, 1)), rx)
+    fn shared() -> (Ack, futures::channel::oneshot::Receiver<()>) {
+        Ack::new()
     }
 
     #[test]
@@ -162,7 +124,7 @@ mod tests {
         }
         // A live one is kept and answered once handled.
         let mut rx = receivers.pop().unwrap();
-        kept.pop().unwrap().handled();
+        kept.pop().unwrap().ack();
         assert_eq!(rx.try_recv(), Ok(Some(())));
     }
 }

@@ -133,7 +133,7 @@ async fn reconcile(mirror: Arc<ScalingGroupMirror>, ctx: Arc<Ctx>) -> Result<Act
     let report = ctx.reconciler.pass_claimed(&mirror, &claim).await;
     if report.ok() {
         for ack in acks {
-            ack.handled();
+            ack.ack();
         }
     } else if !acks.is_empty()
         && let Ok(mut pending) = ctx.pending.lock()
