@@ -57,6 +57,10 @@ pub struct ScalingGroupMirrorSpec {
     pub sync: SyncSpec,
     #[serde(default)]
     pub lifecycle: LifecycleSpec,
+    /// One Istio `Sidecar` for the group's VM proxies (a VM runs one proxy for
+    /// all its workloads): an inbound listener per workload port, and egress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<SidecarSpec>,
     /// When true, nothing is written; status says so.
     #[serde(default)]
     pub paused: bool,
@@ -193,6 +197,84 @@ pub struct WorkloadSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub workload_group: Option<String>,
+    /// A Service or ServiceEntry that selects this workload's entries (and
+    /// pods with the same labels) by the workload's labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSpec>,
+}
+
+/// The service meshmirror writes for one workload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// `Service` (a Kubernetes Service; Istio adds the entries to its
+    /// endpoints) or `ServiceEntry` (`MESH_INTERNAL`, `STATIC`).
+    pub kind: ServiceKind,
+    /// The object's name; the workload's name when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: Option<String>,
+    /// ServiceEntry hosts; `<name>.<namespace>.svc.cluster.local` when unset.
+    /// A host under `.svc.` must be in the mirror's namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 253)))]
+    pub hosts: Vec<String>,
+    /// Per workload port name: the port clients use (the workload's port
+    /// when unset) and the protocol (from the port's name when unset,
+    /// Istio's `<protocol>[-<suffix>]` convention).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub ports: BTreeMap<String, ServicePortSpec>,
+}
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum ServiceKind {
+    Service,
+    ServiceEntry,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePortSpec {
+    /// The service port (1-65535).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<u32>,
+    /// One of Istio's protocols: HTTP, HTTPS, HTTP2, GRPC, GRPC-Web, MONGO,
+    /// MYSQL, REDIS, TCP, TLS, UDP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 16))]
+    pub protocol: Option<String>,
+}
+
+/// The Sidecar of the group's VM proxies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarSpec {
+    /// Labels the VMs' proxies carry: istio-agent reports the labels of its
+    /// `ISTIO_METAJSON_LABELS` (in `cluster.env`, which `istioctl x workload
+    /// entry configure` fills from the WorkloadGroup's `metadata.labels`).
+    #[schemars(extend("minProperties" = 1, "maxProperties" = 32))]
+    pub workload_selector: BTreeMap<String, String>,
+    /// Egress hosts (`namespace/dnsName`); `./*` and `istio-system/*` when unset.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 3, max = 320)))]
+    pub egress_hosts: Vec<String>,
+    /// `REGISTRY_ONLY` or `ALLOW_ANY`; the mesh's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum OutboundTrafficPolicy {
+    #[serde(rename = "REGISTRY_ONLY")]
+    RegistryOnly,
+    #[serde(rename = "ALLOW_ANY")]
+    AllowAny,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -115,11 +115,7 @@ pub fn desired(
 
     // (network, address) -> instance id that holds it.
     let mut taken: BTreeMap<(String, IpAddr), String> = BTreeMap::new();
-    let workloads: Vec<ResolvedWorkload> = spec
-        .workloads
-        .iter()
-        .map(|w| resolve_workload(w, w.workload_group.as_ref().and_then(|g| groups.get(g))))
-        .collect();
+    let workloads = resolve_workloads(spec, groups);
 
     for instance in sorted {
         if !is_member(spec, instance) {
@@ -279,15 +275,30 @@ fn copied_tags(
 }
 
 /// A workload with its WorkloadGroup's defaults folded in.
-struct ResolvedWorkload {
-    name: String,
-    workload_name_label: String,
-    labels: BTreeMap<String, String>,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedWorkload {
+    pub name: String,
+    /// The `service.istio.io/workload-name` its entries carry.
+    pub workload_name_label: String,
+    /// The labels its entries carry (besides copied tags).
+    pub labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
-    ports: BTreeMap<String, u32>,
+    pub ports: BTreeMap<String, u32>,
     service_account: Option<String>,
     weight: Option<u32>,
     network: Option<String>,
+}
+
+/// The spec's workloads, in order, each with the WorkloadGroup it names
+/// (from `groups`, by name) folded in.
+pub fn resolve_workloads(
+    spec: &ScalingGroupMirrorSpec,
+    groups: &BTreeMap<String, GroupTemplate>,
+) -> Vec<ResolvedWorkload> {
+    spec.workloads
+        .iter()
+        .map(|w| resolve_workload(w, w.workload_group.as_ref().and_then(|g| groups.get(g))))
+        .collect()
 }
 
 fn resolve_workload(w: &WorkloadSpec, group: Option<&GroupTemplate>) -> ResolvedWorkload {
@@ -386,6 +397,15 @@ pub fn content_hash(
     spec: &WorkloadEntrySpec,
     healthy: Option<bool>,
 ) -> String {
+    // Through a Value, the spec's keys come out sorted (a struct would
+    // serialize in field order); it is small.
+    let spec = serde_json::to_value(spec).unwrap_or_default();
+    short_hash(&(labels, annotations, &spec, healthy))
+}
+
+/// SHA-256 of `value`'s JSON, first 8 bytes in hex: the applied-hash of
+/// every object meshmirror writes. Serialized straight into the hasher.
+pub fn short_hash(value: &impl serde::Serialize) -> String {
     struct Sink(Sha256);
     impl std::io::Write for Sink {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -396,12 +416,9 @@ pub fn content_hash(
             Ok(())
         }
     }
-    // Through a Value, the spec's keys come out sorted (a struct would
-    // serialize in field order); it is small.
-    let spec = serde_json::to_value(spec).unwrap_or_default();
     let mut sink = Sink(Sha256::new());
-    // Maps of strings and a Value cannot fail to serialize.
-    let _ = serde_json::to_writer(&mut sink, &(labels, annotations, &spec, healthy));
+    // Maps of strings and Values cannot fail to serialize.
+    let _ = serde_json::to_writer(&mut sink, value);
     let digest = sink.0.finalize();
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(16);

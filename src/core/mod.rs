@@ -8,6 +8,7 @@ pub mod config;
 pub mod desired;
 pub mod group_names;
 pub mod lifecycle;
+pub mod mesh;
 pub mod names;
 pub mod ownership;
 pub mod plan;
