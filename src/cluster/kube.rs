@@ -18,6 +18,7 @@ use crate::cluster::group_cache::GroupCache;
 use crate::cluster::ratelimit::RateLimiter;
 use crate::cluster::{Cluster, ClusterError, EventType, Owner};
 use crate::core::desired::DesiredEntry;
+use crate::core::mesh::{ActualMesh, MeshKind, MeshObject};
 use crate::core::plan::ActualEntry;
 use crate::crd::{ScalingGroupMirror, ScalingGroupMirrorStatus};
 use crate::fence::Fence;
@@ -87,7 +88,7 @@ impl KubeCluster {
         self
     }
 
-    async fn within<T>(
+    pub(super) async fn within<T>(
         &self,
         what: &'static str,
         call: impl Future<Output = Result<T, kube::Error>>,
@@ -110,13 +111,17 @@ impl KubeCluster {
     /// Waits for a write slot and then for the write rate.
     /// Waits for the write budget, then checks the fence: the lease may have
     /// been lost while this write waited.
-    async fn write_permit(&self) -> Result<Option<SemaphorePermit<'_>>, ClusterError> {
+    pub(super) async fn write_permit(&self) -> Result<Option<SemaphorePermit<'_>>, ClusterError> {
         let permit = self.in_flight.acquire().await.ok();
         self.writes.acquire().await;
         if !self.fence.holds() {
             return Err(ClusterError::NotLeader);
         }
         Ok(permit)
+    }
+
+    pub(super) fn client(&self) -> &Client {
+        &self.client
     }
 
     fn entries_api(&self, namespace: &str) -> Api<DynamicObject> {
@@ -226,6 +231,7 @@ impl Cluster for KubeCluster {
             && !owner.owns_meta(&obj.metadata)
         {
             return Err(ClusterError::NameTaken {
+                kind: "WorkloadEntry",
                 name: entry.name.clone(),
             });
         }
@@ -333,6 +339,26 @@ impl Cluster for KubeCluster {
         )
         .await?;
         Ok(())
+    }
+
+    async fn owned_mesh(
+        &self,
+        owner: &Owner,
+        kind: MeshKind,
+    ) -> Result<Vec<ActualMesh>, ClusterError> {
+        self.list_mesh(owner, kind).await
+    }
+
+    async fn create_mesh(&self, owner: &Owner, object: &MeshObject) -> Result<(), ClusterError> {
+        self.create_mesh_object(owner, object).await
+    }
+
+    async fn apply_mesh(&self, owner: &Owner, object: &MeshObject) -> Result<(), ClusterError> {
+        self.apply_mesh_object(owner, object).await
+    }
+
+    async fn delete_mesh(&self, owner: &Owner, object: &ActualMesh) -> Result<(), ClusterError> {
+        self.delete_mesh_object(owner, object).await
     }
 
     async fn event(&self, owner: &Owner, kind: EventType, reason: &str, note: &str) {

@@ -5,6 +5,7 @@ pub mod changes;
 pub mod entry_cache;
 pub mod group_cache;
 pub mod kube;
+pub mod mesh;
 pub mod multi_watch;
 pub mod ratelimit;
 pub mod scope;
@@ -15,6 +16,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 use crate::core::desired::DesiredEntry;
+use crate::core::mesh::{ActualMesh, MeshKind, MeshObject};
 pub use crate::core::ownership::Owner;
 use crate::core::plan::ActualEntry;
 use crate::crd::ScalingGroupMirrorStatus;
@@ -38,8 +40,8 @@ pub enum ClusterError {
     },
     /// A create found an object of that name that this mirror does not
     /// own; it is left alone.
-    #[error("WorkloadEntry {name} exists and is not this mirror's")]
-    NameTaken { name: String },
+    #[error("{kind} {name} exists and is not this mirror's")]
+    NameTaken { kind: &'static str, name: String },
     /// This replica no longer holds the lease: it writes nothing more.
     #[error("not the leader any more: the write was not sent")]
     NotLeader,
@@ -87,6 +89,20 @@ pub trait Cluster: Send + Sync {
     ) -> Result<(), ClusterError>;
     /// Records a Kubernetes Event on the mirror.
     async fn event(&self, owner: &Owner, kind: EventType, reason: &str, note: &str);
+    /// The mesh objects of `kind` that `owner` owns.
+    async fn owned_mesh(
+        &self,
+        owner: &Owner,
+        kind: MeshKind,
+    ) -> Result<Vec<ActualMesh>, ClusterError>;
+    /// Creates a mesh object; never takes over a same-named object that is
+    /// not the mirror's ([`ClusterError::NameTaken`]).
+    async fn create_mesh(&self, owner: &Owner, object: &MeshObject) -> Result<(), ClusterError>;
+    /// Updates a mesh object the mirror owns (server-side apply).
+    async fn apply_mesh(&self, owner: &Owner, object: &MeshObject) -> Result<(), ClusterError>;
+    /// Deletes a mesh object the mirror owns, only if it is still the one
+    /// that was read (same uid); one already gone is not an error.
+    async fn delete_mesh(&self, owner: &Owner, object: &ActualMesh) -> Result<(), ClusterError>;
 }
 
 /// Logs every write instead of making it (`--dry-run`); reads go through.
@@ -143,6 +159,26 @@ impl<C: Cluster> Cluster for DryRun<C> {
         tracing::info!(namespace = %owner.namespace, mirror = %owner.name, ?kind, reason, note,
             "dry run: would record Event");
     }
+    async fn owned_mesh(
+        &self,
+        owner: &Owner,
+        kind: MeshKind,
+    ) -> Result<Vec<ActualMesh>, ClusterError> {
+        self.0.owned_mesh(owner, kind).await
+    }
+    async fn create_mesh(&self, owner: &Owner, object: &MeshObject) -> Result<(), ClusterError> {
+        self.apply_mesh(owner, object).await
+    }
+    async fn apply_mesh(&self, owner: &Owner, object: &MeshObject) -> Result<(), ClusterError> {
+        tracing::info!(namespace = %owner.namespace, mirror = %owner.name, kind = object.kind.kind(),
+            name = %object.name, "dry run: would apply");
+        Ok(())
+    }
+    async fn delete_mesh(&self, owner: &Owner, object: &ActualMesh) -> Result<(), ClusterError> {
+        tracing::info!(namespace = %owner.namespace, mirror = %owner.name, kind = object.kind.kind(),
+            name = %object.name, "dry run: would delete");
+        Ok(())
+    }
 }
 
 /// No cluster at all: no entries exist, WorkloadGroups come from a map, writes
@@ -151,6 +187,7 @@ impl<C: Cluster> Cluster for DryRun<C> {
 pub struct Offline {
     pub groups: BTreeMap<String, GroupTemplate>,
     pub applied: std::sync::Mutex<Vec<DesiredEntry>>,
+    pub mesh: std::sync::Mutex<Vec<MeshObject>>,
 }
 
 #[async_trait]
@@ -189,4 +226,20 @@ impl Cluster for Offline {
         Ok(())
     }
     async fn event(&self, _: &Owner, _: EventType, _: &str, _: &str) {}
+    async fn owned_mesh(&self, _: &Owner, _: MeshKind) -> Result<Vec<ActualMesh>, ClusterError> {
+        Ok(Vec::new())
+    }
+    async fn create_mesh(&self, owner: &Owner, object: &MeshObject) -> Result<(), ClusterError> {
+        self.apply_mesh(owner, object).await
+    }
+    async fn apply_mesh(&self, _: &Owner, object: &MeshObject) -> Result<(), ClusterError> {
+        self.mesh
+            .lock()
+            .map_err(|_| ClusterError::Other("poisoned".into()))?
+            .push(object.clone());
+        Ok(())
+    }
+    async fn delete_mesh(&self, _: &Owner, _: &ActualMesh) -> Result<(), ClusterError> {
+        Ok(())
+    }
 }

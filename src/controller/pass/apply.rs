@@ -12,10 +12,11 @@ use super::decide::Ending;
 use super::report::PassReport;
 use super::settle::{Clock, Gauges, Note, Settled};
 use super::state::MirrorState;
-use super::writes::{EntryWrites, WriteKind, WriteOutcome, WriteResult};
+use super::writes::{EntryWrites, MeshResult, WriteKind, WriteOutcome, WriteResult};
 use crate::cluster::{Cluster, ClusterError, EventType};
 use crate::core::desired::DesiredEntry;
 use crate::core::lifecycle::Completion;
+use crate::core::mesh::{MeshKind, MeshWrites};
 use crate::core::ownership::Owner;
 use crate::fence::Fence;
 use crate::metrics::{EntryOpLabels, LifecycleLabels, Metrics, mirror_labels};
@@ -72,6 +73,59 @@ pub async fn writes(to: Sinks<'_>, owner: &Owner, writes: &EntryWrites) -> Vec<W
             .inc();
     }
     results
+}
+
+/// Makes the mesh object writes, one at a time (a mirror has a few):
+/// creates and updates, then deletes.
+pub async fn mesh_writes(
+    cluster: &dyn Cluster,
+    owner: &Owner,
+    writes: &MeshWrites,
+) -> Vec<MeshResult> {
+    let mut results = Vec::with_capacity(writes.len());
+    let upserts = (writes.creates.iter().map(|o| (WriteKind::Create, o)))
+        .chain(writes.updates.iter().map(|o| (WriteKind::Update, o)));
+    for (op, object) in upserts {
+        let result = match op {
+            WriteKind::Create => cluster.create_mesh(owner, object).await,
+            _ => cluster.apply_mesh(owner, object).await,
+        };
+        results.push(mesh_result(owner, op, object.kind, &object.name, result));
+    }
+    for object in &writes.deletes {
+        let result = cluster.delete_mesh(owner, object).await;
+        results.push(mesh_result(
+            owner,
+            WriteKind::Delete,
+            object.kind,
+            &object.name,
+            result,
+        ));
+    }
+    results
+}
+
+fn mesh_result(
+    owner: &Owner,
+    op: WriteKind,
+    kind: MeshKind,
+    name: &str,
+    result: Result<(), ClusterError>,
+) -> MeshResult {
+    let outcome = match &result {
+        Ok(()) => WriteOutcome::Done,
+        Err(ClusterError::NameTaken { .. }) => WriteOutcome::NameTaken,
+        Err(_) => WriteOutcome::Failed,
+    };
+    if let Err(err) = &result {
+        tracing::warn!(namespace = %owner.namespace, mirror = %owner.name, kind = kind.kind(), name, op = op.as_str(), %err, "mesh object write failed");
+    }
+    MeshResult {
+        op,
+        kind,
+        name: name.to_string(),
+        outcome,
+    }
 }
 
 /// Runs the writes with at most [`WRITE_CONCURRENCY`] in flight.

@@ -3,7 +3,7 @@
 //! plan. Pure: no I/O and no clock (the time is a fact), so every branch is a
 //! table row below.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use meshmirror_provider::ProviderError;
@@ -15,8 +15,10 @@ use super::state::MirrorState;
 use super::writes::EntryWrites;
 use crate::core::claims::Claim;
 use crate::core::desired::{self, Mirror, Skip};
+use crate::core::mesh::{self, MeshKinds, MeshMirror, MeshWrites};
 use crate::core::plan::{self, DeletePolicy};
 use crate::crd::ScalingGroupMirrorSpec;
+use crate::workloadentry::GroupTemplate;
 
 /// How long an invalid spec waits before it is looked at again (edits
 /// trigger a pass at once anyway).
@@ -43,6 +45,8 @@ pub enum Step {
 #[derive(Debug, PartialEq)]
 pub struct PassPlan {
     pub writes: EntryWrites,
+    /// Writes to the Services, ServiceEntries and Sidecar (synced passes only).
+    pub mesh: MeshWrites,
     pub ending: Ending,
 }
 
@@ -194,6 +198,12 @@ pub fn decide(
         Err(error) => return failed(error.clone(), KUBERNETES_RETRY),
     };
 
+    let mesh = match mesh_writes(facts, groups, gathered, state) {
+        Ok(Ok(writes)) => writes,
+        Ok(Err(kinds)) => return Step::Read(Read::Mesh(kinds)),
+        Err(error) => return failed(error, INVALID_SPEC_RECHECK),
+    };
+
     let Some(version) = gathered.entries_version else {
         return Step::Read(Read::EntriesVersion);
     };
@@ -202,13 +212,14 @@ pub fn decide(
         .clean(generation, &members.instances, groups, version)
     {
         let how = Synced::Unchanged(clean);
-        return plan(
-            EntryWrites::default(),
-            Ending::Synced {
+        return Step::Plan(Box::new(PassPlan {
+            writes: EntryWrites::default(),
+            mesh,
+            ending: Ending::Synced {
                 interval: config.interval,
                 how,
             },
-        );
+        }));
     }
     let Some(owned) = &gathered.owned else {
         return Step::Read(Read::OwnedEntries);
@@ -239,13 +250,43 @@ pub fn decide(
         skipped: desired.skipped,
         warnings: desired.warnings,
     };
-    plan(
+    Step::Plan(Box::new(PassPlan {
         writes,
-        Ending::Synced {
+        mesh,
+        ending: Ending::Synced {
             interval: config.interval,
             how,
         },
-    )
+    }))
+}
+
+/// The mesh writes, once the owned objects of every kind that may need a
+/// write are read (`Err`: the kinds to read first). Listing only the kinds the spec
+/// wants or the mirror owned keeps a mirror without mesh options at no
+/// requests.
+fn mesh_writes(
+    facts: &Facts<'_>,
+    groups: &BTreeMap<String, GroupTemplate>,
+    gathered: &Gathered,
+    state: &MirrorState,
+) -> Result<Result<MeshWrites, MeshKinds>, PassError> {
+    let spec = &facts.mirror.spec;
+    let workloads = desired::resolve_workloads(spec, groups);
+    let mirror = MeshMirror {
+        name: &facts.owner.name,
+        namespace: &facts.owner.namespace,
+        spec,
+    };
+    let wanted =
+        mesh::desired(mirror, &workloads).map_err(|err| PassError::InvalidSpec(err.to_string()))?;
+    let kinds = mesh::wanted_kinds(spec).union(state.mesh_owned.unwrap_or(MeshKinds::ALL));
+    if kinds.is_empty() {
+        return Ok(Ok(MeshWrites::default()));
+    }
+    Ok(match &gathered.mesh {
+        Some(read) => Ok(mesh::plan(wanted, &read.objects, read.listed)),
+        None => Err(kinds),
+    })
 }
 
 fn delete_policy(spec: &ScalingGroupMirrorSpec) -> DeletePolicy {
@@ -256,7 +297,11 @@ fn delete_policy(spec: &ScalingGroupMirrorSpec) -> DeletePolicy {
 }
 
 fn plan(writes: EntryWrites, ending: Ending) -> Step {
-    Step::Plan(Box::new(PassPlan { writes, ending }))
+    Step::Plan(Box::new(PassPlan {
+        writes,
+        mesh: MeshWrites::default(),
+        ending,
+    }))
 }
 
 fn quiet(error: PassError, requeue: Duration) -> Step {

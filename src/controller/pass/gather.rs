@@ -12,6 +12,7 @@ use super::state::MirrorState;
 use crate::cluster::Cluster;
 use crate::core::claims::Claim;
 use crate::core::config::{self, MirrorConfig};
+use crate::core::mesh::{self as mesh_objects, ActualMesh, MeshKind, MeshKinds};
 use crate::core::ownership::Owner;
 use crate::core::policy::AllowedGroups;
 use crate::crd::{LifecycleSpec, ScalingGroupMirror, ScalingGroupMirrorStatus};
@@ -47,7 +48,11 @@ impl<'a> Facts<'a> {
         state: &MirrorState,
         now: Instant,
     ) -> Facts<'a> {
-        let config = config::validate(&mirror.spec).map_err(|err| err.to_string());
+        let config = config::validate(&mirror.spec)
+            .and_then(|config| {
+                mesh_objects::check_spec(&mirror.spec, &owner.namespace).map(|()| config)
+            })
+            .map_err(|err| err.to_string());
         let allowed = match &config {
             Ok(config) => allowed.check(&owner.namespace, &config.group),
             Err(_) => Ok(()),
@@ -77,6 +82,17 @@ pub enum Read {
     EntriesVersion,
     /// The WorkloadEntries the mirror owns.
     OwnedEntries,
+    /// The mesh objects of these kinds the mirror owns.
+    Mesh(MeshKinds),
+}
+
+/// The mesh objects a mirror owns, of the kinds that could be listed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MeshRead {
+    pub objects: Vec<ActualMesh>,
+    pub listed: MeshKinds,
+    /// The kinds that could not be listed, and why.
+    pub failed: Vec<(MeshKind, String)>,
 }
 
 /// The group's members, and the spec's lifecycle with only the hooks the
@@ -106,6 +122,7 @@ pub struct Gathered {
     /// that a change in between is never missed.
     pub entries_version: Option<Option<u64>>,
     pub owned: Option<Result<Vec<ActualEntry>, String>>,
+    pub mesh: Option<MeshRead>,
 }
 
 /// Where a pass reads from.
@@ -145,6 +162,7 @@ impl Gathered {
                         .map_err(|err| format!("listing owned WorkloadEntries: {err}")),
                 );
             }
+            Read::Mesh(kinds) => self.mesh = Some(mesh(from.cluster, facts.owner, kinds).await),
         }
     }
 }
@@ -182,6 +200,24 @@ async fn members(
     let mut instances = provider.members(&config.group).await?;
     instances.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     Ok(Members { instances, hooks })
+}
+
+/// Lists the mesh objects of `kinds` the mirror owns; a kind that cannot be
+/// listed is left out (its objects are then neither written nor deleted).
+async fn mesh(cluster: &dyn Cluster, owner: &Owner, kinds: MeshKinds) -> MeshRead {
+    let mut read = MeshRead::default();
+    for kind in kinds.iter() {
+        match cluster.owned_mesh(owner, kind).await {
+            Ok(objects) => {
+                read.objects.extend(objects);
+                read.listed = read.listed.with(kind);
+            }
+            Err(err) => read
+                .failed
+                .push((kind, format!("listing owned {}s: {err}", kind.kind()))),
+        }
+    }
+    read
 }
 
 /// Reads the WorkloadGroups the workloads name; the first missing one is the

@@ -31,7 +31,7 @@ use self::decide::{Settings, Step};
 pub use self::error::PassError;
 use self::gather::{Facts, Gathered, Sources};
 pub use self::report::PassReport;
-use self::settle::Clock;
+use self::settle::{Clock, Written};
 use self::state::MirrorStates;
 pub use self::writes::{WriteKind, WriteOutcome, WriteResult};
 use crate::cluster::Cluster;
@@ -153,12 +153,16 @@ impl Reconciler {
             metrics: &self.metrics,
             fence: &self.fence,
         };
+        let mesh = apply::mesh_writes(to.cluster, owner, &plan.mesh).await;
         let results = apply::writes(to, owner, &plan.writes).await;
         let settled = settle::settle(
             &facts,
             &gathered,
             &plan,
-            &results,
+            Written {
+                entries: &results,
+                mesh: &mesh,
+            },
             &mut state,
             &Clock::now(),
         );

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::error::PassError;
-use super::writes::{WriteKind, WriteOutcome, WriteResult};
+use super::writes::{MeshResult, WriteKind, WriteOutcome, WriteResult};
 
 /// What a pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -25,6 +25,8 @@ pub struct PassReport {
     pub names_taken: Vec<String>,
     /// When to run again.
     pub requeue: Duration,
+    /// The mesh object writes and how each ended.
+    pub mesh: Vec<MeshResult>,
 }
 
 impl PassReport {

@@ -15,7 +15,7 @@ use super::gather::{Facts, Gathered, Members};
 use super::memo::Clean;
 use super::report::PassReport;
 use super::state::MirrorState;
-use super::writes::{EntryWrites, WriteKind, WriteOutcome, WriteResult};
+use super::writes::{EntryWrites, MeshResult, WriteKind, WriteOutcome, WriteResult};
 use crate::cluster::EventType;
 use crate::core::desired::Skip;
 use crate::core::lifecycle::{Completion, InstanceEntries};
@@ -97,19 +97,28 @@ pub struct Settled {
     pub report: PassReport,
 }
 
+/// How the pass's writes ended.
+#[derive(Clone, Copy, Debug)]
+pub struct Written<'a> {
+    pub entries: &'a [WriteResult],
+    pub mesh: &'a [MeshResult],
+}
+
 /// Settles a pass.
 pub fn settle(
     facts: &Facts<'_>,
     gathered: &Gathered,
     plan: &PassPlan,
-    results: &[WriteResult],
+    written: Written<'_>,
     state: &mut MirrorState,
     clock: &Clock,
 ) -> Settled {
+    let results = written.entries;
     let mut out = Settled {
         report: PassReport::counting(results),
         ..Settled::default()
     };
+    out.report.mesh = written.mesh.to_vec();
     if let Some(members) = &gathered.members {
         state.gone_since = match members {
             Err(ProviderError::GroupNotFound(_)) => Some(state.gone_since.unwrap_or(facts.now)),
@@ -170,6 +179,17 @@ pub fn settle(
                     version: gathered.entries_version.flatten(),
                     actual: gathered.owned.as_ref().and_then(|o| o.as_ref().ok()),
                 };
+                let mesh = mesh::settle(
+                    &mut status,
+                    &facts.old,
+                    gathered.mesh.as_ref(),
+                    &plan.mesh,
+                    written.mesh,
+                    &plan.mesh.wanted,
+                    &clock.wall,
+                );
+                state.mesh_owned = Some(mesh.owned);
+                out.events.extend(mesh.events);
                 out.synced(
                     facts, &read, plan, results, *interval, how, state, status, clock,
                 );
@@ -534,7 +554,13 @@ fn set_conditions(
             observed_generation: status.observed_generation,
         }
     };
+    // Other conditions (MeshObjects) keep what their own step set.
+    let others: Vec<Condition> = std::mem::take(&mut status.conditions)
+        .into_iter()
+        .filter(|c| c.type_ != "Ready" && c.type_ != "Degraded")
+        .collect();
     status.conditions = vec![make("Ready", ready), make("Degraded", degraded)];
+    status.conditions.extend(others);
 }
 
 /// Ready=False and Degraded=True, both for `reason`.
@@ -575,5 +601,6 @@ fn status_differs(old: &ScalingGroupMirrorStatus, new: &ScalingGroupMirrorStatus
     strip(old) != strip(new)
 }
 
+mod mesh;
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::backoff::WriteBackoff;
 use super::memo::PassMemo;
 use crate::core::lifecycle::LifecycleTracker;
+use crate::core::mesh::MeshKinds;
 use crate::core::ownership::Owner;
 
 /// How many cloud advisories wait for a mirror's next pass; older ones are
@@ -27,6 +28,10 @@ pub struct MirrorState {
     pub gone_since: Option<Instant>,
     pub backoff: WriteBackoff,
     pub memo: PassMemo,
+    /// The kinds of mesh object the mirror owned after its last pass that
+    /// got that far; None until then (every kind is listed once, so that
+    /// objects of an option since turned off are found and deleted).
+    pub mesh_owned: Option<MeshKinds>,
 }
 
 impl MirrorState {
@@ -37,6 +42,7 @@ impl MirrorState {
             gone_since: None,
             backoff: WriteBackoff::starting_at(first_backoff),
             memo: PassMemo::default(),
+            mesh_owned: None,
         }
     }
 

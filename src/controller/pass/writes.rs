@@ -3,6 +3,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use crate::core::desired::DesiredEntry;
+use crate::core::mesh::MeshKind;
 use crate::core::plan::{self, DeletePolicy};
 use crate::workloadentry::ActualEntry;
 
@@ -102,4 +103,20 @@ pub struct WriteResult {
     pub kind: WriteKind,
     pub name: String,
     pub outcome: WriteOutcome,
+}
+
+/// One mesh object write's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshResult {
+    pub op: WriteKind,
+    pub kind: MeshKind,
+    pub name: String,
+    pub outcome: WriteOutcome,
+}
+
+impl MeshResult {
+    /// `Service api`, as status and Events name an object.
+    pub fn object(&self) -> String {
+        format!("{} {}", self.kind.kind(), self.name)
+    }
 }

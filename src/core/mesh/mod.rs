@@ -133,6 +133,8 @@ pub struct MeshWrites {
     pub updates: Vec<MeshObject>,
     /// Owned objects no longer wanted.
     pub deletes: Vec<ActualMesh>,
+    /// Every object wanted, as `Kind name` (for status).
+    pub wanted: Vec<String>,
 }
 
 impl MeshWrites {
@@ -148,7 +150,13 @@ impl MeshWrites {
 /// The writes that turn `actual` (the kinds listed in `listed`) into
 /// `desired`. Objects of a kind that could not be listed are left alone.
 pub fn plan(desired: Vec<MeshObject>, actual: &[ActualMesh], listed: MeshKinds) -> MeshWrites {
-    let mut out = MeshWrites::default();
+    let mut out = MeshWrites {
+        wanted: desired
+            .iter()
+            .map(|o| format!("{} {}", o.kind.kind(), o.name))
+            .collect(),
+        ..MeshWrites::default()
+    };
     let wanted: BTreeSet<(MeshKind, &str)> =
         desired.iter().map(|o| (o.kind, o.name.as_str())).collect();
     out.deletes = actual

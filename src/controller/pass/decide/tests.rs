@@ -9,8 +9,9 @@ use meshmirror_provider::{Instance, ProviderError};
 
 use super::*;
 use crate::controller::pass::fixtures::{entry, mirror, owner, vm};
-use crate::controller::pass::gather::{Hooks, Members, Read};
+use crate::controller::pass::gather::{Hooks, Members, MeshRead, Read};
 use crate::core::config;
+use crate::core::mesh::{ActualMesh, MeshKind, MeshKinds};
 use crate::core::ownership::Owner;
 use crate::crd::ScalingGroupMirror;
 
@@ -51,6 +52,7 @@ impl Row {
     fn read_up_to_entries(self) -> Row {
         let mut row = self.members(Ok(vec![vm("i-1", 1), vm("i-2", 2)]));
         row.gathered.groups = Some(Ok(BTreeMap::new()));
+        row.gathered.mesh = Some(MeshRead::default());
         row.gathered.entries_version = Some(Some(7));
         row
     }
@@ -204,6 +206,8 @@ fn the_reads_come_in_order_and_only_when_needed() {
     let mut row = row.members(Ok(vec![vm("i-1", 1)]));
     assert_eq!(row.step(), Step::Read(Read::WorkloadGroups));
     row.gathered.groups = Some(Ok(BTreeMap::new()));
+    assert_eq!(row.step(), Step::Read(Read::Mesh(MeshKinds::ALL)));
+    row.gathered.mesh = Some(MeshRead::default());
     assert_eq!(row.step(), Step::Read(Read::EntriesVersion));
     row.gathered.entries_version = Some(None);
     assert_eq!(row.step(), Step::Read(Read::OwnedEntries));
@@ -356,4 +360,87 @@ fn a_planned_pass_creates_the_missing_and_deletes_the_stale() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// The sidecar and a ServiceEntry for workload api.
+const MESH: &str = "sidecar: {workloadSelector: {vm: web}}";
+
+fn with_service(row: &mut Row) {
+    row.mirror.spec.workloads[0].service = Some(crate::crd::ServiceSpec {
+        kind: crate::crd::ServiceKind::ServiceEntry,
+        name: None,
+        hosts: vec![],
+        ports: BTreeMap::new(),
+    });
+}
+
+#[test]
+fn mesh_objects_are_listed_once_per_kind_that_may_need_a_write() {
+    // First pass since start: every kind, to find objects of options since turned off.
+    let mut row = Row::new("").members(Ok(vec![vm("i-1", 1)]));
+    row.gathered.groups = Some(Ok(BTreeMap::new()));
+    assert_eq!(row.step(), Step::Read(Read::Mesh(MeshKinds::ALL)));
+    // Known to own nothing and wanting nothing: no read at all.
+    row.state.mesh_owned = Some(MeshKinds::default());
+    assert_eq!(row.step(), Step::Read(Read::EntriesVersion));
+    // Wanting a Sidecar and a ServiceEntry: those two kinds.
+    let mut row = Row::new(MESH).members(Ok(vec![vm("i-1", 1)]));
+    with_service(&mut row);
+    row.gathered.groups = Some(Ok(BTreeMap::new()));
+    row.state.mesh_owned = Some(MeshKinds::default());
+    let want = MeshKinds::default()
+        .with(MeshKind::ServiceEntry)
+        .with(MeshKind::Sidecar);
+    assert_eq!(row.step(), Step::Read(Read::Mesh(want)));
+}
+
+#[test]
+fn mesh_writes_ride_on_a_synced_pass_even_an_unchanged_one() {
+    let mut row = Row::new(MESH).read_up_to_entries().owned(&[]);
+    with_service(&mut row);
+    row.gathered.mesh = Some(MeshRead {
+        objects: vec![ActualMesh {
+            kind: MeshKind::Service,
+            name: "old".into(),
+            uid: "u-old".into(),
+            hash: None,
+        }],
+        listed: MeshKinds::ALL,
+        failed: vec![],
+    });
+    let plan = row.plan();
+    let created: Vec<(MeshKind, &str)> = plan
+        .mesh
+        .creates
+        .iter()
+        .map(|o| (o.kind, o.name.as_str()))
+        .collect();
+    assert_eq!(
+        created,
+        [(MeshKind::ServiceEntry, "api"), (MeshKind::Sidecar, "web")]
+    );
+    assert_eq!(
+        plan.mesh.deletes.len(),
+        1,
+        "the Service of an option turned off"
+    );
+    assert!(matches!(plan.ending, Ending::Synced { .. }));
+}
+
+#[test]
+fn a_selector_clash_fails_the_pass_as_an_invalid_spec_and_writes_nothing() {
+    let mut row = Row::new("").read_up_to_entries();
+    with_service(&mut row);
+    row.mirror.spec.workloads.push(crate::crd::WorkloadSpec {
+        name: "api-v2".into(),
+        labels: BTreeMap::from([
+            ("app".into(), "api".into()),
+            ("version".into(), "v2".into()),
+        ]),
+        ..Default::default()
+    });
+    let plan = row.plan();
+    assert!(plan.mesh.is_empty());
+    let (reason, _) = failed_with(&plan);
+    assert_eq!(reason, "InvalidSpec");
 }

@@ -16,6 +16,7 @@ use crate::controller::pass::writes::EntryWrites;
 use crate::core::claims::Claim;
 use crate::core::config;
 use crate::core::desired::{Skip, SkipReason};
+use crate::core::mesh::MeshWrites;
 use crate::core::ownership::Owner;
 use crate::crd::{AddressFamily, LifecycleSpec, ScalingGroupMirror};
 
@@ -81,7 +82,10 @@ impl Pass {
             &facts,
             &self.gathered,
             plan,
-            results,
+            Written {
+                entries: results,
+                mesh: &[],
+            },
             &mut self.state,
             &self.clock,
         )
@@ -107,6 +111,7 @@ fn ended(kind: WriteKind, name: &str, outcome: WriteOutcome) -> WriteResult {
 fn failed(error: PassError, requeue: Duration) -> PassPlan {
     PassPlan {
         writes: EntryWrites::default(),
+        mesh: MeshWrites::default(),
         ending: Ending::Failed { error, requeue },
     }
 }
@@ -114,6 +119,7 @@ fn failed(error: PassError, requeue: Duration) -> PassPlan {
 fn planned(writes: EntryWrites, members: usize) -> PassPlan {
     PassPlan {
         writes,
+        mesh: MeshWrites::default(),
         ending: Ending::Synced {
             interval: Duration::from_secs(45),
             how: Synced::Planned {
@@ -194,6 +200,7 @@ fn a_withdrawal_notes_what_it_deleted_and_hurries_while_deletes_are_left() {
             deferred_deletes: 1,
             ..EntryWrites::default()
         },
+        mesh: MeshWrites::default(),
         ending: Ending::Withdrawn {
             why: "another mirror claims this group".into(),
             then: Duration::from_secs(45),
@@ -219,6 +226,7 @@ fn a_withdrawal_notes_what_it_deleted_and_hurries_while_deletes_are_left() {
 
     let nothing_left = PassPlan {
         writes: EntryWrites::default(),
+        mesh: MeshWrites::default(),
         ..plan
     };
     let out = pass.settle(&nothing_left, &[]);
@@ -382,6 +390,7 @@ fn skipped_instances_warn_when_the_set_changes() {
     let mut pass = Pass::new().read(vec![vm("i-1", 1)], LifecycleSpec::default(), &[]);
     let with_skips = |ids: &[&str]| PassPlan {
         writes: EntryWrites::default(),
+        mesh: MeshWrites::default(),
         ending: Ending::Synced {
             interval: Duration::from_secs(45),
             how: Synced::Planned {
@@ -431,6 +440,7 @@ fn a_paused_mirror_says_so() {
     let mut pass = Pass::new();
     let plan = PassPlan {
         writes: EntryWrites::default(),
+        mesh: MeshWrites::default(),
         ending: Ending::Paused {
             interval: Duration::from_secs(45),
         },
