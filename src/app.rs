@@ -12,6 +12,7 @@ use meshmirror_sim::SimCloud;
 
 use crate::clouds::{self, CloudArgs};
 use crate::cluster::kube::{KubeCluster, entry_manifest};
+use crate::cluster::mesh::mesh_manifest;
 use crate::cluster::ratelimit::RateLimiter;
 use crate::cluster::{Cluster, DryRun, Offline, Owner};
 use crate::controller::pass::{self, Reconciler};
@@ -277,7 +278,8 @@ pub async fn run(
     Ok(true)
 }
 
-/// `meshmirror render`: one pass without a cluster; the WorkloadEntries as YAML.
+/// `meshmirror render`: one pass without a cluster; the Services,
+/// ServiceEntries and Sidecar, then the WorkloadEntries, as YAML.
 pub async fn render(
     mirror_file: &Path,
     sim_file: Option<&Path>,
@@ -341,12 +343,20 @@ pub async fn render(
         .lock()
         .map_err(|_| AppError::Invalid("internal: poisoned".into()))?
         .clone();
+    let mesh = offline
+        .mesh
+        .lock()
+        .map_err(|_| AppError::Invalid("internal: poisoned".into()))?
+        .clone();
+    let manifests = (mesh.iter().map(|object| mesh_manifest(&owner, object))).chain(
+        applied
+            .iter()
+            .map(|entry| entry_manifest(version, &owner, entry)),
+    );
     let mut out = String::new();
-    for entry in &applied {
+    for manifest in manifests {
         out.push_str("---\n");
-        out.push_str(
-            &serde_yaml::to_string(&entry_manifest(version, &owner, entry)).unwrap_or_default(),
-        );
+        out.push_str(&serde_yaml::to_string(&manifest).unwrap_or_default());
     }
     Ok(out)
 }

@@ -218,7 +218,8 @@ pub struct ServiceSpec {
     )]
     pub name: Option<String>,
     /// ServiceEntry hosts; `<name>.<namespace>.svc.cluster.local` when unset.
-    /// A host under `.svc.` must be in the mirror's namespace.
+    /// Each must be `<name>.<this namespace>.svc.<domain>`: a ServiceEntry's
+    /// host is seen by the whole mesh.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(min = 1, max = 253)))]
     pub hosts: Vec<String>,

@@ -79,27 +79,24 @@ pub fn check_spec(spec: &ScalingGroupMirrorSpec, namespace: &str) -> Result<(), 
     Ok(())
 }
 
-/// A ServiceEntry host: a DNS name, no wildcard (a STATIC entry's endpoints
-/// are its VMs), and under `.svc.` only in the mirror's own namespace (a host
-/// like `payments.team-b.svc.cluster.local` would take another team's
-/// traffic).
+/// A ServiceEntry host: `<name>.<namespace>.svc.<cluster domain>` in the
+/// mirror's own namespace. A ServiceEntry's host is mesh-wide: any other
+/// host (`payments.team-b.svc.cluster.local`, `login.example.com`) would let
+/// whoever may create a mirror take traffic that other teams send to it.
 fn check_host(field: &str, host: &str, namespace: &str) -> Result<(), SpecError> {
-    if !is_dns_subdomain(host) || !host.contains('.') {
+    let fix = format!("write it like api.{namespace}.svc.cluster.local");
+    if !is_dns_subdomain(host) {
         return Err(err(
             field,
-            format!(
-                "{host:?} is not a DNS name; write it like api.example.internal (no wildcards, lowercase)"
-            ),
+            format!("{host:?} is not a DNS name (lowercase, no wildcards); {fix}"),
         ));
     }
     let labels: Vec<&str> = host.split('.').collect();
-    if let Some(svc) = labels.iter().position(|l| *l == "svc")
-        && (svc != 2 || labels[1] != namespace)
-    {
+    if labels.len() < 4 || labels[1] != namespace || labels[2] != "svc" {
         return Err(err(
             field,
             format!(
-                "{host:?} names a cluster service outside this namespace; use <name>.{namespace}.svc.<cluster domain> or a name outside .svc"
+                "{host:?} is outside this namespace's services; a ServiceEntry host is seen by the whole mesh, so meshmirror writes only hosts of its mirror's namespace: {fix}"
             ),
         ));
     }
@@ -217,7 +214,7 @@ mod tests {
     fn spec_checks_name_the_field() {
         let cases = [
             (
-                "workloads: [{name: a, service: {kind: ServiceEntry, hosts: ['*.example.com']}}]",
+                "workloads: [{name: a, service: {kind: ServiceEntry, hosts: ['*.team-a.svc.cluster.local']}}]",
                 "spec.workloads[0].service.hosts[0]",
                 "no wildcards",
             ),
@@ -227,7 +224,12 @@ mod tests {
                 "outside this namespace",
             ),
             (
-                "workloads: [{name: a, service: {kind: ServiceEntry, hosts: [localhost]}}]",
+                "workloads: [{name: a, service: {kind: ServiceEntry, hosts: [login.example.com]}}]",
+                "spec.workloads[0].service.hosts[0]",
+                "seen by the whole mesh",
+            ),
+            (
+                "workloads: [{name: a, service: {kind: ServiceEntry, hosts: [Api.team-a.svc.cluster.local]}}]",
                 "spec.workloads[0].service.hosts[0]",
                 "not a DNS name",
             ),
@@ -242,7 +244,7 @@ mod tests {
                 "also workload \"a\"'s service",
             ),
             (
-                "workloads: [{name: a, service: {kind: ServiceEntry, hosts: [x.example.com]}}, {name: b, service: {kind: ServiceEntry, hosts: [x.example.com]}}]",
+                "workloads: [{name: a, service: {kind: ServiceEntry, hosts: [x.team-a.svc.cluster.local]}}, {name: b, service: {kind: ServiceEntry, hosts: [x.team-a.svc.cluster.local]}}]",
                 "spec.workloads[1].service.hosts",
                 "also workload \"a\"'s",
             ),
@@ -272,7 +274,7 @@ mod tests {
     #[test]
     fn good_mesh_options_pass() {
         let good = spec(
-            "workloads:\n- {name: a, service: {kind: ServiceEntry, hosts: [a.team-a.svc.cluster.local, a.example.internal]}}\n- {name: b, service: {kind: Service}}\nsidecar: {workloadSelector: {app: vm}, egressHosts: ['./*', 'istio-system/*', '*/api.example.com', '~/*', 'shared/*.example.com']}",
+            "workloads:\n- {name: a, service: {kind: ServiceEntry, hosts: [a.team-a.svc.cluster.local, a-v2.team-a.svc.corp.internal]}}\n- {name: b, service: {kind: Service}}\nsidecar: {workloadSelector: {app: vm}, egressHosts: ['./*', 'istio-system/*', '*/api.example.com', '~/*', 'shared/*.example.com']}",
         );
         check_spec(&good, "team-a").unwrap();
     }
