@@ -33,7 +33,7 @@ use self::gather::{Facts, Gathered, Sources};
 pub use self::report::PassReport;
 use self::settle::{Clock, Written};
 use self::state::MirrorStates;
-pub use self::writes::{WriteKind, WriteOutcome, WriteResult};
+pub use self::writes::{MeshResult, WriteKind, WriteOutcome, WriteResult};
 use crate::cluster::Cluster;
 use crate::core::claims::Claim;
 use crate::core::ownership::Owner;

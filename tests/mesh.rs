@@ -1,0 +1,313 @@
+//! The mesh objects a mirror owns beside its entries (a Service or
+//! ServiceEntry per workload, one Sidecar), through the controller's passes
+//! on the test kit's API server or the real control plane.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{Harness, condition, mirror_yaml, sim_with};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use meshmirror::controller::pass::Reconciler;
+use meshmirror::controller::pass::writes::WriteOutcome;
+use meshmirror::core::mesh::MeshKind;
+use meshmirror_testkit::apiserver::Verb;
+
+/// Two applications on one VM group: the api behind a ServiceEntry (service
+/// port 80 to the VMs' 8080), the exporter behind a Service, one Sidecar.
+const TWO_APPS: &str = "  workloads:
+    - name: api
+      labels: {app: api}
+      ports: {http: 8080}
+      service: {kind: ServiceEntry, ports: {http: {number: 80}}}
+    - name: exporter
+      labels: {app: exporter}
+      ports: {http-metrics: 9100}
+      service: {kind: Service}
+  sidecar:
+    workloadSelector: {app: web-vm}
+    outboundTrafficPolicy: REGISTRY_ONLY
+";
+
+fn api(h: &Harness, kind: MeshKind, ns: &str) -> Api<DynamicObject> {
+    let (group, version, plural) = kind.resource();
+    let resource = ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: kind.api_version().into(),
+        kind: kind.kind().into(),
+        plural: plural.into(),
+    };
+    Api::namespaced_with(h.client.clone(), ns, &resource)
+}
+
+async fn get(h: &Harness, kind: MeshKind, name: &str) -> Option<DynamicObject> {
+    api(h, kind, "default").get_opt(name).await.expect("read")
+}
+
+async fn pass(h: &Harness) -> meshmirror::controller::pass::PassReport {
+    pass_with(h, &h.reconciler()).await
+}
+
+/// A pass of a reconciler that remembers the mirror's earlier passes.
+async fn pass_with(
+    h: &Harness,
+    reconciler: &Reconciler,
+) -> meshmirror::controller::pass::PassReport {
+    let mirror = h.mirrors("default").get("web").await.unwrap();
+    reconciler.pass(&mirror).await
+}
+
+fn outcomes(report: &meshmirror::controller::pass::PassReport) -> Vec<(String, WriteOutcome)> {
+    report
+        .mesh
+        .iter()
+        .map(|r| (format!("{} {}", r.op.as_str(), r.object()), r.outcome))
+        .collect()
+}
+
+#[tokio::test]
+async fn options_create_the_objects_then_steady_state_writes_nothing() {
+    let h = Harness::without_controller(sim_with(2)).await;
+    let mirror = h
+        .create_mirror(&mirror_yaml("default", "web", TWO_APPS))
+        .await;
+    let first = pass(&h).await;
+    assert!(first.ok(), "{first:?}");
+    assert_eq!(
+        outcomes(&first),
+        [
+            ("create Service exporter".to_string(), WriteOutcome::Done),
+            ("create ServiceEntry api".to_string(), WriteOutcome::Done),
+            ("create Sidecar web".to_string(), WriteOutcome::Done),
+        ]
+    );
+    assert_eq!(first.created, 4, "and the entries");
+
+    let entry = get(&h, MeshKind::ServiceEntry, "api")
+        .await
+        .expect("ServiceEntry");
+    assert_eq!(
+        entry.data["spec"]["hosts"],
+        serde_json::json!(["api.default.svc.cluster.local"])
+    );
+    assert_eq!(
+        entry.data["spec"]["workloadSelector"]["labels"]["app"],
+        "api"
+    );
+    assert_eq!(entry.data["spec"]["ports"][0]["number"], 80);
+    assert_eq!(entry.data["spec"]["ports"][0]["targetPort"], 8080);
+    let owners = entry.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(Some(owners[0].uid.clone()), mirror.metadata.uid);
+
+    let service = get(&h, MeshKind::Service, "exporter")
+        .await
+        .expect("Service");
+    assert_eq!(service.data["spec"]["selector"]["app"], "exporter");
+    assert_eq!(service.data["spec"]["ports"][0]["port"], 9100);
+    assert!(
+        service.data["spec"]["clusterIP"].is_string(),
+        "the server allocated an address: {:?}",
+        service.data["spec"]
+    );
+    let sidecar = get(&h, MeshKind::Sidecar, "web").await.expect("Sidecar");
+    assert_eq!(
+        sidecar.data["spec"]["ingress"][1]["defaultEndpoint"],
+        "127.0.0.1:9100"
+    );
+    assert_eq!(
+        sidecar.data["spec"]["outboundTrafficPolicy"]["mode"],
+        "REGISTRY_ONLY"
+    );
+    let status = h.status("default", "web").await;
+    let mesh = condition(&status, "MeshObjects").expect("a MeshObjects condition");
+    assert_eq!(
+        (mesh.status.as_str(), mesh.reason.as_str()),
+        ("True", "Applied")
+    );
+
+    let before = h.server.requests();
+    for _ in 0..5 {
+        let report = pass(&h).await;
+        assert!(report.ok(), "{report:?}");
+        assert!(report.mesh.is_empty(), "{report:?}");
+    }
+    let during = h.server.requests().since(&before);
+    assert_eq!(
+        during.writes(),
+        0,
+        "steady state wrote: {:?}",
+        during.entries()
+    );
+    assert_eq!(
+        during.get(Verb::List, "services"),
+        5,
+        "one list per pass of each kind the spec wants"
+    );
+}
+
+#[tokio::test]
+async fn changes_update_in_place_and_turned_off_options_delete_their_objects() {
+    let h = Harness::without_controller(sim_with(1)).await;
+    h.create_mirror(&mirror_yaml("default", "web", TWO_APPS))
+        .await;
+    assert!(pass(&h).await.ok());
+    let uid = |o: Option<DynamicObject>| o.and_then(|o| o.metadata.uid);
+    let entry_uid = uid(get(&h, MeshKind::ServiceEntry, "api").await);
+
+    let changed = TWO_APPS.replace("number: 80", "number: 8000");
+    let spec: serde_yaml::Value =
+        serde_yaml::from_str(&mirror_yaml("default", "web", &changed)).unwrap();
+    h.mirrors("default")
+        .patch("web", &PatchParams::default(), &Patch::Merge(&spec))
+        .await
+        .unwrap();
+    let report = pass(&h).await;
+    assert_eq!(
+        outcomes(&report),
+        [("update ServiceEntry api".to_string(), WriteOutcome::Done)]
+    );
+    let entry = get(&h, MeshKind::ServiceEntry, "api").await.unwrap();
+    assert_eq!(entry.data["spec"]["ports"][0]["number"], 8000);
+    assert_eq!(entry.metadata.uid, entry_uid, "updated in place");
+
+    // Turning every option off deletes the three objects; the entries stay.
+    let off = serde_json::json!({"spec": {"sidecar": null, "workloads": [
+        {"name": "api", "labels": {"app": "api"}, "ports": {"http": 8080}},
+        {"name": "exporter", "labels": {"app": "exporter"}, "ports": {"http-metrics": 9100}},
+    ]}});
+    h.mirrors("default")
+        .patch("web", &PatchParams::default(), &Patch::Merge(&off))
+        .await
+        .unwrap();
+    let report = pass(&h).await;
+    assert!(report.ok(), "{report:?}");
+    let mut deleted = outcomes(&report);
+    deleted.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        deleted,
+        [
+            ("delete Service exporter".to_string(), WriteOutcome::Done),
+            ("delete ServiceEntry api".to_string(), WriteOutcome::Done),
+            ("delete Sidecar web".to_string(), WriteOutcome::Done),
+        ]
+    );
+    for (kind, name) in [
+        (MeshKind::Service, "exporter"),
+        (MeshKind::ServiceEntry, "api"),
+        (MeshKind::Sidecar, "web"),
+    ] {
+        let left = get(&h, kind, name).await;
+        let deleting = left
+            .as_ref()
+            .is_some_and(|o| o.metadata.deletion_timestamp.is_some());
+        assert!(left.is_none() || deleting, "{kind:?} {name} still there");
+    }
+    assert_eq!(h.entries("default").await.len(), 2);
+    let status = h.status("default", "web").await;
+    assert!(condition(&status, "MeshObjects").is_none(), "{status:?}");
+
+    // Once a pass knows the mirror owns none, later passes list nothing.
+    let reconciler = h.reconciler();
+    assert!(pass_with(&h, &reconciler).await.mesh.is_empty());
+    let before = h.server.requests();
+    assert!(pass_with(&h, &reconciler).await.mesh.is_empty());
+    let during = h.server.requests().since(&before);
+    for resource in ["services", "serviceentries", "sidecars"] {
+        assert_eq!(during.get(Verb::List, resource), 0, "{resource}");
+    }
+}
+
+#[tokio::test]
+async fn a_same_named_object_that_is_not_the_mirrors_is_left_alone_and_reported() {
+    let h = Harness::without_controller(sim_with(1)).await;
+    // Another team's Service named like the exporter's.
+    let theirs: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "exporter", "labels": {"team": "other"}},
+        "spec": {"selector": {"app": "theirs"}, "ports": [{"name": "http", "port": 80}]},
+    }))
+    .unwrap();
+    let theirs = api(&h, MeshKind::Service, "default")
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap();
+    h.create_mirror(&mirror_yaml("default", "web", TWO_APPS))
+        .await;
+    let report = pass(&h).await;
+    assert!(
+        outcomes(&report).contains(&(
+            "create Service exporter".to_string(),
+            WriteOutcome::NameTaken
+        )),
+        "{report:?}"
+    );
+    assert_eq!(report.created, 2, "the entries are written all the same");
+    let after = get(&h, MeshKind::Service, "exporter").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version,
+        theirs.metadata.resource_version
+    );
+    assert_eq!(after.data["spec"]["selector"]["app"], "theirs");
+    let status = h.status("default", "web").await;
+    let mesh = condition(&status, "MeshObjects").expect("condition");
+    assert_eq!(
+        (mesh.status.as_str(), mesh.reason.as_str()),
+        ("False", "NameTaken")
+    );
+    assert!(
+        mesh.message.contains("Service exporter"),
+        "{}",
+        mesh.message
+    );
+    assert!(
+        get(&h, MeshKind::ServiceEntry, "api").await.is_some(),
+        "the others are written"
+    );
+
+    // Looked at again on the next pass: still not touched, no second Event.
+    let before = h.server.requests();
+    let again = pass(&h).await;
+    assert_eq!(again.mesh.len(), 1);
+    let during = h.server.requests().since(&before);
+    assert_eq!(
+        during.get(Verb::Create, "services"),
+        0,
+        "a GET finds it first"
+    );
+    assert_eq!(during.get(Verb::Patch, "services"), 0);
+}
+
+#[tokio::test]
+async fn deleting_the_mirror_collects_its_mesh_objects() {
+    let h = Harness::without_controller(sim_with(1)).await;
+    h.create_mirror(&mirror_yaml("default", "web", TWO_APPS))
+        .await;
+    assert!(pass(&h).await.ok());
+    h.mirrors("default")
+        .delete("web", &Default::default())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let mut left = BTreeMap::new();
+        for (kind, name) in [
+            (MeshKind::Service, "exporter"),
+            (MeshKind::ServiceEntry, "api"),
+            (MeshKind::Sidecar, "web"),
+        ] {
+            if get(&h, kind, name).await.is_some() {
+                left.insert(kind.kind(), name);
+            }
+        }
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < common::CONVERGE,
+            "garbage collection left {left:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
