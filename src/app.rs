@@ -13,6 +13,7 @@ use meshmirror_sim::SimCloud;
 use crate::clouds::{self, CloudArgs};
 use crate::cluster::kube::{KubeCluster, entry_manifest};
 use crate::cluster::mesh::mesh_manifest;
+use crate::cluster::networks::DEFAULT_ISTIO_NAMESPACE;
 use crate::cluster::ratelimit::RateLimiter;
 use crate::cluster::{Cluster, DryRun, Offline, Owner};
 use crate::controller::pass::{self, Reconciler};
@@ -161,6 +162,9 @@ pub struct RunOptions {
     pub clouds: CloudArgs,
     /// Leader election; None runs as the only replica.
     pub leader: Option<LeaseConfig>,
+    /// istiod's namespace: its network label and the network gateways
+    /// (`istio-system` when unset).
+    pub istio_namespace: Option<String>,
 }
 
 /// `meshmirror run`: returns whether every pass succeeded (`--once`), or when
@@ -206,7 +210,12 @@ pub async fn run(
     };
 
     if opts.once {
-        let kube = KubeCluster::new(client.clone(), opts.version, None, writes, pod);
+        let kube = KubeCluster::new(client.clone(), opts.version, None, writes, pod)
+            .with_istio_namespace(
+                opts.istio_namespace
+                    .as_deref()
+                    .unwrap_or(DEFAULT_ISTIO_NAMESPACE),
+            );
         let cluster: Arc<dyn Cluster> = if opts.dry_run {
             Arc::new(DryRun(kube))
         } else {
@@ -232,7 +241,12 @@ pub async fn run(
         pod,
     )
     .with_groups(caches.groups.clone())
-    .with_fence(fence.clone());
+    .with_fence(fence.clone())
+    .with_istio_namespace(
+        opts.istio_namespace
+            .as_deref()
+            .unwrap_or(DEFAULT_ISTIO_NAMESPACE),
+    );
     let cluster: Arc<dyn Cluster> = if opts.dry_run {
         Arc::new(DryRun(kube))
     } else {

@@ -115,6 +115,15 @@ struct RunArgs {
     /// Other cloud errors never withdraw anything.
     #[arg(long, default_value = "10m", value_parser = parse_grace)]
     group_gone_grace: std::time::Duration,
+    /// istiod's namespace: the cluster's own network is its
+    /// `topology.istio.io/network` label, and network gateways are the
+    /// Services in it labelled with a network.
+    #[arg(
+        long,
+        env = "MESHMIRROR_ISTIO_NAMESPACE",
+        default_value = "istio-system"
+    )]
+    istio_namespace: String,
     #[command(flatten)]
     clouds: CloudArgs,
     /// Run as one of several replicas: only the holder of the Lease reconciles,
@@ -244,6 +253,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<bool> {
                     renew_deadline: args.renew_deadline,
                     retry_period: args.retry_period,
                 }),
+                istio_namespace: Some(args.istio_namespace),
             };
             Ok(app::run(client, opts, shutdown_signal()).await?)
         }

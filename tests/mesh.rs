@@ -311,3 +311,68 @@ async fn deleting_the_mirror_collects_its_mesh_objects() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn a_network_without_a_gateway_is_reported_and_its_entries_written_all_the_same() {
+    let h = Harness::without_controller(sim_with(2)).await;
+    h.create_namespace("istio-system").await;
+    let yaml = mirror_yaml(
+        "default",
+        "web",
+        "  network: vm-net\n  workloads: [{name: api, labels: {app: api}, ports: {http: 8080}}]\n",
+    );
+    h.create_mirror(&yaml).await;
+    let report = pass(&h).await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.created, 2, "entries are written without a gateway");
+    let status = h.status("default", "web").await;
+    let reachable = condition(&status, "NetworksReachable").expect("condition");
+    assert_eq!(
+        (reachable.status.as_str(), reachable.reason.as_str()),
+        ("False", "NetworkWithoutGateway")
+    );
+    assert!(
+        reachable.message.contains("\"vm-net\""),
+        "{}",
+        reachable.message
+    );
+
+    // An east-west gateway for the network appears.
+    let gateway: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "istio-eastwestgateway",
+                     "labels": {"topology.istio.io/network": "vm-net"}},
+        "spec": {"selector": {"istio": "eastwestgateway"},
+                 "ports": [{"name": "tls", "port": 15443}]},
+    }))
+    .unwrap();
+    api(&h, MeshKind::Service, "istio-system")
+        .create(&PostParams::default(), &gateway)
+        .await
+        .unwrap();
+    // A new reconciler: the network view is kept for 30 s per process.
+    let report = pass(&h).await;
+    assert!(report.ok(), "{report:?}");
+    let status = h.status("default", "web").await;
+    let reachable = condition(&status, "NetworksReachable").expect("condition");
+    assert_eq!(
+        (reachable.status.as_str(), reachable.reason.as_str()),
+        ("True", "Reachable")
+    );
+}
+
+#[tokio::test]
+async fn a_mirror_on_no_network_asks_nothing_about_gateways() {
+    let h = Harness::without_controller(sim_with(1)).await;
+    h.create_mirror(&mirror_yaml("default", "web", common::TWO_WORKLOADS))
+        .await;
+    let reconciler = h.reconciler();
+    assert!(pass_with(&h, &reconciler).await.ok());
+    let before = h.server.requests();
+    assert!(pass_with(&h, &reconciler).await.ok());
+    let during = h.server.requests().since(&before);
+    assert_eq!(during.get(Verb::List, "services"), 0);
+    assert_eq!(during.get(Verb::Get, "namespaces"), 0);
+    let status = h.status("default", "web").await;
+    assert!(condition(&status, "NetworksReachable").is_none());
+}

@@ -15,10 +15,12 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::cluster::entry_cache::{EntryCache, read_entry};
 use crate::cluster::group_cache::GroupCache;
+use crate::cluster::networks::{DEFAULT_ISTIO_NAMESPACE, NetworkSource};
 use crate::cluster::ratelimit::RateLimiter;
 use crate::cluster::{Cluster, ClusterError, EventType, Owner};
 use crate::core::desired::DesiredEntry;
 use crate::core::mesh::{ActualMesh, MeshKind, MeshObject};
+use crate::core::networks::NetworkView;
 use crate::core::plan::ActualEntry;
 use crate::crd::{ScalingGroupMirror, ScalingGroupMirrorStatus};
 use crate::fence::Fence;
@@ -35,6 +37,7 @@ pub struct KubeCluster {
     groups: Option<Arc<GroupCache>>,
     call_timeout: Duration,
     fence: Fence,
+    pub(super) networks: NetworkSource,
 }
 
 /// Writes in flight at once, across all mirrors. Each holds a connection and
@@ -73,6 +76,7 @@ impl KubeCluster {
             groups: None,
             call_timeout: API_CALL_TIMEOUT,
             fence: Fence::always(),
+            networks: NetworkSource::new(DEFAULT_ISTIO_NAMESPACE),
         }
     }
 
@@ -100,6 +104,13 @@ impl KubeCluster {
                 after: self.call_timeout,
             }),
         }
+    }
+
+    /// Looks for the cluster's network and the network gateways in this
+    /// namespace (istiod's) instead of `istio-system`.
+    pub fn with_istio_namespace(mut self, namespace: &str) -> Self {
+        self.networks = NetworkSource::new(namespace);
+        self
     }
 
     /// Reads WorkloadGroups from this cache instead of the API server.
@@ -359,6 +370,10 @@ impl Cluster for KubeCluster {
 
     async fn delete_mesh(&self, owner: &Owner, object: &ActualMesh) -> Result<(), ClusterError> {
         self.delete_mesh_object(owner, object).await
+    }
+
+    async fn network_view(&self) -> Result<NetworkView, ClusterError> {
+        self.read_network_view().await
     }
 
     async fn event(&self, owner: &Owner, kind: EventType, reason: &str, note: &str) {

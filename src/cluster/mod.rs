@@ -7,6 +7,7 @@ pub mod group_cache;
 pub mod kube;
 pub mod mesh;
 pub mod multi_watch;
+pub mod networks;
 pub mod ratelimit;
 pub mod scope;
 pub mod slim;
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 
 use crate::core::desired::DesiredEntry;
 use crate::core::mesh::{ActualMesh, MeshKind, MeshObject};
+use crate::core::networks::NetworkView;
 pub use crate::core::ownership::Owner;
 use crate::core::plan::ActualEntry;
 use crate::crd::ScalingGroupMirrorStatus;
@@ -103,6 +105,11 @@ pub trait Cluster: Send + Sync {
     /// Deletes a mesh object the mirror owns, only if it is still the one
     /// that was read (same uid); one already gone is not an error.
     async fn delete_mesh(&self, owner: &Owner, object: &ActualMesh) -> Result<(), ClusterError>;
+    /// The cluster's own network and the network gateways (may be cached
+    /// for a while: they change rarely).
+    async fn network_view(&self) -> Result<NetworkView, ClusterError> {
+        Ok(NetworkView::default())
+    }
 }
 
 /// Logs every write instead of making it (`--dry-run`); reads go through.
@@ -178,6 +185,9 @@ impl<C: Cluster> Cluster for DryRun<C> {
         tracing::info!(namespace = %owner.namespace, mirror = %owner.name, kind = object.kind.kind(),
             name = %object.name, "dry run: would delete");
         Ok(())
+    }
+    async fn network_view(&self) -> Result<NetworkView, ClusterError> {
+        self.0.network_view().await
     }
 }
 

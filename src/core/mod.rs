@@ -10,6 +10,7 @@ pub mod group_names;
 pub mod lifecycle;
 pub mod mesh;
 pub mod names;
+pub mod networks;
 pub mod ownership;
 pub mod plan;
 pub mod policy;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use meshmirror_provider::ProviderError;
 
 use super::error::PassError;
-use super::gather::{Facts, Gathered, Read};
+use super::gather::{Facts, Gathered, Read, networks_used};
 use super::memo::Clean;
 use super::state::MirrorState;
 use super::writes::EntryWrites;
@@ -203,6 +203,9 @@ pub fn decide(
         Ok(Err(kinds)) => return Step::Read(Read::Mesh(kinds)),
         Err(error) => return failed(error, INVALID_SPEC_RECHECK),
     };
+    if gathered.networks.is_none() && !networks_used(spec, groups).is_empty() {
+        return Step::Read(Read::Networks);
+    }
 
     let Some(version) = gathered.entries_version else {
         return Step::Read(Read::EntriesVersion);

@@ -13,6 +13,7 @@ use crate::cluster::Cluster;
 use crate::core::claims::Claim;
 use crate::core::config::{self, MirrorConfig};
 use crate::core::mesh::{self as mesh_objects, ActualMesh, MeshKind, MeshKinds};
+use crate::core::networks::{self, NetworkView};
 use crate::core::ownership::Owner;
 use crate::core::policy::AllowedGroups;
 use crate::crd::{LifecycleSpec, ScalingGroupMirror, ScalingGroupMirrorStatus};
@@ -84,6 +85,8 @@ pub enum Read {
     OwnedEntries,
     /// The mesh objects of these kinds the mirror owns.
     Mesh(MeshKinds),
+    /// The cluster's own network and the network gateways.
+    Networks,
 }
 
 /// The mesh objects a mirror owns, of the kinds that could be listed.
@@ -123,6 +126,7 @@ pub struct Gathered {
     pub entries_version: Option<Option<u64>>,
     pub owned: Option<Result<Vec<ActualEntry>, String>>,
     pub mesh: Option<MeshRead>,
+    pub networks: Option<Result<NetworkView, String>>,
 }
 
 /// Where a pass reads from.
@@ -163,6 +167,14 @@ impl Gathered {
                 );
             }
             Read::Mesh(kinds) => self.mesh = Some(mesh(from.cluster, facts.owner, kinds).await),
+            Read::Networks => {
+                self.networks = Some(
+                    from.cluster
+                        .network_view()
+                        .await
+                        .map_err(|err| format!("reading the network gateways: {err}")),
+                );
+            }
         }
     }
 }
@@ -251,4 +263,19 @@ async fn workload_groups(
         }
     }
     Ok(groups)
+}
+
+/// The networks the mirror's entries may be on (its spec's and its
+/// WorkloadGroups').
+pub fn networks_used(
+    spec: &crate::crd::ScalingGroupMirrorSpec,
+    groups: &BTreeMap<String, GroupTemplate>,
+) -> std::collections::BTreeSet<String> {
+    let of_groups: Vec<String> = spec
+        .workloads
+        .iter()
+        .filter_map(|w| groups.get(w.workload_group.as_ref()?))
+        .filter_map(|g| g.template.network.clone())
+        .collect();
+    networks::used(spec, &of_groups)
 }

@@ -11,7 +11,7 @@ use meshmirror_provider::ProviderError;
 
 use super::decide::{Ending, PassPlan, Synced};
 use super::error::PassError;
-use super::gather::{Facts, Gathered, Members};
+use super::gather::{Facts, Gathered, Members, networks_used};
 use super::memo::Clean;
 use super::report::PassReport;
 use super::state::MirrorState;
@@ -190,6 +190,15 @@ pub fn settle(
                 );
                 state.mesh_owned = Some(mesh.owned);
                 out.events.extend(mesh.events);
+                let used = networks_used(&facts.mirror.spec, groups);
+                let note = networks::settle(
+                    &mut status,
+                    &facts.old,
+                    &used,
+                    gathered.networks.as_ref(),
+                    &clock.wall,
+                );
+                out.events.extend(note);
                 out.synced(
                     facts, &read, plan, results, *interval, how, state, status, clock,
                 );
@@ -563,6 +572,31 @@ fn set_conditions(
     status.conditions.extend(others);
 }
 
+/// Sets one condition other than Ready and Degraded, keeping its
+/// transition time when its status did not change.
+fn set_condition(
+    status: &mut ScalingGroupMirrorStatus,
+    old: &ScalingGroupMirrorStatus,
+    type_: &str,
+    (ok, reason, message): (bool, &str, &str),
+    now: &str,
+) {
+    let status_str = if ok { "True" } else { "False" };
+    let previous = old.conditions.iter().find(|c| c.type_ == type_);
+    let condition = Condition {
+        type_: type_.into(),
+        status: status_str.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: previous
+            .filter(|p| p.status == status_str)
+            .map_or_else(|| now.to_string(), |p| p.last_transition_time.clone()),
+        observed_generation: status.observed_generation,
+    };
+    status.conditions.retain(|c| c.type_ != type_);
+    status.conditions.push(condition);
+}
+
 /// Ready=False and Degraded=True, both for `reason`.
 fn set_failed(
     status: &mut ScalingGroupMirrorStatus,
@@ -602,5 +636,6 @@ fn status_differs(old: &ScalingGroupMirrorStatus, new: &ScalingGroupMirrorStatus
 }
 
 mod mesh;
+mod networks;
 #[cfg(test)]
 mod tests;

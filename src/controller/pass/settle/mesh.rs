@@ -2,11 +2,11 @@
 //! condition, an Event when objects were written or a name is taken, and
 //! which kinds the mirror owns now (so that later passes list only those).
 
-use super::{Note, has_reason};
+use super::{Note, has_reason, set_condition};
 use crate::controller::pass::gather::MeshRead;
 use crate::controller::pass::writes::{MeshResult, WriteKind, WriteOutcome};
 use crate::core::mesh::{MeshKinds, MeshWrites};
-use crate::crd::{Condition, ScalingGroupMirrorStatus};
+use crate::crd::ScalingGroupMirrorStatus;
 
 /// The condition's type.
 pub const CONDITION: &str = "MeshObjects";
@@ -73,7 +73,7 @@ pub fn settle(
     }
     out.failed = !ok;
     out.events.extend(written_note(results));
-    set(status, old, ok, reason, &message, now);
+    set_condition(status, old, CONDITION, (ok, reason, &message), now);
     out
 }
 
@@ -123,26 +123,132 @@ fn owned_after(read: &MeshRead, writes: &MeshWrites, results: &[MeshResult]) -> 
     kept.chain(created).chain(unknown).collect()
 }
 
-fn set(
-    status: &mut ScalingGroupMirrorStatus,
-    old: &ScalingGroupMirrorStatus,
-    ok: bool,
-    reason: &str,
-    message: &str,
-    now: &str,
-) {
-    let status_str = if ok { "True" } else { "False" };
-    let previous = old.conditions.iter().find(|c| c.type_ == CONDITION);
-    let condition = Condition {
-        type_: CONDITION.into(),
-        status: status_str.into(),
-        reason: reason.into(),
-        message: message.into(),
-        last_transition_time: previous
-            .filter(|p| p.status == status_str)
-            .map_or_else(|| now.to_string(), |p| p.last_transition_time.clone()),
-        observed_generation: status.observed_generation,
-    };
-    status.conditions.retain(|c| c.type_ != CONDITION);
-    status.conditions.push(condition);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::mesh::{ActualMesh, MeshKind};
+
+    fn result(op: WriteKind, kind: MeshKind, name: &str, outcome: WriteOutcome) -> MeshResult {
+        MeshResult {
+            op,
+            kind,
+            name: name.into(),
+            outcome,
+        }
+    }
+
+    fn actual(kind: MeshKind, name: &str) -> ActualMesh {
+        ActualMesh {
+            kind,
+            name: name.into(),
+            uid: "u".into(),
+            hash: None,
+        }
+    }
+
+    #[test]
+    fn the_condition_follows_how_the_writes_ended() {
+        let wanted = vec!["Service api".to_string()];
+        let read = MeshRead {
+            listed: MeshKinds::ALL,
+            ..MeshRead::default()
+        };
+        let created = [result(
+            WriteKind::Create,
+            MeshKind::Service,
+            "api",
+            WriteOutcome::Done,
+        )];
+        let taken = [result(
+            WriteKind::Create,
+            MeshKind::Service,
+            "api",
+            WriteOutcome::NameTaken,
+        )];
+        let failed = [result(
+            WriteKind::Create,
+            MeshKind::Service,
+            "api",
+            WriteOutcome::Failed,
+        )];
+        // (read, results, wanted, condition, Event reasons)
+        let cases: Vec<(
+            Option<&MeshRead>,
+            &[MeshResult],
+            &[String],
+            Option<(&str, &str)>,
+            Vec<&str>,
+        )> = vec![
+            (None, &[], &[], None, vec![]),
+            (Some(&read), &[], &[], None, vec![]),
+            (
+                Some(&read),
+                &created,
+                &wanted,
+                Some(("True", "Applied")),
+                vec!["MeshObjectsSynced"],
+            ),
+            (
+                Some(&read),
+                &taken,
+                &wanted,
+                Some(("False", "NameTaken")),
+                vec!["MeshObjectNameTaken"],
+            ),
+            (
+                Some(&read),
+                &failed,
+                &wanted,
+                Some(("False", "WriteFailed")),
+                vec![],
+            ),
+        ];
+        for (i, (read, results, wanted, want, events)) in cases.into_iter().enumerate() {
+            let mut status = ScalingGroupMirrorStatus::default();
+            let out = settle(
+                &mut status,
+                &ScalingGroupMirrorStatus::default(),
+                read,
+                &MeshWrites::default(),
+                results,
+                wanted,
+                "now",
+            );
+            let got = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == CONDITION)
+                .map(|c| (c.status.as_str(), c.reason.as_str()));
+            assert_eq!(got, want, "case {i}");
+            let reasons: Vec<&str> = out.events.iter().map(|n| n.reason).collect();
+            assert_eq!(reasons, events, "case {i}");
+        }
+    }
+
+    #[test]
+    fn the_kinds_owned_after_the_writes_drop_what_was_deleted() {
+        let read = MeshRead {
+            objects: vec![
+                actual(MeshKind::Service, "a"),
+                actual(MeshKind::Sidecar, "web"),
+            ],
+            listed: MeshKinds::default()
+                .with(MeshKind::Service)
+                .with(MeshKind::Sidecar),
+            failed: vec![(MeshKind::ServiceEntry, "forbidden".into())],
+        };
+        let results = [result(
+            WriteKind::Delete,
+            MeshKind::Sidecar,
+            "web",
+            WriteOutcome::Done,
+        )];
+        let owned = owned_after(&read, &MeshWrites::default(), &results);
+        let kinds: Vec<MeshKind> = owned.iter().collect();
+        assert_eq!(
+            kinds,
+            [MeshKind::Service, MeshKind::ServiceEntry],
+            "the Sidecar is gone; the unlisted kind stays to be looked at again"
+        );
+    }
 }
