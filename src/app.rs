@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::api::Api;
 use kube::{Client, CustomResourceExt};
 use meshmirror_provider::RetryPolicy;
 use meshmirror_sim::SimCloud;
@@ -18,6 +19,7 @@ use crate::cluster::ratelimit::RateLimiter;
 use crate::cluster::{Cluster, DryRun, Offline, Owner};
 use crate::controller::pass::{self, Reconciler};
 use crate::controller::{self, Caches, Scope};
+use crate::core::networks::{self, NetworkedMirror};
 use crate::core::policy::AllowedGroups;
 use crate::crd::ScalingGroupMirror;
 use crate::fence::Fence;
@@ -373,4 +375,57 @@ pub async fn render(
         out.push_str(&serde_yaml::to_string(&manifest).unwrap_or_default());
     }
     Ok(out)
+}
+
+/// `meshmirror render mesh-networks`: Istio's `meshNetworks` block for a
+/// mesh that configures networks by hand, from every mirror's networks and
+/// the gateways found. Mirrors come from `files`, or from the cluster when
+/// none are given; gateways and the cluster's network from the cluster, when
+/// there is one.
+pub async fn mesh_networks(
+    client: Option<Client>,
+    files: &[PathBuf],
+    istio_namespace: &str,
+    cluster_name: &str,
+) -> Result<String, AppError> {
+    let mut mirrors: Vec<ScalingGroupMirror> = Vec::new();
+    for path in files {
+        let text = read(path)?;
+        mirrors.push(serde_yaml::from_str(&text).map_err(|e| AppError::Parse {
+            path: path.clone(),
+            what: "ScalingGroupMirror",
+            message: e.to_string(),
+        })?);
+    }
+    let view = match &client {
+        Some(client) => {
+            if files.is_empty() {
+                let api: Api<ScalingGroupMirror> = Api::all(client.clone());
+                mirrors = api.list(&Default::default()).await?.items;
+            }
+            let cluster = KubeCluster::new(
+                client.clone(),
+                EntryVersion::V1,
+                None,
+                RateLimiter::unlimited(),
+                None,
+            )
+            .with_istio_namespace(istio_namespace);
+            cluster
+                .network_view()
+                .await
+                .map_err(|e| AppError::Invalid(e.to_string()))?
+        }
+        None => Default::default(),
+    };
+    let networked: Vec<NetworkedMirror<'_>> = mirrors
+        .iter()
+        .map(|m| NetworkedMirror {
+            namespace: m.metadata.namespace.as_deref().unwrap_or("default"),
+            name: m.metadata.name.as_deref().unwrap_or_default(),
+            spec: &m.spec,
+        })
+        .collect();
+    let block = networks::mesh_networks(&networked, &view, cluster_name);
+    serde_yaml::to_string(&block).map_err(|e| AppError::Invalid(e.to_string()))
 }

@@ -36,11 +36,15 @@ enum LogFormat {
 enum Command {
     /// Run the controller (in the cluster, or against a kubeconfig).
     Run(RunArgs),
-    /// One pass without a cluster: read the cloud, print the WorkloadEntries as YAML.
+    /// One pass without a cluster: read the cloud, print the Services,
+    /// ServiceEntries, Sidecar and WorkloadEntries as YAML.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Render {
+        #[command(subcommand)]
+        what: Option<RenderWhat>,
         /// The ScalingGroupMirror manifest.
-        #[arg(short = 'f', long = "filename")]
-        file: PathBuf,
+        #[arg(short = 'f', long = "filename", required = true)]
+        file: Option<PathBuf>,
         /// Serve the `sim` provider from this file.
         #[arg(long)]
         sim_file: Option<PathBuf>,
@@ -59,6 +63,27 @@ enum Command {
         /// Keep running after the walk-through, for kubectl to look at.
         #[arg(long)]
         follow: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RenderWhat {
+    /// Istio's `meshNetworks` block: every network of the mirrors (their
+    /// `networkByCidr` as `fromCidr`), the cluster's own network and the
+    /// gateways found. Reads the cluster (KUBECONFIG) when it can.
+    MeshNetworks {
+        /// Mirror manifests to read instead of the cluster's mirrors.
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<PathBuf>,
+        /// Do not contact a cluster: only the mirrors of --filename, and no gateways.
+        #[arg(long, requires = "files")]
+        offline: bool,
+        /// istiod's namespace (its network label and the gateway Services).
+        #[arg(long, default_value = "istio-system")]
+        istio_namespace: String,
+        /// The cluster's name in the mesh (its network's `fromRegistry`).
+        #[arg(long, default_value = "Kubernetes")]
+        cluster_name: String,
     },
 }
 
@@ -196,6 +221,29 @@ async fn main_inner(cli: Cli) -> anyhow::Result<bool> {
             Ok(true)
         }
         Command::Render {
+            what:
+                Some(RenderWhat::MeshNetworks {
+                    files,
+                    offline,
+                    istio_namespace,
+                    cluster_name,
+                }),
+            ..
+        } => {
+            use std::io::Write;
+            let client = if offline {
+                None
+            } else {
+                Some(kube::Client::try_default().await.context(
+                    "no Kubernetes configuration (KUBECONFIG); use --offline with --filename",
+                )?)
+            };
+            let yaml = app::mesh_networks(client, &files, &istio_namespace, &cluster_name).await?;
+            std::io::stdout().write_all(yaml.as_bytes())?;
+            Ok(true)
+        }
+        Command::Render {
+            what: None,
             file,
             sim_file,
             workload_groups,
@@ -203,6 +251,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<bool> {
             clouds,
         } => {
             use std::io::Write;
+            let file = file.context("--filename is required")?;
             let yaml = app::render(
                 &file,
                 sim_file.as_deref(),

@@ -117,3 +117,36 @@ fn the_readme_sim_file_example_is_the_contract() {
         Some("203.0.113.5".parse().unwrap())
     );
 }
+
+#[test]
+fn render_mesh_networks_offline_gathers_the_files_networks() {
+    let a = temp_file(
+        "net-a.yaml",
+        "apiVersion: meshmirror.io/v1alpha1\nkind: ScalingGroupMirror\nmetadata: {name: web, namespace: shop}\nspec:\n  provider: {sim: {group: web}}\n  network: vm-static\n  workloads: [{name: api}]\n",
+    );
+    let b = temp_file(
+        "net-b.yaml",
+        "apiVersion: meshmirror.io/v1alpha1\nkind: ScalingGroupMirror\nmetadata: {name: batch, namespace: jobs}\nspec:\n  provider: {sim: {group: batch}}\n  networkByCidr: [{cidr: 10.1.0.0/16, network: vm-net}, {cidr: 10.9.0.0/16, network: dc}]\n  workloads: [{name: a}]\n",
+    );
+    let out = meshmirror()
+        .args(["render", "mesh-networks", "--offline", "-f"])
+        .arg(&a)
+        .arg("-f")
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "networks:\n  dc:\n    endpoints:\n    - fromCidr: 10.9.0.0/16\n  vm-net:\n    endpoints:\n    - fromCidr: 10.1.0.0/16\n  vm-static:\n    endpoints: []\n"
+    );
+    let out = meshmirror()
+        .args(["render", "mesh-networks", "--offline"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "--offline needs mirror files");
+}

@@ -376,3 +376,110 @@ async fn a_mirror_on_no_network_asks_nothing_about_gateways() {
     let status = h.status("default", "web").await;
     assert!(condition(&status, "NetworksReachable").is_none());
 }
+
+#[tokio::test]
+async fn render_mesh_networks_gathers_the_mirrors_networks_and_the_gateways() {
+    let h = Harness::without_controller(sim_with(1)).await;
+    h.create_namespace("istio-system").await;
+    h.create_namespace("team-b").await;
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        "  networkByCidr: [{cidr: 10.1.0.0/16, network: vm-net}]\n  workloads: [{name: a}]\n",
+    ))
+    .await;
+    h.create_mirror(&mirror_yaml(
+        "team-b",
+        "batch",
+        "  networkByCidr: [{cidr: 10.2.0.0/16, network: vm-net}, {cidr: 10.9.0.0/16, network: dc}]\n  workloads: [{name: a}]\n",
+    ))
+    .await;
+    let gateway: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "eastwest", "labels": {
+            "topology.istio.io/network": "vm-net", "networking.istio.io/gatewayPort": "15444"}},
+        "spec": {"selector": {"istio": "eastwestgateway"}, "ports": [{"name": "tls", "port": 15444}]},
+    }))
+    .unwrap();
+    api(&h, MeshKind::Service, "istio-system")
+        .create(&PostParams::default(), &gateway)
+        .await
+        .unwrap();
+    let yaml =
+        meshmirror::app::mesh_networks(Some(h.client.clone()), &[], "istio-system", "Kubernetes")
+            .await
+            .unwrap();
+    let got: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(
+        got["networks"]["vm-net"]["endpoints"],
+        serde_json::json!([{"fromCidr": "10.1.0.0/16"}, {"fromCidr": "10.2.0.0/16"}]),
+        "{yaml}"
+    );
+    assert_eq!(
+        got["networks"]["vm-net"]["gateways"][0]["port"], 15444,
+        "{yaml}"
+    );
+    let gateway_host = got["networks"]["vm-net"]["gateways"][0]["registryServiceName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(gateway_host.starts_with("eastwest."), "{yaml}");
+    assert_eq!(
+        got["networks"]["dc"]["endpoints"],
+        serde_json::json!([{"fromCidr": "10.9.0.0/16"}])
+    );
+}
+
+#[tokio::test]
+async fn render_prints_the_mesh_objects_the_controller_writes() {
+    let sim_yaml = "groups:\n  web:\n    region: us-east-1\n    instances:\n      - {id: i-01, privateIPv4: 10.0.1.1, zone: us-east-1a}\n";
+    let h =
+        Harness::without_controller(meshmirror_sim::SimCloud::from_yaml(sim_yaml).unwrap()).await;
+    let yaml = mirror_yaml("default", "web", TWO_APPS);
+    h.create_mirror(&yaml).await;
+    assert!(pass(&h).await.ok());
+
+    let dir = std::env::temp_dir().join(format!("meshmirror-mesh-render-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (mirror_file, sim_file) = (dir.join("mirror.yaml"), dir.join("sim.yaml"));
+    std::fs::write(&mirror_file, &yaml).unwrap();
+    std::fs::write(&sim_file, sim_yaml).unwrap();
+    let rendered = meshmirror::app::render(
+        &mirror_file,
+        Some(&sim_file),
+        &[],
+        meshmirror::workloadentry::EntryVersion::V1,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let docs: Vec<serde_json::Value> = rendered
+        .split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| serde_yaml::from_str(d).unwrap())
+        .collect();
+    let mut compared = 0;
+    for doc in docs.iter().filter(|d| d["kind"] != "WorkloadEntry") {
+        let kind = match doc["kind"].as_str() {
+            Some("Service") => MeshKind::Service,
+            Some("ServiceEntry") => MeshKind::ServiceEntry,
+            _ => MeshKind::Sidecar,
+        };
+        let name = doc["metadata"]["name"].as_str().unwrap();
+        let written = get(&h, kind, name).await.expect("written by the pass");
+        let hash = |m: &serde_json::Value| m["annotations"]["meshmirror.io/applied-hash"].clone();
+        let meta = serde_json::to_value(&written.metadata).unwrap();
+        assert_eq!(hash(&doc["metadata"]), hash(&meta), "{kind:?} {name}");
+        assert_eq!(doc["metadata"]["labels"], meta["labels"], "{kind:?} {name}");
+        // The server adds defaults (a Service's clusterIP, type...); every
+        // field render prints is there with the same value.
+        for (field, value) in doc["spec"].as_object().unwrap() {
+            assert_eq!(
+                &written.data["spec"][field], value,
+                "{kind:?} {name} spec.{field}"
+            );
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, 3, "{rendered}");
+}
