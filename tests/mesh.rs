@@ -58,6 +58,20 @@ async fn pass_with(
     reconciler.pass(&mirror).await
 }
 
+/// The reasons of the Events in `default`.
+async fn event_reasons(h: &Harness) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(h.client.clone(), "default");
+    events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
 fn outcomes(report: &meshmirror::controller::pass::PassReport) -> Vec<(String, WriteOutcome)> {
     report
         .mesh
@@ -125,6 +139,11 @@ async fn options_create_the_objects_then_steady_state_writes_nothing() {
     assert_eq!(
         (mesh.status.as_str(), mesh.reason.as_str()),
         ("True", "Applied")
+    );
+    let reasons = event_reasons(&h).await;
+    assert!(
+        reasons.iter().any(|r| r == "MeshObjectsSynced"),
+        "{reasons:?}"
     );
 
     let before = h.server.requests();
@@ -265,6 +284,15 @@ async fn a_same_named_object_that_is_not_the_mirrors_is_left_alone_and_reported(
         get(&h, MeshKind::ServiceEntry, "api").await.is_some(),
         "the others are written"
     );
+    let reasons = event_reasons(&h).await;
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| *r == "MeshObjectNameTaken")
+            .count(),
+        1,
+        "{reasons:?}"
+    );
 
     // Looked at again on the next pass: still not touched, no second Event.
     let before = h.server.requests();
@@ -335,6 +363,11 @@ async fn a_network_without_a_gateway_is_reported_and_its_entries_written_all_the
         reachable.message.contains("\"vm-net\""),
         "{}",
         reachable.message
+    );
+    let reasons = event_reasons(&h).await;
+    assert!(
+        reasons.iter().any(|r| r == "NetworkWithoutGateway"),
+        "{reasons:?}"
     );
 
     // An east-west gateway for the network appears.
