@@ -2,18 +2,21 @@
 //! test kit's API server and the simulated cloud in-process, runs the
 //! controller against them, and walks a mirror through scale-out, scale-in
 //! (through the pre-termination hook) and a label change, printing the entries
-//! after each step with how long the change took to reach the API server.
+//! after each step with how long the change took to reach the API server,
+//! and the Service, ServiceEntry and Sidecar the mirror owns beside them.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use meshmirror_provider::Outcome;
 use meshmirror_sim::{SimCloud, SimInstance};
 use meshmirror_testkit::apiserver::ApiServer;
 
 use crate::app::{self, AppError, RunOptions};
+use crate::core::mesh::MeshKind;
 use crate::crd::ScalingGroupMirror;
 use crate::workloadentry::{EntryVersion, keys};
 
@@ -37,10 +40,14 @@ spec:
       labels: {app: web-api, version: v1}
       ports: {http: 8080}
       serviceAccount: web-api
+      service: {kind: ServiceEntry, ports: {http: {number: 80}}}
     - name: exporter
       labels: {app: node-exporter}
-      ports: {metrics: 9100}
+      ports: {http-metrics: 9100}
       serviceAccount: node-exporter
+      service: {kind: Service}
+  sidecar:
+    workloadSelector: {app: web-vm}
   network: vm-network
   sync:
     interval: 30s
@@ -124,6 +131,11 @@ pub async fn scenario(
         out,
         "simulated cloud: group web, 3 instances, pre-termination hook on",
     );
+    east_west_gateway(&client).await?;
+    say(
+        out,
+        "istio-system: an east-west gateway Service for network vm-network",
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let controller = tokio::spawn(app::run(
@@ -157,6 +169,7 @@ pub async fn scenario(
         &entries,
     )
     .await?;
+    show_mesh(out, &client, &mirrors).await?;
 
     sim.scale_out(GROUP, 2)?;
     let took = wait_for(&entries, |e| e.len() == 10).await?;
@@ -190,8 +203,10 @@ pub async fn scenario(
     );
 
     let patch = serde_json::json!({"spec": {"workloads": [
-        {"name": "api", "labels": {"app": "web-api", "version": "v2"}, "ports": {"http": 8080}, "serviceAccount": "web-api"},
-        {"name": "exporter", "labels": {"app": "node-exporter"}, "ports": {"metrics": 9100}, "serviceAccount": "node-exporter"}
+        {"name": "api", "labels": {"app": "web-api", "version": "v2"}, "ports": {"http": 8080}, "serviceAccount": "web-api",
+         "service": {"kind": "ServiceEntry", "ports": {"http": {"number": 80}}}},
+        {"name": "exporter", "labels": {"app": "node-exporter"}, "ports": {"http-metrics": 9100}, "serviceAccount": "node-exporter",
+         "service": {"kind": "Service"}}
     ]}});
     mirrors
         .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
@@ -224,6 +239,152 @@ pub async fn scenario(
     }
     say(out, "demo done");
     Ok(())
+}
+
+/// The gateway that makes network vm-network reachable from the mesh.
+async fn east_west_gateway(client: &kube::Client) -> Result<(), AppError> {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let services: Api<Service> = Api::namespaced(client.clone(), "istio-system");
+    fn parse<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, AppError> {
+        serde_json::from_value(v).map_err(|e| AppError::Invalid(format!("demo gateway: {e}")))
+    }
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        parse(serde_json::json!({"metadata": {"name": "istio-system"}}))?;
+    let gateway: Service = parse(serde_json::json!({
+        "metadata": {"name": "istio-eastwestgateway",
+                     "labels": {"topology.istio.io/network": "vm-network"}},
+        "spec": {"selector": {"istio": "eastwestgateway"},
+                 "ports": [{"name": "tls", "port": 15443}]},
+    }))?;
+    for created in [
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .map(|_| ()),
+        services
+            .create(&PostParams::default(), &gateway)
+            .await
+            .map(|_| ()),
+    ] {
+        match created {
+            Ok(()) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The Services, ServiceEntry and Sidecar the mirror owns, and the
+/// conditions about them, once its status reports them.
+async fn show_mesh(
+    out: &mut impl Write,
+    client: &kube::Client,
+    mirrors: &Api<ScalingGroupMirror>,
+) -> Result<(), AppError> {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let conditions = loop {
+        let status = mirrors.get("web").await?.status.unwrap_or_default();
+        let wanted = ["MeshObjects", "NetworksReachable"];
+        let found: Vec<_> = status
+            .conditions
+            .into_iter()
+            .filter(|c| wanted.contains(&c.type_.as_str()))
+            .collect();
+        if found.len() == wanted.len() {
+            break found;
+        }
+        if Instant::now() > deadline {
+            return Err(AppError::Invalid(format!(
+                "the mirror's status never reported its mesh objects: {:?}",
+                mirrors.get("web").await?.status
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    say(out, "   and beside them, owned by the mirror:");
+    let managed = ListParams::default().labels("app.kubernetes.io/managed-by=meshmirror");
+    for kind in MeshKind::ALL {
+        let (group, version, plural) = kind.resource();
+        let resource = kube::api::ApiResource {
+            group: group.into(),
+            version: version.into(),
+            api_version: kind.api_version().into(),
+            kind: kind.kind().into(),
+            plural: plural.into(),
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NAMESPACE, &resource);
+        for o in api.list(&managed).await?.items {
+            say(
+                out,
+                format!(
+                    "  {:<13} {:<9} {}",
+                    kind.kind(),
+                    o.metadata.name.clone().unwrap_or_default(),
+                    mesh_summary(kind, &o.data["spec"])
+                ),
+            );
+        }
+    }
+    for c in conditions {
+        say(
+            out,
+            format!(
+                "  condition {}={} ({}): {}",
+                c.type_, c.status, c.reason, c.message
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// One line about a mesh object's spec.
+fn mesh_summary(kind: MeshKind, spec: &serde_json::Value) -> String {
+    let labels = |v: &serde_json::Value| {
+        v.as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default()
+    };
+    let ports = |list: &serde_json::Value, number: &str| {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| format!("{}->{}", p[number], p["targetPort"]))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match kind {
+        MeshKind::Service => format!(
+            "selects {} ports {}",
+            labels(&spec["selector"]),
+            ports(&spec["ports"], "port")
+        ),
+        MeshKind::ServiceEntry => format!(
+            "hosts {} selects {} ports {}",
+            spec["hosts"][0].as_str().unwrap_or_default(),
+            labels(&spec["workloadSelector"]["labels"]),
+            ports(&spec["ports"], "number")
+        ),
+        MeshKind::Sidecar => format!(
+            "proxies {} inbound {}",
+            labels(&spec["workloadSelector"]["labels"]),
+            spec["ingress"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|l| l["defaultEndpoint"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    }
 }
 
 /// How many of the `leaving` instances had their pre-termination hook

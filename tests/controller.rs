@@ -727,6 +727,11 @@ async fn the_demo_scenario_runs_on_the_runs_backend() {
         "2. scale out",
         "3. scale in",
         "4. label version=v2",
+        "  Service       exporter  selects app=node-exporter ports 9100->9100",
+        "  ServiceEntry  api       hosts api.demo.svc.cluster.local",
+        "  Sidecar       web       proxies app=web-vm inbound 127.0.0.1:8080,127.0.0.1:9100",
+        "condition MeshObjects=True (Applied)",
+        "condition NetworksReachable=True (Reachable)",
         "demo done",
     ] {
         assert!(out.contains(step), "{step} missing from:\n{out}");

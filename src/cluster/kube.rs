@@ -37,7 +37,7 @@ pub struct KubeCluster {
     groups: Option<Arc<GroupCache>>,
     call_timeout: Duration,
     fence: Fence,
-    pub(super) networks: NetworkSource,
+    networks: NetworkSource,
 }
 
 /// Writes in flight at once, across all mirrors. Each holds a connection and
@@ -373,7 +373,7 @@ impl Cluster for KubeCluster {
     }
 
     async fn network_view(&self) -> Result<NetworkView, ClusterError> {
-        self.read_network_view().await
+        self.networks.view(&self.client, self.call_timeout).await
     }
 
     async fn event(&self, owner: &Owner, kind: EventType, reason: &str, note: &str) {

@@ -7,10 +7,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::Client;
 use kube::api::{Api, ListParams};
 
 use crate::cluster::ClusterError;
-use crate::cluster::kube::KubeCluster;
 use crate::core::networks::{DEFAULT_GATEWAY_PORT, Gateway, NETWORK_LABEL, NetworkView};
 
 pub const DEFAULT_ISTIO_NAMESPACE: &str = "istio-system";
@@ -67,28 +67,36 @@ pub fn gateway(service: &Service) -> Option<Gateway> {
     })
 }
 
-impl KubeCluster {
-    pub(super) async fn read_network_view(&self) -> Result<NetworkView, ClusterError> {
+impl NetworkSource {
+    /// The view, read again once the last reading is older than [`VIEW_TTL`].
+    pub async fn view(
+        &self,
+        client: &Client,
+        deadline: Duration,
+    ) -> Result<NetworkView, ClusterError> {
         let now = Instant::now();
-        let view = match self.networks.fresh(now) {
+        let view = match self.fresh(now) {
             Some(view) => view,
             None => {
-                let view = self.network_view_now().await.map_err(|e| e.to_string());
-                self.networks.keep(now, &view);
+                let view = self.read(client, deadline).await.map_err(|e| e.to_string());
+                self.keep(now, &view);
                 view
             }
         };
         view.map_err(ClusterError::Other)
     }
 
-    async fn network_view_now(&self) -> Result<NetworkView, ClusterError> {
-        let namespace = &self.networks.namespace;
+    async fn read(&self, client: &Client, deadline: Duration) -> Result<NetworkView, ClusterError> {
+        let namespace = &self.namespace;
         // A namespace-scoped install may not read namespaces: the cluster's
         // network is then unknown, and only gateways count.
-        let namespaces: Api<Namespace> = Api::all(self.client().clone());
-        let own = match self
-            .within("reading istiod's namespace", namespaces.get_opt(namespace))
-            .await
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let own = match within(
+            deadline,
+            "reading istiod's namespace",
+            namespaces.get_opt(namespace),
+        )
+        .await
         {
             Ok(found) => found.and_then(|ns| ns.metadata.labels?.get(NETWORK_LABEL).cloned()),
             Err(err) => {
@@ -96,13 +104,13 @@ impl KubeCluster {
                 None
             }
         };
-        let services: Api<Service> = Api::namespaced(self.client().clone(), namespace);
-        let listed = self
-            .within(
-                "listing network gateways",
-                services.list(&ListParams::default().labels(NETWORK_LABEL)),
-            )
-            .await?;
+        let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+        let listed = within(
+            deadline,
+            "listing network gateways",
+            services.list(&ListParams::default().labels(NETWORK_LABEL)),
+        )
+        .await?;
         let mut gateways: Vec<Gateway> = listed.items.iter().filter_map(gateway).collect();
         gateways.sort();
         Ok(NetworkView {
@@ -110,5 +118,19 @@ impl KubeCluster {
             gateways,
             namespace: namespace.clone(),
         })
+    }
+}
+
+async fn within<T>(
+    deadline: Duration,
+    what: &'static str,
+    call: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, ClusterError> {
+    match tokio::time::timeout(deadline, call).await {
+        Ok(result) => result.map_err(ClusterError::from),
+        Err(_) => Err(ClusterError::Timeout {
+            what,
+            after: deadline,
+        }),
     }
 }

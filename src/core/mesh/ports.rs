@@ -107,6 +107,14 @@ pub fn service_ports(
 mod tests {
     use super::*;
 
+    /// (workload ports, overrides, the error's field, words in its message)
+    type BadPorts<'a> = (
+        &'a [(&'a str, u32)],
+        Vec<(&'a str, ServicePortSpec)>,
+        &'a str,
+        &'a str,
+    );
+
     #[test]
     fn protocols_from_names_follow_istio() {
         let cases = [
@@ -173,7 +181,7 @@ mod tests {
 
     #[test]
     fn bad_service_ports_name_the_field() {
-        let cases: [(&[(&str, u32)], Vec<(&str, ServicePortSpec)>, &str, &str); 5] = [
+        let cases: [BadPorts<'_>; 5] = [
             (&[], vec![], "w.ports", "at least one port"),
             (
                 &[("http", 80)],

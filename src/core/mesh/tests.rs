@@ -150,6 +150,9 @@ fn workload_group_labels_and_ports_make_the_selector() {
     assert_eq!(got[0].spec["ports"][0]["targetPort"], 9080);
 }
 
+/// (owned objects, kinds listed, (creates, updates, deleted names))
+type PlanCase<'a> = (Vec<ActualMesh>, MeshKinds, (usize, usize, Vec<&'a str>));
+
 fn actual(kind: MeshKind, name: &str, hash: &str) -> ActualMesh {
     ActualMesh {
         kind,
@@ -163,7 +166,7 @@ fn actual(kind: MeshKind, name: &str, hash: &str) -> ActualMesh {
 fn the_plan_creates_updates_and_deletes_only_what_differs() {
     let want = objects(TWO_APPS).unwrap();
     let (exporter, api, sidecar) = (&want[0], &want[1], &want[2]);
-    let cases: Vec<(Vec<ActualMesh>, MeshKinds, (usize, usize, Vec<&str>))> = vec![
+    let cases: Vec<PlanCase<'_>> = vec![
         // Nothing yet: three creates.
         (vec![], MeshKinds::ALL, (3, 0, vec![])),
         // Steady state: nothing.

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{
-    Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions,
-    WatchEvent, WatchParams,
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams,
+    PostParams, Preconditions, WatchEvent, WatchParams,
 };
 use kube::runtime::watcher;
 use meshmirror_testkit::{ApiServer, Injected, Match, Verb};
@@ -1091,7 +1092,15 @@ async fn kube_discovery_sees_every_kind() {
     assert_eq!(ar.version, "v1");
     assert_eq!(ar.plural, "workloadentries");
     assert!(caps.subresources.iter().any(|(s, _)| s.plural == "status"));
-    for kind in ["WorkloadGroup", "Lease", "Namespace", "Event"] {
+    for kind in [
+        "WorkloadGroup",
+        "ServiceEntry",
+        "Sidecar",
+        "Service",
+        "Lease",
+        "Namespace",
+        "Event",
+    ] {
         assert!(
             discovery
                 .groups()
@@ -1226,4 +1235,262 @@ async fn protobuf_bodies_of_built_in_kinds_are_decoded_others_refused_by_kind() 
     )
     .await;
     assert_eq!(code, 400, "{status}");
+}
+
+/// The address is one of tests/kube's service range, 10.96.0.0/12.
+fn in_service_range(ip: &str) -> bool {
+    let ip: std::net::Ipv4Addr = ip.parse().unwrap_or_else(|_| panic!("{ip:?}"));
+    u32::from(ip) >> 20 == u32::from(std::net::Ipv4Addr::new(10, 96, 0, 0)) >> 20
+}
+
+fn applied_service(name: &str) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"selector": {"app": "web"},
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})
+}
+
+#[tokio::test]
+async fn services_get_a_cluster_ip_and_the_real_servers_defaults() {
+    let server = ApiServer::start().await.unwrap();
+    let services: Api<Service> = Api::namespaced(server.client(), "default");
+    let pp = PatchParams::apply("meshmirror");
+    let before = server.requests();
+
+    // Server-side apply of selector and one port: created with what the
+    // real server fills in.
+    let applied = Patch::Apply(applied_service("web"));
+    let web = services.patch("web", &pp, &applied).await.unwrap();
+    let spec = web.spec.clone().unwrap();
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(spec.session_affinity.as_deref(), Some("None"));
+    assert_eq!(spec.internal_traffic_policy.as_deref(), Some("Cluster"));
+    assert_eq!(spec.ip_families, Some(vec!["IPv4".to_string()]));
+    assert_eq!(spec.ip_family_policy.as_deref(), Some("SingleStack"));
+    let port = &spec.ports.as_ref().unwrap()[0];
+    assert_eq!(port.protocol.as_deref(), Some("TCP"));
+    assert_eq!(port.target_port, Some(IntOrString::Int(8080)));
+    let ip = spec.cluster_ip.clone().unwrap();
+    assert!(in_service_range(&ip), "{ip}");
+    assert_eq!(spec.cluster_ips, Some(vec![ip.clone()]));
+    assert!(web.status.unwrap().load_balancer.is_some());
+
+    // Applied again: nothing written.
+    let again = services.patch("web", &pp, &applied).await.unwrap();
+    assert_eq!(
+        again.metadata.resource_version,
+        web.metadata.resource_version
+    );
+
+    // POST of an existing name: 409 AlreadyExists.
+    let mut copy: Service = serde_json::from_value(applied_service("web")).unwrap();
+    let (code, reason, _) = api_err(
+        services
+            .create(&PostParams::default(), &copy)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (409, "AlreadyExists"));
+
+    // A PUT without the allocated fields keeps them; one that moves the
+    // address is refused.
+    copy.metadata = services.get("web").await.unwrap().metadata;
+    let replaced = services
+        .replace("web", &PostParams::default(), &copy)
+        .await
+        .unwrap();
+    assert_eq!(replaced.spec.unwrap().cluster_ip.as_deref(), Some(&*ip));
+    let moved = Patch::Merge(serde_json::json!({"spec": {"clusterIP": "10.96.5.5"}}));
+    let (code, reason, message) = api_err(
+        services
+            .patch("web", &PatchParams::default(), &moved)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        message,
+        r#"Service "web" is invalid: spec.clusterIPs[0]: Invalid value: ["10.96.5.5"]: may not change once set"#
+    );
+
+    // Every Service its own address; an address asked for that another
+    // holds is refused.
+    let mut seen = std::collections::HashSet::from([ip.clone()]);
+    for i in 0..20 {
+        let s: Service = serde_json::from_value(applied_service(&format!("s{i}"))).unwrap();
+        let created = services.create(&PostParams::default(), &s).await.unwrap();
+        let got = created.spec.unwrap().cluster_ip.unwrap();
+        assert!(in_service_range(&got) && seen.insert(got.clone()), "{got}");
+    }
+    let mut thief: Service = serde_json::from_value(applied_service("thief")).unwrap();
+    thief.spec.as_mut().unwrap().cluster_ip = Some(ip.clone());
+    let (code, _, message) = api_err(
+        services
+            .create(&PostParams::default(), &thief)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 422);
+    assert!(
+        message.ends_with("provided IP is already allocated"),
+        "{message}"
+    );
+
+    // A delete answers the Service itself, as the real server's does.
+    let gone = services
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        gone.left().and_then(|s| s.metadata.name).as_deref(),
+        Some("web")
+    );
+
+    // Counted and faulted under `services`, like any other resource.
+    let counts = server.requests().since(&before);
+    assert_eq!(counts.get(Verb::Patch, "services"), 3);
+    assert_eq!(counts.get(Verb::Create, "services"), 22);
+    assert_eq!(counts.get(Verb::Delete, "services"), 1);
+    server.faults().fail_next(
+        Match::any()
+            .verb(Verb::Get)
+            .resource("services")
+            .namespace("default"),
+        1,
+        Injected::Internal,
+    );
+    assert_eq!(api_err(services.get("s1").await.unwrap_err()).0, 500);
+    services.get("s1").await.unwrap();
+}
+
+fn istio(kind: &str, plural: &str) -> ApiResource {
+    ApiResource {
+        group: "networking.istio.io".into(),
+        version: "v1".into(),
+        api_version: "networking.istio.io/v1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
+
+#[tokio::test]
+async fn garbage_collection_reaches_services_service_entries_and_sidecars() {
+    let server = ApiServer::start().await.unwrap();
+    let client = server.client();
+    let groups = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        "gc",
+        &istio("WorkloadGroup", "workloadgroups"),
+    );
+    let pp = PostParams::default();
+    let owner: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "WorkloadGroup",
+        "metadata": {"name": "web"}, "spec": {"template": {"labels": {"app": "web"}}}}))
+    .unwrap();
+    let owner = groups.create(&pp, &owner).await.unwrap();
+    let owner_ref = serde_json::json!([{"apiVersion": "networking.istio.io/v1",
+        "kind": "WorkloadGroup", "name": "web", "uid": owner.metadata.uid.unwrap(),
+        "controller": true, "blockOwnerDeletion": true}]);
+    let core = ApiResource {
+        group: String::new(),
+        version: "v1".into(),
+        api_version: "v1".into(),
+        kind: "Service".into(),
+        plural: "services".into(),
+    };
+    // (resource, spec) of each kind meshmirror writes for a group.
+    let dependents = [
+        (
+            core,
+            serde_json::json!({"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]}),
+        ),
+        (
+            istio("ServiceEntry", "serviceentries"),
+            serde_json::json!({"hosts": ["web.example.com"], "location": "MESH_INTERNAL",
+                "resolution": "STATIC", "ports": [{"name": "http", "number": 80, "protocol": "HTTP"}],
+                "workloadSelector": {"labels": {"app": "web"}}}),
+        ),
+        (
+            istio("Sidecar", "sidecars"),
+            serde_json::json!({"workloadSelector": {"labels": {"app": "web"}},
+                "egress": [{"hosts": ["./*"]}]}),
+        ),
+        (
+            istio("WorkloadEntry", "workloadentries"),
+            serde_json::json!({"address": "10.0.0.1", "labels": {"app": "web"}}),
+        ),
+    ];
+    let mut apis = Vec::new();
+    for (ar, spec) in dependents {
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), "gc", &ar);
+        let obj: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": ar.api_version, "kind": ar.kind,
+            "metadata": {"name": "web", "ownerReferences": owner_ref}, "spec": spec}))
+        .unwrap();
+        api.create(&pp, &obj)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", ar.kind));
+        apis.push((ar.kind, api));
+    }
+    groups
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    for (kind, api) in apis {
+        assert_eq!(
+            api_err(api.get("web").await.unwrap_err()).0,
+            404,
+            "{kind} collected with its owner"
+        );
+    }
+}
+
+#[tokio::test]
+async fn discovery_lists_services_service_entries_and_sidecars() {
+    let server = ApiServer::start().await.unwrap();
+    let client = server.client();
+    let get = |path: &str| {
+        let req = http::Request::get(path).body(Vec::new()).unwrap();
+        client.request::<serde_json::Value>(req)
+    };
+    let core = get("/api/v1").await.unwrap();
+    let istio = get("/apis/networking.istio.io/v1").await.unwrap();
+    let find = |doc: &serde_json::Value, name: &str| {
+        doc["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not in {doc}"))
+    };
+    // As the real server (v1.37, Istio 86c9f01f) lists them.
+    let svc = find(&core, "services");
+    assert_eq!(
+        (
+            &svc["kind"],
+            &svc["namespaced"],
+            &svc["shortNames"],
+            &svc["categories"]
+        ),
+        (
+            &serde_json::json!("Service"),
+            &serde_json::json!(true),
+            &serde_json::json!(["svc"]),
+            &serde_json::json!(["all"])
+        )
+    );
+    assert_eq!(find(&core, "services/status")["kind"], "Service");
+    for (name, kind, short) in [
+        ("serviceentries", "ServiceEntry", serde_json::json!(["se"])),
+        ("sidecars", "Sidecar", serde_json::Value::Null),
+    ] {
+        let r = find(&istio, name);
+        assert_eq!(r["kind"], kind);
+        assert_eq!(r["shortNames"], short, "{name}");
+        assert_eq!(
+            r["categories"],
+            serde_json::json!(["istio-io", "networking-istio-io"])
+        );
+        find(&istio, &format!("{name}/status"));
+    }
 }

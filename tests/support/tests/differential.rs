@@ -11,7 +11,7 @@
 //! suite instead of leaving the list stale. Search for `KNOWN` below.
 //!
 //! Each test starts one real control plane (about 12 s and 600 MiB), so the
-//! checks are grouped: five tests, one per area.
+//! checks are grouped: six tests, one per area.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -63,11 +63,10 @@ impl Pair {
     async fn start() -> Pair {
         let kube = RealKube::start();
         // The real control plane has every Istio CRD (tests/kube/istio-crds.yaml)
-        // and deploy/crd.yaml; the fake gets the ones used here from the same
-        // Istio commit, and the same deploy/crd.yaml.
+        // and deploy/crd.yaml; the fake serves the ones used here (from the
+        // same Istio commit) by default, and gets the same deploy/crd.yaml.
         let server = ApiServer::builder()
             .crd_file(repo_root().join("deploy/crd.yaml"))
-            .crd_yaml(include_str!("../fixtures/schema/serviceentry-crd.yaml"))
             .start()
             .await
             .expect("the fake starts");
@@ -2324,4 +2323,142 @@ async fn access_reviews(p: &Pair) {
     .await;
     assert_eq!((b.real.code, b.fake.code), (201, 201));
     assert_eq!(b.real.body["status"], b.fake.body["status"]);
+}
+
+// ---------------------------------------------------------------------------
+// 6. Services.
+// ---------------------------------------------------------------------------
+
+/// Not `default`: there the real server keeps its own `kubernetes` Service
+/// (KNOWN, README "Services").
+const SERVICES: &str = "/api/v1/namespaces/mesh/services";
+
+/// What a controller reads of a Service it applied: the type, the first
+/// port's protocol and targetPort, and whether it has a cluster IP (in the
+/// service range of both: tests/kube's 10.96.0.0/12).
+fn service_view(a: &Answer) -> Value {
+    let spec = &a.body["spec"];
+    let ip = spec["clusterIP"].as_str().unwrap_or_default();
+    let in_range = ip.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| {
+        u32::from(ip) >> 20 == u32::from(std::net::Ipv4Addr::new(10, 96, 0, 0)) >> 20
+    });
+    json!({
+        "type": spec["type"],
+        "protocol": spec["ports"][0]["protocol"],
+        "targetPort": spec["ports"][0]["targetPort"],
+        "clusterIP": !ip.is_empty(),
+        "clusterIPInRange": in_range,
+        "clusterIPs": spec["clusterIPs"] == json!([ip]),
+    })
+}
+
+/// The allocated address (random on both) as `<ip>`, wherever it occurs:
+/// `spec.clusterIP`, `spec.clusterIPs`, a Table's cells.
+fn mask_ip(a: &mut Answer, ip: &str) {
+    fn walk(v: &mut Value, ip: &str) {
+        match v {
+            Value::String(s) if s == ip => *s = "<ip>".into(),
+            Value::Object(m) => m.values_mut().for_each(|x| walk(x, ip)),
+            Value::Array(l) => l.iter_mut().for_each(|x| walk(x, ip)),
+            _ => {}
+        }
+    }
+    walk(&mut a.body, ip);
+}
+
+/// [`same_builtin`] with each side's cluster IP masked.
+#[track_caller]
+fn same_service(b: &Both, what: &str, ips: (&str, &str)) {
+    let mut b = b.clone();
+    mask_ip(&mut b.real, ips.0);
+    mask_ip(&mut b.fake, ips.1);
+    same_builtin(&b, what);
+}
+
+/// A Service applied server-side as a controller writes one (a selector
+/// and one port, nothing else), twice, then read back: the fields the
+/// controller reads are the same on both (the defaults the real server
+/// fills in, an allocated cluster IP), and so are the whole objects but
+/// the address (managedFields included: `ports` keyed by port and the
+/// defaulted protocol, an atomic `selector`). Then a create of the same
+/// name, a `kubectl get svc` Table and the answer to a delete.
+#[tokio::test]
+async fn service_apply_matches_the_real_server() {
+    let started = Instant::now();
+    let p = Pair::start().await;
+    p.namespace("mesh").await;
+    // KNOWN: the fake has no `default/kubernetes` Service.
+    let kubernetes = p
+        .get("/api/v1/namespaces/default/services/kubernetes")
+        .await;
+    assert_eq!((kubernetes.real.code, kubernetes.fake.code), (200, 404));
+    assert_eq!(kubernetes.real.body["spec"]["clusterIP"], "10.96.0.1");
+    let config = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"},
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}});
+    let uri = format!("{SERVICES}/web?fieldManager=meshmirror");
+    let first = p
+        .both(Method::PATCH, &uri, Body::Apply(config.clone()))
+        .await;
+    assert_eq!((first.real.code, first.fake.code), (201, 201), "{first:?}");
+    let second = p
+        .both(Method::PATCH, &uri, Body::Apply(config.clone()))
+        .await;
+    assert_eq!((second.real.code, second.fake.code), (200, 200));
+    let read = p.get(&format!("{SERVICES}/web")).await;
+    let want = json!({"type": "ClusterIP", "protocol": "TCP", "targetPort": 8080,
+        "clusterIP": true, "clusterIPInRange": true, "clusterIPs": true});
+    for (what, b) in [("apply", &first), ("apply again", &second), ("get", &read)] {
+        assert_eq!(
+            service_view(&b.real),
+            want,
+            "{what} (real): {}",
+            b.real.body
+        );
+        assert_eq!(
+            service_view(&b.fake),
+            want,
+            "{what} (fake): {}",
+            b.fake.body
+        );
+    }
+    // The second apply stored nothing; the address stays.
+    for (one, two) in [(&first.real, &second.real), (&first.fake, &second.fake)] {
+        assert_eq!(meta(one, "resourceVersion"), meta(two, "resourceVersion"));
+        assert_eq!(one.body["spec"]["clusterIP"], two.body["spec"]["clusterIP"]);
+    }
+    let ip = |a: &Answer| a.body["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let (real_ip, fake_ip) = (ip(&read.real), ip(&read.fake));
+    let ips = (real_ip.as_str(), fake_ip.as_str());
+    same_service(&first, "create by apply", ips);
+    same_service(&second, "apply again", ips);
+    same_service(&read, "read back", ips);
+
+    // A create of the same name: 409 AlreadyExists, the same Status.
+    let b = p
+        .post(&format!("{SERVICES}?fieldManager=diff"), config.clone())
+        .await;
+    same_failure(&b, "create of an existing Service", 409, "AlreadyExists");
+    same(&b, "create of an existing Service");
+
+    // What `kubectl get svc` shows (rows carry the object's metadata: no
+    // generation on the real server, KNOWN as above).
+    let mut t = tables(&p, SERVICES).await;
+    mask_ip(&mut t.real, &real_ip);
+    mask_ip(&mut t.fake, &fake_ip);
+    assert!(!has_generation(&t.real.body), "{}", t.real.body);
+    strip_generation(&mut t.fake.body);
+    same(&t, "service table");
+    assert_eq!(t.fake.body["rows"][0]["cells"][4], "80/TCP");
+
+    // A delete answers the Service itself.
+    let b = p
+        .both(Method::DELETE, &format!("{SERVICES}/web"), Body::None)
+        .await;
+    assert_eq!((b.real.code, b.fake.code), (200, 200));
+    same_service(&b, "delete", ips);
+    eprintln!(
+        "Services compared in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -128,6 +128,15 @@ mod tests {
     use super::*;
     use crate::core::mesh::{ActualMesh, MeshKind};
 
+    /// (listed, results, wanted, the condition, Event reasons)
+    type Case<'a> = (
+        Option<&'a MeshRead>,
+        &'a [MeshResult],
+        &'a [String],
+        Option<(&'a str, &'a str)>,
+        Vec<&'a str>,
+    );
+
     fn result(op: WriteKind, kind: MeshKind, name: &str, outcome: WriteOutcome) -> MeshResult {
         MeshResult {
             op,
@@ -172,13 +181,7 @@ mod tests {
             WriteOutcome::Failed,
         )];
         // (read, results, wanted, condition, Event reasons)
-        let cases: Vec<(
-            Option<&MeshRead>,
-            &[MeshResult],
-            &[String],
-            Option<(&str, &str)>,
-            Vec<&str>,
-        )> = vec![
+        let cases: Vec<Case<'_>> = vec![
             (None, &[], &[], None, vec![]),
             (Some(&read), &[], &[], None, vec![]),
             (

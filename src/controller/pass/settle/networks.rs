@@ -74,6 +74,14 @@ mod tests {
     use super::*;
     use crate::core::networks::Gateway;
 
+    /// (networks used, the view, the condition, a Warning)
+    type Case<'a> = (
+        &'a BTreeSet<String>,
+        Option<Result<NetworkView, String>>,
+        Option<(&'a str, &'a str)>,
+        bool,
+    );
+
     fn view(own: Option<&str>, gateways: &[&str]) -> Result<NetworkView, String> {
         Ok(NetworkView {
             own: own.map(str::to_string),
@@ -95,12 +103,7 @@ mod tests {
         let used: BTreeSet<String> = ["vm-a".to_string(), "vm-b".to_string()].into();
         let none = BTreeSet::new();
         // (used, view, condition (status, reason) or None, a Warning)
-        let cases: Vec<(
-            &BTreeSet<String>,
-            Option<Result<NetworkView, String>>,
-            Option<(&str, &str)>,
-            bool,
-        )> = vec![
+        let cases: Vec<Case<'_>> = vec![
             (&none, Some(view(None, &[])), None, false),
             (&used, None, None, false),
             (

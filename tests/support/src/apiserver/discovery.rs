@@ -189,4 +189,108 @@ mod tests {
                 .any(|r| r["name"] == "namespaces")
         );
     }
+
+    /// (name, kind, shortNames, categories, status) of an entry.
+    fn entry(list: &Value, name: &str) -> (String, Value, Value) {
+        let r = list["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not listed"));
+        (
+            r["kind"].as_str().unwrap().to_string(),
+            r["shortNames"].clone(),
+            r["categories"].clone(),
+        )
+    }
+
+    #[test]
+    fn lists_services_and_the_default_istio_kinds_as_the_real_server() {
+        let crds = crate::apiserver::ISTIO_CRDS
+            .iter()
+            .flat_map(|y| parse_crds(y).unwrap())
+            .collect();
+        let reg = Registry::new(crds);
+        let list = |group: &str, version: &str| {
+            answer(
+                &reg,
+                &Route::Resources {
+                    group: group.into(),
+                    version: version.into(),
+                },
+                "x",
+            )
+            .unwrap()
+        };
+        let core = list("", "v1");
+        let istio = list("networking.istio.io", "v1");
+        let istio_categories = json!(["istio-io", "networking-istio-io"]);
+        // (list, name, kind, shortNames, categories): v1.37 and Istio 86c9f01f.
+        let cases = [
+            (&core, "services", "Service", json!(["svc"]), json!(["all"])),
+            (
+                &core,
+                "services/status",
+                "Service",
+                Value::Null,
+                Value::Null,
+            ),
+            (
+                &istio,
+                "serviceentries",
+                "ServiceEntry",
+                json!(["se"]),
+                istio_categories.clone(),
+            ),
+            (
+                &istio,
+                "serviceentries/status",
+                "ServiceEntry",
+                Value::Null,
+                Value::Null,
+            ),
+            (
+                &istio,
+                "sidecars",
+                "Sidecar",
+                Value::Null,
+                istio_categories.clone(),
+            ),
+            (
+                &istio,
+                "sidecars/status",
+                "Sidecar",
+                Value::Null,
+                Value::Null,
+            ),
+            (
+                &istio,
+                "workloadentries",
+                "WorkloadEntry",
+                json!(["we"]),
+                istio_categories.clone(),
+            ),
+            (
+                &istio,
+                "workloadgroups",
+                "WorkloadGroup",
+                json!(["wg"]),
+                istio_categories,
+            ),
+        ];
+        for (doc, name, kind, short, categories) in cases {
+            assert_eq!(
+                entry(doc, name),
+                (kind.to_string(), short, categories),
+                "{name}"
+            );
+        }
+        for version in ["v1alpha3", "v1beta1"] {
+            let older = list("networking.istio.io", version);
+            for name in ["serviceentries", "sidecars"] {
+                assert!(!entry(&older, name).0.is_empty(), "{name} {version}");
+            }
+        }
+    }
 }

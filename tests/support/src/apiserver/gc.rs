@@ -105,7 +105,16 @@ pub fn delete(store: &mut Store, key: &ObjKey, policy: Propagation, now: &str) -
     match policy {
         Propagation::Foreground => {
             for dep in store.dependents_of(&uid) {
-                delete(store, &dep, Propagation::Foreground, now);
+                // A dependent another owner still holds loses the reference
+                // only, as the real collector treats "solid" owners.
+                let solid = store
+                    .get(&dep)
+                    .is_some_and(|obj| any_solid_owner_but(store, &dep, &obj, &uid));
+                if solid {
+                    drop_owner_refs(store, &dep, |u| u == uid);
+                } else {
+                    delete(store, &dep, Propagation::Foreground, now);
+                }
             }
             release_foreground(store, key, now);
         }
@@ -179,6 +188,20 @@ fn any_owner_alive(store: &Store, key: &ObjKey, obj: &Value) -> bool {
         store
             .by_uid(u)
             .is_some_and(|(owner, _)| owner.ns.is_empty() || owner.ns == key.ns)
+    })
+}
+
+/// Whether an owner of `obj` other than `except` is alive where the
+/// collector looks (see [`any_owner_alive`]) and not itself waiting for its
+/// dependents (a foreground delete in progress): the real collector's
+/// "solid" owners.
+fn any_solid_owner_but(store: &Store, key: &ObjKey, obj: &Value, except: &str) -> bool {
+    owner_uids(obj).filter(|u| *u != except).any(|u| {
+        store.by_uid(u).is_some_and(|(owner, o)| {
+            let waiting = o["metadata"]["deletionTimestamp"].is_string()
+                && finalizers(&o).iter().any(|f| f == FOREGROUND_FINALIZER);
+            (owner.ns.is_empty() || owner.ns == key.ns) && !waiting
+        })
     })
 }
 
@@ -414,6 +437,58 @@ mod tests {
         delete(&mut s, &a, Propagation::Orphan, NOW);
         let held = s.get(&a).unwrap();
         assert_eq!(held["metadata"]["finalizers"], json!(["x/y"]));
+    }
+
+    #[test]
+    fn dependents_of_every_kind_go_with_their_owner() {
+        // Slots: 0 the owner's kind (a mirror), then Services,
+        // ServiceEntries, Sidecars and WorkloadEntries: the collector finds
+        // dependents by owner uid, whatever their kind.
+        let build = || {
+            let mut s = Store::new(5, 100);
+            let owner = put(&mut s, "owner", &[], &[]);
+            for res in 1..5 {
+                let o = json!({"metadata": {"namespace": "ns", "name": "web", "uid": format!("dep{res}"),
+                    "ownerReferences": [{"uid": "owner", "blockOwnerDeletion": true, "controller": true}]}});
+                s.put(res, o, EventType::Added);
+            }
+            // One kept by a second, live owner loses only the dangling reference.
+            put(&mut s, "other", &[], &[]);
+            let kept = json!({"metadata": {"namespace": "ns", "name": "kept", "uid": "kept",
+                "ownerReferences": [{"uid": "owner"}, {"uid": "other"}]}});
+            s.put(2, kept, EventType::Added);
+            (s, owner)
+        };
+        let deps: Vec<ObjKey> = (1..5)
+            .map(|res| ObjKey {
+                res,
+                ns: "ns".into(),
+                name: "web".into(),
+            })
+            .collect();
+        for policy in [Propagation::Background, Propagation::Foreground] {
+            let (mut s, owner) = build();
+            delete(&mut s, &owner, policy, NOW);
+            for dep in &deps {
+                assert!(
+                    s.get(dep).is_none(),
+                    "{policy:?}: slot {} collected",
+                    dep.res
+                );
+            }
+            let kept = s
+                .get(&ObjKey {
+                    res: 2,
+                    ns: "ns".into(),
+                    name: "kept".into(),
+                })
+                .unwrap();
+            assert_eq!(
+                kept["metadata"]["ownerReferences"],
+                json!([{"uid": "other"}]),
+                "{policy:?}"
+            );
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use super::selector::{FieldSelector, LabelSelector, Selectors};
 use super::status::{ApiError, Cause};
 use super::store::{EventType, ObjKey};
 use super::table::{self, Include};
-use super::{Counted, Shared, authz, convert, discovery, lock, watch};
+use super::{Counted, Shared, authz, convert, discovery, lock, services, watch};
 use crate::ssa::{self, Writer};
 
 /// The real server's request body limit.
@@ -540,6 +540,10 @@ impl<'a> Ctx<'a> {
         if namespace {
             objects::namespace_label(&mut new);
         }
+        let service = services::is_service(self.res) && !is_status;
+        if service {
+            services::prepare(live, &mut new);
+        }
         let name = new["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -547,6 +551,9 @@ impl<'a> Ctx<'a> {
         let mut causes = objects::validate_name(self.res, &name);
         if let Some(live) = live {
             causes.extend(objects::validate_finalizers(live, &new));
+        }
+        if service {
+            causes.extend(services::validate(live, &new));
         }
         if let Some(v) = &self.ver.validator {
             let found = guarded("validation", || match live {
@@ -588,6 +595,9 @@ impl<'a> Ctx<'a> {
         }
         if namespace && live.is_none() {
             objects::namespace_create_defaults(&mut new);
+        }
+        if service {
+            services::complete(live, &mut new, self.dry_run());
         }
         Ok(convert::for_storage(self.res, new))
     }
@@ -642,6 +652,10 @@ impl<'a> Ctx<'a> {
                     });
                 }
                 new = same;
+            }
+            if services::is_service(self.res) {
+                // Under the lock: no other write can take the same address.
+                services::allocate(&store, self.res, &key, &mut new)?;
             }
             let kind = if live.is_none() {
                 EventType::Added
@@ -896,9 +910,13 @@ impl<'a> Ctx<'a> {
 
     /// The answer to a delete that removed the object: a `Status` with
     /// `Success` naming it (`details.kind` is the resource, as the real server
-    /// sets it), except for namespaces, whose storage returns the object.
+    /// sets it), except for namespaces and services, whose storage returns
+    /// the object.
     fn deleted(&self, obj: &Value) -> Response {
-        if !self.res.custom && self.res.group.is_empty() && self.res.plural == "namespaces" {
+        if !self.res.custom
+            && self.res.group.is_empty()
+            && matches!(self.res.plural.as_str(), "namespaces" | "services")
+        {
             return self.respond(StatusCode::OK, obj);
         }
         let mut details = serde_json::Map::new();

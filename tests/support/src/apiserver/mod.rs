@@ -3,6 +3,7 @@
 //! request counters. See the crate README for what is faithful and what is not.
 
 mod authz;
+mod clusterip;
 mod convert;
 mod counters;
 mod discovery;
@@ -18,6 +19,7 @@ pub mod protobuf;
 mod request;
 mod resources;
 mod selector;
+mod services;
 pub(crate) mod status;
 mod store;
 mod table;
@@ -40,10 +42,13 @@ use listener::Listener;
 use resources::{Registry, ResourceDef};
 use store::{EventType, Store};
 
-/// Istio's WorkloadEntry and WorkloadGroup CRDs, served by default.
-pub const ISTIO_CRDS: [&str; 2] = [
+/// Istio's WorkloadEntry, WorkloadGroup, ServiceEntry and Sidecar CRDs,
+/// served by default.
+pub const ISTIO_CRDS: [&str; 4] = [
     include_str!("../../fixtures/workloadentry-crd.yaml"),
     include_str!("../../fixtures/workloadgroup-crd.yaml"),
+    include_str!("../../fixtures/schema/serviceentry-crd.yaml"),
+    include_str!("../../fixtures/sidecar-crd.yaml"),
 ];
 
 /// The server could not start.

@@ -202,6 +202,14 @@ fn label() -> &'static Regex {
     RE.get_or_init(|| Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").expect("valid regex"))
 }
 
+/// What the real server says of a string that is not a DNS-1123 label (at
+/// most 63 characters).
+pub fn label_problem(s: &str) -> Option<&'static str> {
+    (s.len() > 63 || !label().is_match(s)).then_some(
+        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+    )
+}
+
 /// The name checks of the real server: a DNS-1123 subdomain (a DNS-1123 label
 /// for namespaces).
 pub fn validate_name(res: &ResourceDef, name: &str) -> Vec<Cause> {
@@ -211,10 +219,8 @@ pub fn validate_name(res: &ResourceDef, name: &str) -> Vec<Cause> {
         field: "metadata.name".into(),
     };
     if res.group.is_empty() && res.plural == "namespaces" {
-        if name.len() > 63 || !label().is_match(name) {
-            return vec![invalid(
-                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
-            )];
+        if let Some(problem) = label_problem(name) {
+            return vec![invalid(problem)];
         }
     } else if name.len() > 253 || !subdomain().is_match(name) {
         return vec![invalid(

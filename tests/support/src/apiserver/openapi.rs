@@ -160,6 +160,45 @@ fn builtin_schema_name(group: &str, version: &str, kind: &str) -> String {
     format!("io.k8s.api.{short}.{version}.{kind}")
 }
 
+/// A built-in kind's schema with every `$ref` replaced by the schema it
+/// names (a lone `allOf` member too, merged into the referring node, whose
+/// own keys win): a single tree, as server-side apply's merge structure is
+/// built from. None when the fixture does not have it.
+pub fn builtin_resolved(name: &str) -> Option<Value> {
+    fn resolve(v: &Value, depth: usize) -> Value {
+        let Value::Object(m) = v else {
+            return match v {
+                Value::Array(a) => Value::Array(a.iter().map(|x| resolve(x, depth)).collect()),
+                other => other.clone(),
+            };
+        };
+        let target = m.get("$ref").or_else(|| match m.get("allOf") {
+            Some(Value::Array(all)) if all.len() == 1 => all[0].get("$ref"),
+            _ => None,
+        });
+        let named = target
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix(REF_PREFIX))
+            .filter(|_| depth < 32)
+            .and_then(|n| fixture().get(n));
+        let mut out = match named {
+            Some(Value::Object(def)) => match resolve(&Value::Object(def.clone()), depth + 1) {
+                Value::Object(o) => o,
+                _ => Map::new(),
+            },
+            _ => Map::new(),
+        };
+        for (k, x) in m {
+            if named.is_some() && (k == "$ref" || k == "allOf") {
+                continue;
+            }
+            out.insert(k.clone(), resolve(x, depth));
+        }
+        Value::Object(out)
+    }
+    fixture().get(name).map(|s| resolve(s, 0))
+}
+
 fn add_builtin(schemas: &mut Map<String, Value>, name: &str) {
     if let Some(s) = fixture().get(name) {
         schemas.insert(name.to_string(), s.clone());
@@ -368,6 +407,38 @@ mod tests {
     }
 
     #[test]
+    fn built_in_schemas_resolve_into_one_tree() {
+        let svc = builtin_resolved("io.k8s.api.core.v1.Service").unwrap();
+        let spec = &svc["properties"]["spec"];
+        assert_eq!(spec["type"], "object", "allOf member merged");
+        assert!(
+            spec["description"]
+                .as_str()
+                .unwrap()
+                .starts_with("Spec defines")
+        );
+        let ports = &spec["properties"]["ports"];
+        assert_eq!(
+            ports["x-kubernetes-list-map-keys"],
+            json!(["port", "protocol"])
+        );
+        assert_eq!(
+            ports["items"]["properties"]["protocol"]["default"], "TCP",
+            "a lone $ref replaced"
+        );
+        assert_eq!(
+            ports["items"]["properties"]["targetPort"]["format"],
+            "int-or-string"
+        );
+        assert_eq!(
+            spec["properties"]["selector"]["x-kubernetes-map-type"],
+            "atomic"
+        );
+        assert!(!svc.to_string().contains("$ref"));
+        assert!(builtin_resolved("io.k8s.api.core.v1.Nothing").is_none());
+    }
+
+    #[test]
     fn built_in_documents_and_the_index() {
         let reg = registry();
         let core = document(&reg, "", "v1");
@@ -378,6 +449,9 @@ mod tests {
             "Event",
             "EventList",
             "ObjectReference",
+            "Service",
+            "ServiceList",
+            "ServicePort",
         ] {
             assert!(
                 schemas.contains_key(&format!("io.k8s.api.core.v1.{name}")),

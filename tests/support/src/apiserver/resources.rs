@@ -354,11 +354,18 @@ fn builtin(
     }
 }
 
-/// v1 Namespace, v1 Event, events.k8s.io/v1 Event, coordination.k8s.io/v1 Lease.
+/// v1 Namespace, v1 Event, v1 Service, events.k8s.io/v1 Event,
+/// coordination.k8s.io/v1 Lease.
 pub fn builtins() -> Vec<ResourceDef> {
     let mut namespaces = builtin("", "namespaces", "Namespace", false, &["ns"]);
     namespaces.versions[0].status_subresource = true;
     namespaces.create_on_update = false;
+    // What the Service strategy and storage do is module `services`'.
+    let mut services = builtin("", "services", "Service", true, &["svc"]);
+    services.versions[0].status_subresource = true;
+    services.versions[0].ssa_schema = Some(super::services::ssa_schema());
+    services.categories = vec!["all".into()];
+    services.create_on_update = false;
     let mut core_events = builtin("", "events", "Event", true, &["ev"]);
     core_events.storage = Storage::CoreEvents;
     let mut events = builtin("events.k8s.io", "events", "Event", true, &["ev"]);
@@ -366,6 +373,7 @@ pub fn builtins() -> Vec<ResourceDef> {
     vec![
         namespaces,
         core_events,
+        services,
         events,
         builtin("coordination.k8s.io", "leases", "Lease", true, &[]),
     ]
@@ -472,6 +480,58 @@ mod tests {
         assert_eq!(we.short_names, ["we"]);
         assert!(we.namespaced);
         assert_eq!(we.versions[0].columns[1].json_path, ".spec.address");
+    }
+
+    #[test]
+    fn services_are_built_in_with_their_status_and_apply_schema() {
+        let reg = Registry::new(Vec::new());
+        let svc = &reg.resources[reg.find("", "v1", "services").unwrap()];
+        assert_eq!(
+            (
+                svc.kind.as_str(),
+                svc.list_kind.as_str(),
+                svc.singular.as_str()
+            ),
+            ("Service", "ServiceList", "service")
+        );
+        assert!(svc.namespaced && !svc.custom && !svc.create_on_update);
+        assert_eq!(svc.short_names, ["svc"]);
+        assert_eq!(svc.categories, ["all"]);
+        assert_eq!(svc.storage, Storage::Own);
+        let v1 = &svc.versions[0];
+        assert!(v1.status_subresource && v1.validator.is_none());
+        assert!(v1.ssa_schema.is_some(), "ports keyed by port and protocol");
+    }
+
+    #[test]
+    fn the_default_istio_crds_are_served_in_every_version() {
+        let crds: Vec<ResourceDef> = crate::apiserver::ISTIO_CRDS
+            .iter()
+            .flat_map(|y| parse_crds(y).unwrap())
+            .collect();
+        // (kind, plural, shortNames, storage version): as the fixtures say.
+        let want = [
+            ("WorkloadEntry", "workloadentries", vec!["we"], "v1"),
+            ("WorkloadGroup", "workloadgroups", vec!["wg"], "v1"),
+            ("ServiceEntry", "serviceentries", vec!["se"], "v1"),
+            ("Sidecar", "sidecars", vec![], "v1"),
+        ];
+        assert_eq!(crds.len(), want.len());
+        for (crd, (kind, plural, short, storage)) in crds.iter().zip(want) {
+            assert_eq!(
+                (
+                    crd.kind.as_str(),
+                    crd.plural.as_str(),
+                    crd.storage_version.as_str()
+                ),
+                (kind, plural, storage)
+            );
+            assert_eq!(crd.short_names, short, "{kind}");
+            let versions: Vec<&str> = crd.versions.iter().map(|v| v.name.as_str()).collect();
+            assert_eq!(versions, ["v1", "v1beta1", "v1alpha3"], "{kind}");
+            assert!(crd.namespaced && crd.versions.iter().all(|v| v.status_subresource));
+            assert!(crd.versions.iter().all(|v| v.validator.is_some()), "{kind}");
+        }
     }
 
     #[test]

@@ -68,6 +68,18 @@ fn builtin_columns(res: &ResourceDef) -> Vec<Column> {
             "The status of the namespace",
             ".status.phase",
         )),
+        ("", "services") => {
+            cols.push(builtin("Type", SERVICE_TYPE, ".spec.type"));
+            cols.push(builtin("Cluster-IP", SERVICE_CLUSTER_IP, CLUSTER_IP));
+            cols.push(builtin("External-IP", SERVICE_EXTERNAL_IPS, EXTERNAL_IP));
+            cols.push(builtin("Port(s)", SERVICE_PORTS, PORTS));
+            cols.push(builtin("Age", AGE_DESCRIPTION, AGE));
+            cols.push(Column {
+                priority: 1,
+                ..builtin("Selector", SERVICE_SELECTOR, SELECTOR)
+            });
+            return cols;
+        }
         ("coordination.k8s.io", "leases") => cols.push(builtin(
             "Holder",
             "holderIdentity contains the identity of the holder of a current lease. If Coordinated Leader Election is used, the holder identity must be equal to the elected LeaseCandidate.metadata.name field.",
@@ -82,6 +94,99 @@ fn builtin_columns(res: &ResourceDef) -> Vec<Column> {
 /// The path of built-in kinds' Age column: a string column the typed
 /// printers fill with the object's age.
 const AGE: &str = "<age>";
+/// The Service printer's computed columns (`printService` of the real
+/// server): the cluster IP or `<none>`, the external addresses (the load
+/// balancer's, `<pending>`, or the externalName), `80/TCP` or
+/// `80:30080/TCP` per port, the selector as `a=1,b=2`.
+const CLUSTER_IP: &str = "<cluster-ip>";
+const EXTERNAL_IP: &str = "<external-ip>";
+const PORTS: &str = "<ports>";
+const SELECTOR: &str = "<selector>";
+
+const SERVICE_TYPE: &str = "type determines how the Service is exposed. Defaults to ClusterIP. Valid options are ExternalName, ClusterIP, NodePort, and LoadBalancer. \"ClusterIP\" allocates a cluster-internal IP address for load-balancing to endpoints. Endpoints are determined by the selector or if that is not specified, by manual construction of an Endpoints object or EndpointSlice objects. If clusterIP is \"None\", no virtual IP is allocated and the endpoints are published as a set of endpoints rather than a virtual IP. \"NodePort\" builds on ClusterIP and allocates a port on every node which routes to the same endpoints as the clusterIP. \"LoadBalancer\" builds on NodePort and creates an external load-balancer (if supported in the current cloud) which routes to the same endpoints as the clusterIP. \"ExternalName\" aliases this service to the specified externalName. Several other fields do not apply to ExternalName services. More info: https://kubernetes.io/docs/concepts/services-networking/service/#publishing-services-service-types";
+const SERVICE_CLUSTER_IP: &str = "clusterIP is the IP address of the service and is usually assigned randomly. If an address is specified manually, is in-range (as per system configuration), and is not in use, it will be allocated to the service; otherwise creation of the service will fail. This field may not be changed through updates unless the type field is also being changed to ExternalName (which requires this field to be blank) or the type field is being changed from ExternalName (in which case this field may optionally be specified, as describe above).  Valid values are \"None\", empty string (\"\"), or a valid IP address. Setting this to \"None\" makes a \"headless service\" (no virtual IP), which is useful when direct endpoint connections are preferred and proxying is not required.  Only applies to types ClusterIP, NodePort, and LoadBalancer. If this field is specified when creating a Service of type ExternalName, creation will fail. This field will be wiped when updating a Service to type ExternalName. More info: https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies";
+const SERVICE_EXTERNAL_IPS: &str = "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.  These IPs are not managed by Kubernetes.  The user is responsible for ensuring that traffic arrives at a node with this IP.  A common example is external load-balancers that are not part of the Kubernetes system.";
+const SERVICE_PORTS: &str = "The list of ports that are exposed by this service. More info: https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies";
+const SERVICE_SELECTOR: &str = "Route service traffic to pods with label keys and values matching this selector. If empty or not present, the service is assumed to have an external process managing its endpoints, which Kubernetes will not modify. Only applies to types ClusterIP, NodePort, and LoadBalancer. Ignored if type is ExternalName. More info: https://kubernetes.io/docs/concepts/services-networking/service/";
+
+fn none_if_empty(list: Vec<String>) -> Value {
+    if list.is_empty() {
+        json!("<none>")
+    } else {
+        json!(list.join(","))
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
+/// A computed cell of the Service printer.
+fn service_cell(svc: &Value, path: &str) -> Value {
+    let spec = &svc["spec"];
+    match path {
+        CLUSTER_IP => match spec["clusterIP"].as_str() {
+            Some(ip) if !ip.is_empty() => json!(ip),
+            _ => json!("<none>"),
+        },
+        EXTERNAL_IP => {
+            let external = strings(&spec["externalIPs"]);
+            match spec["type"].as_str().unwrap_or_default() {
+                "ExternalName" => json!(spec["externalName"].as_str().unwrap_or_default()),
+                "LoadBalancer" => {
+                    let mut all: Vec<String> = svc["status"]["loadBalancer"]["ingress"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|i| {
+                            [&i["ip"], &i["hostname"]]
+                                .into_iter()
+                                .filter_map(Value::as_str)
+                                .find(|s| !s.is_empty())
+                                .map(str::to_string)
+                        })
+                        .collect();
+                    all.extend(external);
+                    if all.is_empty() {
+                        json!("<pending>")
+                    } else {
+                        json!(all.join(","))
+                    }
+                }
+                _ => none_if_empty(external),
+            }
+        }
+        PORTS => none_if_empty(
+            spec["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let protocol = p["protocol"].as_str().unwrap_or_default();
+                    match p["nodePort"].as_i64().filter(|n| *n != 0) {
+                        Some(node) => format!("{}:{node}/{protocol}", p["port"]),
+                        None => format!("{}/{protocol}", p["port"]),
+                    }
+                })
+                .collect(),
+        ),
+        SELECTOR => none_if_empty(
+            spec["selector"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        ),
+        _ => Value::Null,
+    }
+}
 
 fn columns(res: &ResourceDef, ver: &VersionDef) -> Vec<Column> {
     let mut cols = vec![Column {
@@ -179,6 +284,9 @@ fn cell(obj: &Value, col: &Column) -> Value {
     if path == AGE {
         let created = obj["metadata"]["creationTimestamp"].as_str();
         return json!(created.map_or_else(|| "<unknown>".into(), human_age));
+    }
+    if [CLUSTER_IP, EXTERNAL_IP, PORTS, SELECTOR].contains(&path.as_str()) {
+        return service_cell(obj, path);
     }
     let Some(v) = jsonpath::find(obj, path)
         .ok()
@@ -315,6 +423,103 @@ mod tests {
         assert_eq!(t["rows"][0]["cells"][ready], "True");
         let members = names.iter().position(|n| *n == "Members").unwrap();
         assert_eq!(t["rows"][0]["cells"][members], 3);
+    }
+
+    #[test]
+    fn services_print_as_the_real_printer() {
+        let reg = crate::apiserver::resources::Registry::new(Vec::new());
+        let res = &reg.resources[reg.find("", "v1", "services").unwrap()];
+        let svc = |name: &str, spec: Value| {
+            json!({"metadata": {"name": name, "creationTimestamp": "2020-01-01T00:00:00Z"},
+                "spec": spec, "status": {"loadBalancer": {}}})
+        };
+        let objs = [
+            svc(
+                "ext",
+                json!({"type": "ExternalName", "externalName": "db.example.com"}),
+            ),
+            svc("hl2", json!({"type": "ClusterIP", "clusterIP": "None"})),
+            svc(
+                "lb",
+                json!({"type": "LoadBalancer", "clusterIP": "10.110.54.1", "externalIPs": ["1.2.3.4"],
+                "selector": {"b": "2", "a": "1"}, "ports": [
+                    {"port": 80, "protocol": "TCP", "nodePort": 31858},
+                    {"port": 443, "protocol": "UDP", "nodePort": 31889}]}),
+            ),
+            svc(
+                "np",
+                json!({"type": "NodePort", "clusterIP": "10.111.220.66",
+                "externalIPs": ["1.2.3.4", "5.6.7.8"],
+                "ports": [{"port": 80, "protocol": "TCP", "nodePort": 32575}]}),
+            ),
+            svc(
+                "web",
+                json!({"type": "ClusterIP", "clusterIP": "10.106.119.159", "selector": {"app": "web"},
+                "ports": [{"port": 80, "protocol": "TCP", "targetPort": 8080}]}),
+            ),
+        ];
+        let t = table(res, &res.versions[0], &objs, json!({}), Include::None, true);
+        let names: Vec<(&str, i64)> = t["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["name"].as_str().unwrap(), c["priority"].as_i64().unwrap()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("Name", 0),
+                ("Type", 0),
+                ("Cluster-IP", 0),
+                ("External-IP", 0),
+                ("Port(s)", 0),
+                ("Age", 0),
+                ("Selector", 1)
+            ]
+        );
+        // The real server's rows (v1.37), Age aside.
+        let want = [
+            [
+                "ext",
+                "ExternalName",
+                "<none>",
+                "db.example.com",
+                "<none>",
+                "<none>",
+            ],
+            ["hl2", "ClusterIP", "None", "<none>", "<none>", "<none>"],
+            [
+                "lb",
+                "LoadBalancer",
+                "10.110.54.1",
+                "1.2.3.4",
+                "80:31858/TCP,443:31889/UDP",
+                "a=1,b=2",
+            ],
+            [
+                "np",
+                "NodePort",
+                "10.111.220.66",
+                "1.2.3.4,5.6.7.8",
+                "80:32575/TCP",
+                "<none>",
+            ],
+            [
+                "web",
+                "ClusterIP",
+                "10.106.119.159",
+                "<none>",
+                "80/TCP",
+                "app=web",
+            ],
+        ];
+        for (row, want) in t["rows"].as_array().unwrap().iter().zip(want) {
+            let mut cells: Vec<Value> = row["cells"].as_array().unwrap().clone();
+            cells.remove(5);
+            assert_eq!(cells, want.map(|c| json!(c)));
+        }
+        let pending = svc("p", json!({"type": "LoadBalancer", "ports": []}));
+        assert_eq!(service_cell(&pending, EXTERNAL_IP), "<pending>");
     }
 
     #[test]

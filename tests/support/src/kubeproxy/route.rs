@@ -215,6 +215,80 @@ mod tests {
                 false,
                 Some((Verb::List, "namespaces", None, None, false)),
             ),
+            // Core-group resources in a namespace read as group ones do.
+            (
+                Method::GET,
+                "/api/v1/namespaces/ns/services/x".into(),
+                false,
+                Some((Verb::Get, "services", Some("ns"), Some("x"), false)),
+            ),
+            (
+                Method::PATCH,
+                "/api/v1/namespaces/ns/services/x".into(),
+                false,
+                Some((Verb::Patch, "services", Some("ns"), Some("x"), false)),
+            ),
+            (
+                Method::PUT,
+                "/api/v1/namespaces/ns/services/x/status".into(),
+                false,
+                Some((
+                    Verb::Update,
+                    "services/status",
+                    Some("ns"),
+                    Some("x"),
+                    false,
+                )),
+            ),
+            (
+                Method::POST,
+                "/api/v1/namespaces/ns/services".into(),
+                false,
+                Some((Verb::Create, "services", Some("ns"), None, false)),
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/namespaces/ns/services".into(),
+                false,
+                Some((Verb::DeleteCollection, "services", Some("ns"), None, false)),
+            ),
+            (
+                Method::GET,
+                "/api/v1/services".into(),
+                true,
+                Some((Verb::Watch, "services", None, None, true)),
+            ),
+            (
+                Method::GET,
+                "/api/v1/services".into(),
+                false,
+                Some((Verb::List, "services", None, None, true)),
+            ),
+            // A namespace named like a subresource is still a namespace.
+            (
+                Method::GET,
+                "/api/v1/namespaces/status/services/x".into(),
+                false,
+                Some((Verb::Get, "services", Some("status"), Some("x"), false)),
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/finalize/services".into(),
+                false,
+                Some((Verb::List, "services", Some("finalize"), None, false)),
+            ),
+            (
+                Method::PATCH,
+                format!("{we}/namespaces/ns/serviceentries/x"),
+                false,
+                Some((Verb::Patch, "serviceentries", Some("ns"), Some("x"), false)),
+            ),
+            (
+                Method::DELETE,
+                format!("{we}/namespaces/ns/sidecars/x"),
+                false,
+                Some((Verb::Delete, "sidecars", Some("ns"), Some("x"), false)),
+            ),
             (
                 Method::GET,
                 "/apis/networking.istio.io/v1".into(),

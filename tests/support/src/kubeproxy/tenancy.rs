@@ -200,6 +200,23 @@ mod tests {
                 "/apis/coordination.k8s.io/v1/namespaces/t7-x/leases",
                 "/apis/coordination.k8s.io/v1/namespaces/t7-x/leases",
             ),
+            (
+                "/api/v1/namespaces/ns/services/x",
+                "/api/v1/namespaces/t7-ns/services/x",
+            ),
+            (
+                "/api/v1/namespaces/ns/services/x/status",
+                "/api/v1/namespaces/t7-ns/services/x/status",
+            ),
+            ("/api/v1/services", "/api/v1/services"),
+            (
+                "/apis/networking.istio.io/v1/namespaces/ns/serviceentries/x",
+                "/apis/networking.istio.io/v1/namespaces/t7-ns/serviceentries/x",
+            ),
+            (
+                "/apis/networking.istio.io/v1/namespaces/ns/sidecars",
+                "/apis/networking.istio.io/v1/namespaces/t7-ns/sidecars",
+            ),
             ("/version", "/version"),
         ];
         for (path, want) in cases {
@@ -248,6 +265,18 @@ mod tests {
         let mut ns = json!({"metadata": {"name": "team-a"}});
         t().body(&mut ns, true);
         assert_eq!(ns["metadata"]["name"], "t7-team-a");
+        // A Service: its own namespace only; a selector label or an
+        // externalName naming a namespace stays as written.
+        let mut svc = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "team-a"},
+            "spec": {"selector": {"namespace": "team-a"}, "externalName": "web.team-a.svc"},
+        });
+        t().body(&mut svc, false);
+        assert_eq!(svc["metadata"]["namespace"], "t7-team-a");
+        assert_eq!(svc["metadata"]["name"], "web");
+        assert_eq!(svc["spec"]["selector"]["namespace"], "team-a");
+        assert_eq!(svc["spec"]["externalName"], "web.team-a.svc");
     }
 
     #[test]
@@ -259,6 +288,17 @@ mod tests {
             (json!({"metadata": {"name": "crd"}}), false, true),
             (json!({"metadata": {"name": "t7-a"}}), true, true),
             (json!({"metadata": {"name": "kube-system"}}), true, false),
+            // The real server's own `default/kubernetes` Service.
+            (
+                json!({"kind": "Service", "metadata": {"namespace": "default", "name": "kubernetes"}}),
+                false,
+                false,
+            ),
+            (
+                json!({"kind": "Service", "metadata": {"namespace": "t7-default", "name": "web"}}),
+                false,
+                true,
+            ),
         ];
         for (obj, namespaces, want) in cases {
             assert_eq!(t().visible(&obj, namespaces), want, "{obj}");

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::fieldset::{FieldSet, field_pe};
 
@@ -18,8 +18,18 @@ pub(crate) enum ListType {
     /// `x-kubernetes-list-type: set`: items are scalars, each owned as `v:…`.
     Set,
     /// `x-kubernetes-list-type: map`: items are objects keyed by these fields,
-    /// each owned as `k:{…}`.
-    Map(Vec<String>),
+    /// each owned as `k:{…}`. An item without a key field takes the field's
+    /// schema `default` (the second member: key field → default), as
+    /// structured-merge-diff does: a Service port applied without `protocol`
+    /// is the item `k:{"port":80,"protocol":"TCP"}`.
+    Map(Vec<String>, Map<String, Value>),
+}
+
+impl ListType {
+    /// A map list keyed by `keys`, none of them defaulted.
+    pub(crate) fn keyed(keys: &[&str]) -> ListType {
+        ListType::Map(keys.iter().map(|k| k.to_string()).collect(), Map::new())
+    }
 }
 
 /// Merge structure of one node of an object.
@@ -71,7 +81,7 @@ impl Schema {
                     fields: HashMap::from([(
                         "conditions".to_owned(),
                         Node::List {
-                            list_type: ListType::Map(vec!["type".to_owned()]),
+                            list_type: ListType::keyed(&["type"]),
                             items: Box::new(Node::Loose),
                         },
                     )]),
@@ -210,7 +220,7 @@ fn object_meta() -> Node {
     fields.insert(
         "ownerReferences".to_owned(),
         Node::List {
-            list_type: ListType::Map(vec!["uid".to_owned()]),
+            list_type: ListType::keyed(&["uid"]),
             items: Box::new(Node::Object {
                 fields: HashMap::new(),
                 rest: Some(Box::new(Node::Loose)),
@@ -269,8 +279,8 @@ fn convert(schema: &Value) -> Node {
             let items = schema.get("items").map_or(Node::Deduced, convert);
             let list_type = match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
                 Some("set") => ListType::Set,
-                Some("map") => ListType::Map(
-                    schema
+                Some("map") => {
+                    let keys: Vec<String> = schema
                         .get("x-kubernetes-list-map-keys")
                         .and_then(Value::as_array)
                         .map(|keys| {
@@ -278,8 +288,17 @@ fn convert(schema: &Value) -> Node {
                                 .filter_map(|k| k.as_str().map(str::to_owned))
                                 .collect()
                         })
-                        .unwrap_or_default(),
-                ),
+                        .unwrap_or_default();
+                    let item_props = schema.pointer("/items/properties");
+                    let defaults = keys
+                        .iter()
+                        .filter_map(|k| {
+                            let d = item_props?.get(k)?.get("default")?;
+                            Some((k.clone(), d.clone()))
+                        })
+                        .collect();
+                    ListType::Map(keys, defaults)
+                }
                 _ => ListType::Atomic,
             };
             Node::List {
@@ -350,7 +369,7 @@ mod tests {
         assert_eq!(spec.field("hosts").0.list().0, &ListType::Set);
         assert_eq!(
             spec.field("servers").0.list().0,
-            &ListType::Map(vec!["name".into(), "port".into()])
+            &ListType::keyed(&["name", "port"])
         );
         assert_eq!(spec.field("args").0.list().0, &ListType::Atomic);
         assert!(!spec.field("selector").0.granular_map());
@@ -364,11 +383,11 @@ mod tests {
         let s = &Schema::default_object().root;
         assert_eq!(
             s.field("status").0.field("conditions").0.list().0,
-            &ListType::Map(vec!["type".into()])
+            &ListType::keyed(&["type"])
         );
         assert_eq!(
             s.field("metadata").0.field("ownerReferences").0.list().0,
-            &ListType::Map(vec!["uid".into()])
+            &ListType::keyed(&["uid"])
         );
         assert_eq!(
             s.field("spec").0.field("ports").0.list().0,

@@ -10,7 +10,8 @@ use super::schema::{ListType, Node};
 
 /// The FieldsV1 path elements of a granular list's items, or `None` when the
 /// list must be handled as atomic: atomic type, or an item the key cannot be
-/// taken from (missing key field, not an object, duplicate key).
+/// taken from (missing key field without a default, not an object, duplicate
+/// key).
 fn item_pes(list: &[Value], list_type: &ListType) -> Option<Vec<String>> {
     let pes: Vec<String> = match list_type {
         ListType::Atomic => return None,
@@ -21,7 +22,7 @@ fn item_pes(list: &[Value], list_type: &ListType) -> Option<Vec<String>> {
                 scalar => Some(format!("v:{scalar}")),
             })
             .collect::<Option<_>>()?,
-        ListType::Map(keys) => list
+        ListType::Map(keys, defaults) => list
             .iter()
             .map(|item| {
                 let obj = item.as_object()?;
@@ -29,7 +30,8 @@ fn item_pes(list: &[Value], list_type: &ListType) -> Option<Vec<String>> {
                 sorted.sort();
                 let mut key = Map::new();
                 for name in sorted {
-                    key.insert(name.clone(), obj.get(name)?.clone());
+                    let value = obj.get(name).or_else(|| defaults.get(name))?;
+                    key.insert(name.clone(), value.clone());
                 }
                 Some(format!("k:{}", Value::Object(key)))
             })
@@ -434,7 +436,7 @@ mod tests {
     #[test]
     fn merge_keeps_live_only_list_items_in_place() {
         let s = Node::List {
-            list_type: ListType::Map(vec!["uid".into()]),
+            list_type: ListType::keyed(&["uid"]),
             items: Box::new(Node::Loose),
         };
         let live = json!([{"uid": "a", "n": 1}, {"uid": "b"}, {"uid": "c"}]);
