@@ -130,7 +130,10 @@ async fn every_mirror_example_is_valid_against_the_crd() {
             match serde_json::from_value::<ScalingGroupMirror>(doc.clone()) {
                 Err(e) => problems.push(format!("{name}: not a ScalingGroupMirror: {e}")),
                 Ok(mirror) => {
-                    if let Err(e) = meshmirror::core::config::validate(&mirror.spec) {
+                    let namespace = mirror.metadata.namespace.as_deref().unwrap_or("default");
+                    let checked = meshmirror::core::config::validate(&mirror.spec)
+                        .and_then(|_| meshmirror::core::mesh::check_spec(&mirror.spec, namespace));
+                    if let Err(e) = checked {
                         problems.push(format!("{name}: meshmirror refuses it: {e}"));
                     }
                 }

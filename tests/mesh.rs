@@ -516,3 +516,60 @@ async fn render_prints_the_mesh_objects_the_controller_writes() {
     }
     assert_eq!(compared, 3, "{rendered}");
 }
+
+/// Every shape of object the options can produce is accepted by the API
+/// server (on the real backend: Istio's CRD schemas and CEL rules, and the
+/// Service validation of kube-apiserver).
+#[tokio::test]
+async fn every_option_produces_objects_the_api_server_accepts() {
+    let h = Harness::without_controller(sim_with(1)).await;
+    let spec = "  workloads:
+    - name: api
+      labels: {app: api, tier: web}
+      ports: {http: 8080, grpc-web: 8081, tcp-db: 5432, https-admin: 8443, tls: 9443, mongo: 27017}
+      service:
+        kind: ServiceEntry
+        name: api-entry
+        hosts: [api.default.svc.cluster.local, api-v2.default.svc.corp.internal]
+        ports: {http: {number: 80}, grpc-web: {protocol: GRPC-Web}, tcp-db: {number: 15432}}
+    - name: udp
+      labels: {app: udp}
+      ports: {dns: 5353, redis: 6379, mysql: 3306, http2: 8082}
+      service: {kind: Service, ports: {dns: {protocol: UDP}, http2: {number: 82}}}
+  sidecar:
+    workloadSelector: {app: web-vm, tier: web}
+    egressHosts: ['./*', 'istio-system/*', '*/api.example.com', '~/*', 'shared/*.example.com']
+    outboundTrafficPolicy: ALLOW_ANY
+";
+    h.create_mirror(&mirror_yaml("default", "web", spec)).await;
+    let report = pass(&h).await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(
+        outcomes(&report),
+        [
+            ("create Service udp".to_string(), WriteOutcome::Done),
+            (
+                "create ServiceEntry api-entry".to_string(),
+                WriteOutcome::Done
+            ),
+            ("create Sidecar web".to_string(), WriteOutcome::Done),
+        ]
+    );
+    let service = get(&h, MeshKind::Service, "udp").await.unwrap();
+    let dns = service.data["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "dns")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (dns["protocol"].as_str(), dns["appProtocol"].as_str()),
+        (Some("UDP"), Some("udp"))
+    );
+    let sidecar = get(&h, MeshKind::Sidecar, "web").await.unwrap();
+    assert_eq!(
+        sidecar.data["spec"]["ingress"].as_array().unwrap().len(),
+        10
+    );
+}
