@@ -549,41 +549,30 @@ fn set_conditions(
     degraded: (bool, &str, &str),
     now: &str,
 ) {
-    let make = |type_: &str, (ok, reason, message): (bool, &str, &str)| {
-        let status_str = if ok { "True" } else { "False" };
-        let previous = old.conditions.iter().find(|c| c.type_ == type_);
-        Condition {
-            type_: type_.into(),
-            status: status_str.into(),
-            reason: reason.into(),
-            message: message.into(),
-            last_transition_time: previous
-                .filter(|p| p.status == status_str)
-                .map_or_else(|| now.to_string(), |p| p.last_transition_time.clone()),
-            observed_generation: status.observed_generation,
-        }
-    };
     // Other conditions (MeshObjects) keep what their own step set.
     let others: Vec<Condition> = std::mem::take(&mut status.conditions)
         .into_iter()
         .filter(|c| c.type_ != "Ready" && c.type_ != "Degraded")
         .collect();
-    status.conditions = vec![make("Ready", ready), make("Degraded", degraded)];
+    status.conditions = vec![
+        condition(status, old, "Ready", ready, now),
+        condition(status, old, "Degraded", degraded, now),
+    ];
     status.conditions.extend(others);
 }
 
-/// Sets one condition other than Ready and Degraded, keeping its
-/// transition time when its status did not change.
-fn set_condition(
-    status: &mut ScalingGroupMirrorStatus,
+/// A condition of `status`, keeping the transition time of the same one in
+/// `old` when its status did not change.
+fn condition(
+    status: &ScalingGroupMirrorStatus,
     old: &ScalingGroupMirrorStatus,
     type_: &str,
     (ok, reason, message): (bool, &str, &str),
     now: &str,
-) {
+) -> Condition {
     let status_str = if ok { "True" } else { "False" };
     let previous = old.conditions.iter().find(|c| c.type_ == type_);
-    let condition = Condition {
+    Condition {
         type_: type_.into(),
         status: status_str.into(),
         reason: reason.into(),
@@ -592,7 +581,29 @@ fn set_condition(
             .filter(|p| p.status == status_str)
             .map_or_else(|| now.to_string(), |p| p.last_transition_time.clone()),
         observed_generation: status.observed_generation,
-    };
+    }
+}
+
+/// The status and reason of condition `type_`, for the tests.
+#[cfg(test)]
+fn shown<'a>(status: &'a ScalingGroupMirrorStatus, type_: &str) -> Option<(&'a str, &'a str)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str()))
+}
+
+/// Sets one condition other than Ready and Degraded, keeping its
+/// transition time when its status did not change.
+fn set_condition(
+    status: &mut ScalingGroupMirrorStatus,
+    old: &ScalingGroupMirrorStatus,
+    type_: &str,
+    shown: (bool, &str, &str),
+    now: &str,
+) {
+    let condition = condition(status, old, type_, shown, now);
     status.conditions.retain(|c| c.type_ != type_);
     status.conditions.push(condition);
 }

@@ -217,11 +217,7 @@ mod tests {
                 wanted,
                 "now",
             );
-            let got = status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == CONDITION)
-                .map(|c| (c.status.as_str(), c.reason.as_str()));
+            let got = super::super::shown(&status, CONDITION);
             assert_eq!(got, want, "case {i}");
             let reasons: Vec<&str> = out.events.iter().map(|n| n.reason).collect();
             assert_eq!(reasons, events, "case {i}");

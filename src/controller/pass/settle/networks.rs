@@ -129,11 +129,7 @@ mod tests {
             let mut status = ScalingGroupMirrorStatus::default();
             let old = ScalingGroupMirrorStatus::default();
             let note = settle(&mut status, &old, used, view.as_ref(), "now");
-            let got = status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == CONDITION)
-                .map(|c| (c.status.as_str(), c.reason.as_str()));
+            let got = super::super::shown(&status, CONDITION);
             assert_eq!(got, want, "case {i}");
             assert_eq!(note.is_some(), warns, "case {i}");
             if let Some(note) = note {
