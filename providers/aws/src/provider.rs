@@ -233,7 +233,7 @@ impl Inner {
         let facts = if ids.is_empty() {
             HashMap::new()
         } else {
-            describe::instances(&clients.ec2, &ids)
+            describe::group_instances(&clients.ec2, name, &ids)
                 .await
                 .inspect_err(|e| self.throttled_surfaced(e))?
         };

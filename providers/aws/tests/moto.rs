@@ -512,3 +512,156 @@ async fn messages_from_another_account_or_region_are_counted_and_deleted() {
             .is_err()
     );
 }
+
+impl Cloud {
+    /// A group of `size` in a subnet of its own big enough for it (a /20),
+    /// and its instance ids.
+    async fn large_group(&self, name: &str, size: i32, cidr: &str) -> (GroupRef, Vec<String>) {
+        let vpc = self
+            .ec2
+            .describe_subnets()
+            .subnet_ids(&self.subnet)
+            .send()
+            .await
+            .unwrap()
+            .subnets()[0]
+            .vpc_id()
+            .unwrap()
+            .to_string();
+        self.ec2
+            .associate_vpc_cidr_block()
+            .vpc_id(&vpc)
+            .cidr_block(cidr)
+            .send()
+            .await
+            .unwrap();
+        let subnet = self
+            .ec2
+            .create_subnet()
+            .vpc_id(vpc)
+            .cidr_block(cidr)
+            .availability_zone("us-east-1a")
+            .send()
+            .await
+            .unwrap()
+            .subnet
+            .unwrap()
+            .subnet_id
+            .unwrap();
+        self.asg
+            .create_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .launch_configuration_name("lc")
+            .min_size(0)
+            .max_size(size.max(1))
+            .desired_capacity(size)
+            .vpc_zone_identifier(subnet)
+            .send()
+            .await
+            .unwrap();
+        let out = self
+            .asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(name)
+            .send()
+            .await
+            .unwrap();
+        let mut ids: Vec<String> = out.auto_scaling_groups()[0]
+            .instances()
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect();
+        ids.sort();
+        let group = GroupRef::Aws {
+            region: REGION.into(),
+            name: name.into(),
+        };
+        (group, ids)
+    }
+}
+
+/// A group's instances are listed by its tag, in pages of 1,000 (moto pages
+/// by reservations and ignores the size, so only the count of calls is
+/// asserted): 450 members cost one DescribeInstances, where one per 200 ids
+/// cost three. A member whose tag is gone is still described, by id.
+#[tokio::test]
+async fn a_groups_instances_are_listed_by_its_tag_and_an_untagged_member_by_id() {
+    let cloud = cloud().await;
+    let (web, ids) = cloud.large_group("web", 450, "10.1.0.0/20").await;
+    assert_eq!(ids.len(), 450);
+    // Another group in the same region is not listed with it.
+    cloud.large_group("other", 30, "10.2.0.0/20").await;
+    let provider = cloud.provider();
+    cloud.proxy.reset_counts();
+    let members = provider.members(&web).await.unwrap();
+    assert_eq!(members.len(), 450);
+    assert!(members.iter().all(|m| m.private_ipv4.is_some()));
+    assert_eq!(
+        cloud.proxy.count("DescribeInstances"),
+        1,
+        "{:?}",
+        cloud.proxy.counts()
+    );
+
+    cloud
+        .ec2
+        .delete_tags()
+        .resources(&ids[7])
+        .tags(
+            ec2::types::Tag::builder()
+                .key("aws:autoscaling:groupName")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    cloud.proxy.reset_counts();
+    let members = provider.members(&web).await.unwrap();
+    let untagged = members
+        .iter()
+        .find(|m| m.id == ids[7])
+        .expect("still a member");
+    assert!(untagged.private_ipv4.is_some(), "described by id");
+    assert_eq!(
+        cloud.proxy.count("DescribeInstances"),
+        2,
+        "the listing, then the one id"
+    );
+}
+
+/// Not a test: a full pass's cloud calls and time by group size
+/// (`cargo nextest run -p meshmirror-aws --run-ignored only bench_ --no-capture`).
+#[tokio::test]
+#[ignore = "benchmark: prints numbers, asserts none"]
+async fn bench_full_pass_calls_and_time_by_group_size() {
+    for (size, cidr) in [
+        (10, "10.1.0.0/20"),
+        (100, "10.2.0.0/20"),
+        (1000, "10.3.0.0/20"),
+    ] {
+        let cloud = cloud().await;
+        let (web, _) = cloud.large_group("web", size, cidr).await;
+        let provider = cloud.provider();
+        provider.members(&web).await.unwrap();
+        let mut times = Vec::new();
+        cloud.proxy.reset_counts();
+        let passes = 5;
+        for _ in 0..passes {
+            let started = std::time::Instant::now();
+            let members = provider.members(&web).await.unwrap();
+            times.push(started.elapsed());
+            assert_eq!(members.len(), size as usize);
+        }
+        times.sort();
+        let counts = cloud.proxy.counts();
+        let per_pass =
+            |action: &str| counts.get(action).copied().unwrap_or(0) as f64 / passes as f64;
+        println!(
+            "AWS full pass, {size} instances: DescribeAutoScalingGroups {}, DescribeInstances {} per pass; time p50 {:?}, max {:?}",
+            per_pass("DescribeAutoScalingGroups"),
+            per_pass("DescribeInstances"),
+            times[passes / 2],
+            times[passes - 1]
+        );
+    }
+}

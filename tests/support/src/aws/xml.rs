@@ -20,9 +20,15 @@ pub fn elements(xml: &str, list: &str, tag: &str) -> Vec<Range<usize>> {
         let mut depth = 0usize;
         let mut pos = start;
         let mut item_start = 0;
+        // Found once per list and looked up again only once passed: a list
+        // of a thousand items would otherwise scan to its end for each one.
+        let mut list_end = xml[start..].find(&close_list).map(|i| i + start);
         loop {
             let find = |pat: &str| xml[pos..].find(pat).map(|i| i + pos);
-            let candidates = [(find(&open), 0), (find(&close), 1), (find(&close_list), 2)];
+            if list_end.is_some_and(|end| end < pos) {
+                list_end = find(&close_list);
+            }
+            let candidates = [(find(&open), 0), (find(&close), 1), (list_end, 2)];
             let Some((at, kind)) = candidates
                 .iter()
                 .filter_map(|(at, kind)| at.map(|a| (a, *kind)))
