@@ -118,6 +118,17 @@ impl<P: Provider> Provider for Instrumented<P> {
         result
     }
 
+    async fn instances(
+        &self,
+        group: &GroupRef,
+        ids: &[String],
+    ) -> Result<Option<Vec<Instance>>, ProviderError> {
+        let started = Instant::now();
+        let result = deadline(self.deadline, "instances", self.inner.instances(group, ids)).await;
+        self.record("instances", started, &result);
+        result
+    }
+
     fn events(&self) -> Option<BoxEventStream> {
         self.inner.events()
     }

@@ -992,51 +992,63 @@ async fn a_drain_longer_than_the_heartbeat_timeout_sends_heartbeats() {
     running.stop().await;
 }
 
-/// Not a test: prints the event-to-WorkloadEntry latency over 100 launch
-/// events (`cargo test --test aws -- --ignored --nocapture bench_`).
+/// Not a test: prints the event-to-WorkloadEntry latency over 30 launch
+/// events per group size, and the cloud calls they cost
+/// (`cargo nextest run --test aws --run-ignored only -E 'test(bench_)' --no-capture`).
+/// moto's subnet here holds 251 addresses, so 200 is the largest size.
 #[tokio::test]
 #[ignore = "benchmark: prints numbers, asserts none"]
 async fn bench_event_to_entry_latency() {
-    let cloud = cloud().await;
-    cloud.group("web", 10, &[]).await;
-    let h = harness().await;
-    let running = Running::start(&h, cloud.args(), None);
-    h.create_mirror(&mirror("default", "web", "web", "")).await;
-    h.wait_entries("default", "10 entries", |e| e.len() == 10)
-        .await;
-    let mut known = cloud.instances("web").await;
-    let mut samples = Vec::new();
-    for i in 0..100 {
-        cloud.set_capacity("web", 11 + i).await;
-        let new = cloud
-            .instances("web")
-            .await
-            .into_iter()
-            .find(|id| !known.contains(id))
-            .unwrap();
-        let sent = Instant::now();
-        cloud.send(&launch_successful("web", &new)).await;
-        wait_for("the new entry", async || {
-            h.entries("default")
+    for size in [10, 100, 200] {
+        let cloud = cloud().await;
+        cloud.group("web", size, &[]).await;
+        let h = harness().await;
+        let running = Running::start(&h, cloud.args(), None);
+        let yaml = mirror("default", "web", "web", "").replace("interval: 5s", "interval: 10m");
+        h.create_mirror(&yaml).await;
+        h.wait_entries("default", "every entry", |e| e.len() == size as usize)
+            .await;
+        let mut known = cloud.instances("web").await;
+        let mut samples = Vec::new();
+        cloud.proxy.reset_counts();
+        let events = 30;
+        for i in 0..events {
+            cloud.set_capacity("web", size + 1 + i).await;
+            let new = cloud
+                .instances("web")
                 .await
-                .iter()
-                .any(|o| instance_of(o) == new)
-                .then_some(())
-        })
-        .await;
-        samples.push(sent.elapsed());
-        known.push(new);
+                .into_iter()
+                .find(|id| !known.contains(id))
+                .unwrap();
+            let sent = Instant::now();
+            cloud.send(&launch_successful("web", &new)).await;
+            wait_for("the new entry", async || {
+                h.entries("default")
+                    .await
+                    .iter()
+                    .any(|o| instance_of(o) == new)
+                    .then_some(())
+            })
+            .await;
+            samples.push(sent.elapsed());
+            known.push(new);
+        }
+        samples.sort();
+        let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+        let counts = cloud.proxy.counts();
+        let per_event =
+            |action: &str| counts.get(action).copied().unwrap_or(0) as f64 / events as f64;
+        println!(
+            "AWS event -> WorkloadEntry at {size} instances, {events} launches: p50 {:?}, p99 {:?}, max {:?}; per event: DescribeAutoScalingInstances {:.1}, DescribeAutoScalingGroups {:.1}, DescribeInstances {:.1}",
+            at(0.5),
+            at(0.99),
+            at(1.0),
+            per_event("DescribeAutoScalingInstances"),
+            per_event("DescribeAutoScalingGroups"),
+            per_event("DescribeInstances"),
+        );
+        running.stop().await;
     }
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    println!(
-        "event -> WorkloadEntry over {} events: p50 {:?}, p99 {:?}, max {:?}",
-        samples.len(),
-        at(0.5),
-        at(0.99),
-        at(1.0)
-    );
-    running.stop().await;
 }
 
 #[tokio::test]
@@ -1085,6 +1097,81 @@ async fn after_a_restart_a_long_drain_is_kept_alive_without_naming_the_hook_in_f
                 && b.accepted
                 && b.instance_id.as_deref() == Some(leaving.as_str())),
         "{after:?}"
+    );
+    running.stop().await;
+}
+
+fn terminate_successful(group: &str, instance: &str) -> String {
+    fixture_event(
+        "eventbridge-asg-terminate-successful.json",
+        json!({"AutoScalingGroupName": group, "EC2InstanceId": instance}),
+    )
+}
+
+/// A cloud event makes the pass ask about the instance it names only: at 120
+/// members a launch's entry is written after one DescribeAutoScalingInstances
+/// and one DescribeInstances of that instance (the rest of the group is as
+/// read within the interval). A termination the same way.
+#[tokio::test]
+async fn an_event_asks_the_cloud_about_its_instance_only() {
+    let cloud = cloud().await;
+    cloud.group("web", 120, &[]).await;
+    let h = harness().await;
+    let running = Running::start(&h, cloud.args(), None);
+    let yaml = mirror("default", "web", "web", "").replace("interval: 5s", "interval: 10m");
+    h.create_mirror(&yaml).await;
+    h.wait_entries("default", "120 entries", |e| e.len() == 120)
+        .await;
+    let known = cloud.instances("web").await;
+    cloud.set_capacity("web", 121).await;
+    let new = cloud
+        .instances("web")
+        .await
+        .into_iter()
+        .find(|id| !known.contains(id))
+        .unwrap();
+    cloud.proxy.reset_counts();
+    cloud.send(&launch_successful("web", &new)).await;
+    h.wait_entries("default", "the new entry", |e| {
+        e.len() == 121 && e.iter().any(|o| instance_of(o) == new)
+    })
+    .await;
+    wait_for("the event deleted from the queue", async || {
+        (cloud.queued().await == 0).then_some(())
+    })
+    .await;
+    // The event's pass asked Auto Scaling and EC2 about the one instance.
+    // Its status write changes the mirror, which brings one more pass that
+    // reads the whole group (after the entry was written).
+    let counts = cloud.proxy.counts();
+    let count = |action: &str| counts.get(action).copied().unwrap_or(0);
+    assert_eq!(count("DescribeAutoScalingInstances"), 1, "{counts:?}");
+    assert!(count("DescribeAutoScalingGroups") <= 1, "{counts:?}");
+    assert!(count("DescribeInstances") <= 2, "{counts:?}");
+
+    // Scale-in: moto terminates one; its event takes its entry out.
+    cloud.set_capacity("web", 120).await;
+    let now = cloud.instances("web").await;
+    let gone = known
+        .iter()
+        .chain([&new])
+        .find(|id| !now.contains(id))
+        .unwrap()
+        .clone();
+    cloud.proxy.reset_counts();
+    cloud.send(&terminate_successful("web", &gone)).await;
+    h.wait_entries("default", "the terminated instance's entry gone", |e| {
+        e.len() == 120 && e.iter().all(|o| instance_of(o) != gone)
+    })
+    .await;
+    let counts = cloud.proxy.counts();
+    assert!(
+        counts
+            .get("DescribeAutoScalingInstances")
+            .copied()
+            .unwrap_or(0)
+            >= 1,
+        "{counts:?}"
     );
     running.stop().await;
 }

@@ -1,7 +1,9 @@
 //! Cloud events to passes. Each event becomes a trigger of the mirror that
-//! claims its group, and only that: an advisory (a rebalance notice, a
-//! scheduled maintenance) is kept for that mirror's pass to record, so every
-//! write goes through a pass. The event's acknowledgement waits until that
+//! claims its group, and only that: the instance it names is kept for that
+//! mirror's pass to ask the cloud about (and only about it, while the rest
+//! of the group was read within the interval), and an advisory (a rebalance
+//! notice, a scheduled maintenance) for the pass to record, so every write
+//! goes through a pass. The event's acknowledgement waits until that
 //! mirror has had a successful pass.
 
 use std::collections::HashMap;
@@ -79,6 +81,14 @@ fn trigger(
                 format!("{what} for instance {instance_id}; nothing changes until the cloud acts");
             reconciler.note_advisory(&mirror, note);
         }
+    }
+    if let GroupEventKind::Launched { instance_id }
+    | GroupEventKind::Terminating { instance_id }
+    | GroupEventKind::Terminated { instance_id }
+    | GroupEventKind::Interrupted { instance_id } = &event.kind
+        && let Some(mirror) = mirrors.get(&target)
+    {
+        reconciler.note_instance(&mirror, instance_id);
     }
     tracing::debug!(group = %event.group, kind = ?event.kind, "event triggers reconcile");
     if let Ok(mut p) = pending.lock() {

@@ -56,6 +56,45 @@ pub async fn groups(
     Ok(out)
 }
 
+/// Instance ids per `DescribeAutoScalingInstances` call (its most).
+const ASG_IDS_PER_CALL: usize = 50;
+
+/// The named instances that are members of group `group_name`, as Auto
+/// Scaling reports them (an id in no group, or in another, is absent).
+pub async fn group_members_among(
+    client: &aws_sdk_autoscaling::Client,
+    group_name: &str,
+    ids: &[String],
+) -> Result<Vec<AsgMember>, ProviderError> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(ASG_IDS_PER_CALL) {
+        let mut pages = client
+            .describe_auto_scaling_instances()
+            .set_instance_ids(Some(chunk.to_vec()))
+            .max_records(ASG_IDS_PER_CALL as i32)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| error::map("DescribeAutoScalingInstances", e))?;
+            for i in page.auto_scaling_instances() {
+                if i.auto_scaling_group_name() != Some(group_name) {
+                    continue;
+                }
+                let (Some(id), Some(state)) = (i.instance_id(), i.lifecycle_state()) else {
+                    continue;
+                };
+                out.push(AsgMember {
+                    id: id.to_string(),
+                    zone: i.availability_zone().map(str::to_string),
+                    lifecycle_state: state.to_string(),
+                    health_status: i.health_status().map(str::to_string),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// EC2's view of the given instances. A filter (not `InstanceIds`) so that an
 /// id that vanished meanwhile is simply absent instead of failing the batch.
 pub async fn instances(

@@ -164,6 +164,16 @@ impl Memory {
             .retain(|_, at| now.saturating_duration_since(*at) < spot_memory);
     }
 
+    /// Some of a group's members, seen by a pass that asked about them only:
+    /// they are indexed, and no other member is forgotten.
+    pub fn some_members_seen<'a>(&mut self, group: &GroupRef, ids: impl Iterator<Item = &'a str>) {
+        let known = self.by_group.entry(group.clone()).or_default();
+        for id in ids {
+            known.insert(id.to_string());
+            self.index.insert(id.to_string(), group.clone());
+        }
+    }
+
     pub fn group_of(&self, instance_id: &str) -> Option<&GroupRef> {
         self.index.get(instance_id)
     }

@@ -20,7 +20,7 @@ use crate::error;
 use crate::heartbeat::Holds;
 use crate::memory::Memory;
 use crate::rounds::{Round, Rounds};
-use crate::state::{self, Membership};
+use crate::state::{self, AsgMember, Membership};
 use crate::stats::{Stats, StatsSnapshot};
 
 /// How long a group's lifecycle hooks are cached (they rarely change, and
@@ -215,13 +215,40 @@ impl Inner {
     }
 
     async fn members(self: &Arc<Self>, group: &GroupRef) -> Result<Vec<Instance>, ProviderError> {
-        let term = self.term.load(Ordering::SeqCst);
         let (region, name) = aws_group(group)?;
         let round = self.round(region, name).await?;
-        let clients = self.clients.region(region).await;
         let Some(asg_members) = round.groups.get(name) else {
             return Err(ProviderError::GroupNotFound(group.to_string()));
         };
+        self.described(group, asg_members, Scope::Group).await
+    }
+
+    /// The named instances that are members of the group: two calls (Auto
+    /// Scaling, then EC2) per 50 ids, whatever the group's size.
+    async fn instances(
+        self: &Arc<Self>,
+        group: &GroupRef,
+        ids: &[String],
+    ) -> Result<Vec<Instance>, ProviderError> {
+        let (region, name) = aws_group(group)?;
+        let clients = self.clients.region(region).await;
+        let asg_members = describe::group_members_among(&clients.autoscaling, name, ids)
+            .await
+            .inspect_err(|e| self.throttled_surfaced(e))?;
+        self.described(group, &asg_members, Scope::Some).await
+    }
+
+    /// The instances of `asg_members` with EC2's facts, hooks and spot
+    /// status; `scope` says whether they are the whole group.
+    async fn described(
+        self: &Arc<Self>,
+        group: &GroupRef,
+        asg_members: &[AsgMember],
+        scope: Scope,
+    ) -> Result<Vec<Instance>, ProviderError> {
+        let term = self.term.load(Ordering::SeqCst);
+        let (region, name) = aws_group(group)?;
+        let clients = self.clients.region(region).await;
         let in_group: Vec<_> = asg_members
             .iter()
             .filter_map(|m| match state::membership(&m.lifecycle_state) {
@@ -230,13 +257,12 @@ impl Inner {
             })
             .collect();
         let ids: Vec<String> = in_group.iter().map(|(m, _, _)| m.id.clone()).collect();
-        let facts = if ids.is_empty() {
-            HashMap::new()
-        } else {
-            describe::group_instances(&clients.ec2, name, &ids)
-                .await
-                .inspect_err(|e| self.throttled_surfaced(e))?
-        };
+        let facts = match scope {
+            _ if ids.is_empty() => Ok(HashMap::new()),
+            Scope::Group => describe::group_instances(&clients.ec2, name, &ids).await,
+            Scope::Some => describe::instances(&clients.ec2, &ids).await,
+        }
+        .inspect_err(|e| self.throttled_surfaced(e))?;
         describe::complete(group, &ids, &facts)?;
         let hooks = if in_group.iter().any(|(_, _, waiting)| waiting.is_some()) {
             Some(self.hooks(group).await?)
@@ -250,7 +276,12 @@ impl Inner {
         let mut held = Vec::new();
         {
             let mut memory = self.memory.lock().expect("memory lock");
-            memory.members_seen(group, ids.iter().map(String::as_str), now, memory_window);
+            match scope {
+                Scope::Group => {
+                    memory.members_seen(group, ids.iter().map(String::as_str), now, memory_window)
+                }
+                Scope::Some => memory.some_members_seen(group, ids.iter().map(String::as_str)),
+            }
             for (member, base, waiting) in in_group {
                 let spot_status = spot_statuses.get(&member.id).map(String::as_str);
                 let mut instance =
@@ -554,6 +585,13 @@ fn heartbeats_allowed(memory: &Memory, group: &GroupRef, hook: &str) -> bool {
     memory.owned_hooks(group).is_some_and(|o| o.contains(hook))
 }
 
+/// Whether a pass described a whole group or some of its members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    Group,
+    Some,
+}
+
 /// What follows a refused `CompleteLifecycleAction` or heartbeat.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum AfterRefusal {
@@ -591,6 +629,14 @@ impl Provider for AwsProvider {
 
     async fn members(&self, group: &GroupRef) -> Result<Vec<Instance>, ProviderError> {
         self.inner.members(group).await
+    }
+
+    async fn instances(
+        &self,
+        group: &GroupRef,
+        ids: &[String],
+    ) -> Result<Option<Vec<Instance>>, ProviderError> {
+        self.inner.instances(group, ids).await.map(Some)
     }
 
     fn events(&self) -> Option<BoxEventStream> {

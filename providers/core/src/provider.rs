@@ -14,6 +14,20 @@ pub trait Provider: Send + Sync + 'static {
     /// The group's current members, every state included.
     async fn members(&self, group: &GroupRef) -> Result<Vec<Instance>, ProviderError>;
 
+    /// What the cloud says now of the named instances, as members of
+    /// `group`: each one that is in the group (in any state), and none of
+    /// the others (an id the cloud no longer places in the group is absent).
+    /// Cloud events name instances, so a pass they trigger asks about those
+    /// only, at a cost that does not grow with the group. `None`: this
+    /// provider cannot, and the pass reads every member.
+    async fn instances(
+        &self,
+        _group: &GroupRef,
+        _ids: &[String],
+    ) -> Result<Option<Vec<Instance>>, ProviderError> {
+        Ok(None)
+    }
+
     /// The push feed of group events. The controller calls this once per
     /// leadership term and drops the stream when the term ends, so each call
     /// must start a fresh subscription (and dropping it must stop consuming).

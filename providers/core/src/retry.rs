@@ -134,6 +134,15 @@ impl<P: Provider> Provider for Retrying<P> {
         self.retry("members", || self.inner.members(group)).await
     }
 
+    async fn instances(
+        &self,
+        group: &GroupRef,
+        ids: &[String],
+    ) -> Result<Option<Vec<Instance>>, ProviderError> {
+        self.retry("instances", || self.inner.instances(group, ids))
+            .await
+    }
+
     fn events(&self) -> Option<BoxEventStream> {
         self.inner.events()
     }

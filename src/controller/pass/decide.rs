@@ -153,7 +153,11 @@ pub fn decide(
     }
 
     let Some(members) = &gathered.members else {
-        return Step::Read(Read::Members);
+        // Cloud events named some instances: ask about those only.
+        return Step::Read(match facts.named {
+            Some(_) => Read::NamedMembers,
+            None => Read::Members,
+        });
     };
     let grace = settings.group_gone_grace;
     let members = match members {

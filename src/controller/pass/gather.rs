@@ -2,7 +2,8 @@
 //! whose spec is invalid asks the cloud nothing; one whose memo holds lists
 //! no entries); this module only reads and records the answers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use meshmirror_provider::{Instance, ProviderError};
@@ -34,6 +35,17 @@ pub struct Facts<'a> {
     pub old: ScalingGroupMirrorStatus,
     /// When the pass started.
     pub now: Instant,
+    /// The instances cloud events named since the last pass, with the
+    /// members last read when those are recent enough to stand in for the
+    /// rest of the group (younger than the interval); None otherwise.
+    pub named: Option<Named>,
+}
+
+/// Instances cloud events named, and the rest of the group as last read.
+#[derive(Clone, Debug)]
+pub struct Named {
+    pub ids: BTreeSet<String>,
+    pub known: Arc<Vec<Instance>>,
 }
 
 impl<'a> Facts<'a> {
@@ -47,6 +59,7 @@ impl<'a> Facts<'a> {
         claim: &'a Claim,
         allowed: &AllowedGroups,
         state: &MirrorState,
+        named: BTreeSet<String>,
         now: Instant,
     ) -> Facts<'a> {
         let config = config::validate(&mirror.spec)
@@ -60,6 +73,18 @@ impl<'a> Facts<'a> {
         };
         let cached = mirror.status.clone().unwrap_or_default();
         let old = state.memo.status_base(now, &cached).unwrap_or(cached);
+        let named = match (&config, &state.seen) {
+            (Ok(config), Some(seen))
+                if !named.is_empty()
+                    && now.saturating_duration_since(seen.full_at) < config.interval =>
+            {
+                Some(Named {
+                    ids: named,
+                    known: seen.instances.clone(),
+                })
+            }
+            _ => None,
+        };
         Facts {
             mirror,
             owner,
@@ -68,6 +93,7 @@ impl<'a> Facts<'a> {
             allowed,
             old,
             now,
+            named,
         }
     }
 }
@@ -77,6 +103,9 @@ impl<'a> Facts<'a> {
 pub enum Read {
     /// The group's members and confirmed lifecycle hooks (the cloud).
     Members,
+    /// The instances cloud events named (the cloud), the rest of the group
+    /// as last read, and the confirmed lifecycle hooks.
+    NamedMembers,
     /// The WorkloadGroups the workloads name.
     WorkloadGroups,
     /// The entry cache's version for the mirror (no request).
@@ -119,6 +148,9 @@ pub struct Hooks {
 #[derive(Debug, Default)]
 pub struct Gathered {
     pub members: Option<Result<Members, ProviderError>>,
+    /// Whether `members` asked the cloud about every member (false: about
+    /// the instances events named only).
+    pub full_read: bool,
     /// The WorkloadGroups the workloads name, by name.
     pub groups: Option<Result<BTreeMap<String, GroupTemplate>, PassError>>,
     /// The entry cache's version for the mirror, read before the entries so
@@ -140,17 +172,24 @@ impl Gathered {
     /// Makes one read and records its answer.
     pub async fn read(&mut self, read: Read, facts: &Facts<'_>, from: Sources<'_>) {
         match read {
-            Read::Members => {
+            Read::Members | Read::NamedMembers => {
                 // Every read fills its answer, so the gather loop always ends
                 // (decide asks only for answers it does not have).
-                self.members = Some(match &facts.config {
+                let named = facts.named.as_ref().filter(|_| read == Read::NamedMembers);
+                let (answer, full) = match &facts.config {
                     Ok(config) => {
-                        members(from.providers, config, &facts.mirror.spec.lifecycle).await
+                        let lifecycle = &facts.mirror.spec.lifecycle;
+                        members(from.providers, config, lifecycle, named).await
                     }
-                    Err(err) => Err(ProviderError::Permanent(format!(
-                        "the spec is invalid: {err}"
-                    ))),
-                });
+                    Err(err) => (
+                        Err(ProviderError::Permanent(format!(
+                            "the spec is invalid: {err}"
+                        ))),
+                        true,
+                    ),
+                };
+                self.members = Some(answer);
+                self.full_read = full;
             }
             Read::WorkloadGroups => {
                 self.groups = Some(workload_groups(from.cluster, facts).await);
@@ -179,14 +218,29 @@ impl Gathered {
     }
 }
 
-/// Reads the members and the hooks the cloud confirms on the group. The
-/// provider is told exactly those hooks, so a hook dropped from the spec or
-/// missing on the group gets no more heartbeats.
+/// Reads the members and the hooks the cloud confirms on the group, and
+/// whether every member was read. With `named`, the cloud is asked about the
+/// named instances only when it can be (the rest as last read). The
+/// provider is told exactly the confirmed hooks, so a hook dropped from the
+/// spec or missing on the group gets no more heartbeats.
 async fn members(
     providers: &Providers,
     config: &MirrorConfig,
     lifecycle: &LifecycleSpec,
-) -> Result<Members, ProviderError> {
+    named: Option<&Named>,
+) -> (Result<Members, ProviderError>, bool) {
+    match members_of(providers, config, lifecycle, named).await {
+        Ok((members, full)) => (Ok(members), full),
+        Err(err) => (Err(err), named.is_none()),
+    }
+}
+
+async fn members_of(
+    providers: &Providers,
+    config: &MirrorConfig,
+    lifecycle: &LifecycleSpec,
+    named: Option<&Named>,
+) -> Result<(Members, bool), ProviderError> {
     let provider = providers.get(&config.group)?;
     let hooks = if lifecycle.terminate_hook.is_some() || lifecycle.launch_hook.is_some() {
         let listed = provider.lifecycle_hooks(&config.group).await?;
@@ -209,9 +263,30 @@ async fn members(
         .map(String::as_str)
         .collect();
     provider.answers_hooks(&config.group, &answered);
+    if let Some(named) = named {
+        let ids: Vec<String> = named.ids.iter().cloned().collect();
+        if let Some(fresh) = provider.instances(&config.group, &ids).await? {
+            let instances = merged(&named.known, &named.ids, fresh);
+            return Ok((Members { instances, hooks }, false));
+        }
+    }
     let mut instances = provider.members(&config.group).await?;
     instances.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-    Ok(Members { instances, hooks })
+    Ok((Members { instances, hooks }, true))
+}
+
+/// The members as last read, with what the cloud says now of the `named`
+/// ones: each in `fresh` replaces or joins, each named one not in it is no
+/// longer a member. Sorted by id.
+pub fn merged(known: &[Instance], named: &BTreeSet<String>, fresh: Vec<Instance>) -> Vec<Instance> {
+    let mut out: Vec<Instance> = known
+        .iter()
+        .filter(|i| !named.contains(&i.id))
+        .cloned()
+        .chain(fresh.into_iter().filter(|i| named.contains(&i.id)))
+        .collect();
+    out.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    out
 }
 
 /// Lists the mesh objects of `kinds` the mirror owns; a kind that cannot be
@@ -278,4 +353,33 @@ pub fn networks_used(
         .filter_map(|g| g.template.network.clone())
         .collect();
     networks::used(spec, &of_groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use meshmirror_provider::InstanceState;
+
+    use super::*;
+
+    fn vm(id: &str, last: u8) -> Instance {
+        Instance::running(id, Ipv4Addr::new(10, 0, 0, last))
+    }
+
+    #[test]
+    fn named_instances_replace_join_or_leave_the_members_as_last_read() {
+        let known = vec![vm("i-1", 1), vm("i-2", 2), vm("i-3", 3)];
+        let named: BTreeSet<String> = ["i-2", "i-3", "i-4"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut leaving = vm("i-2", 2);
+        leaving.state = InstanceState::Terminating;
+        // i-2 now terminating, i-3 no longer in the group, i-4 joined; i-9
+        // was not named and is not taken in.
+        let fresh = vec![vm("i-4", 4), leaving.clone(), vm("i-9", 9)];
+        let got = merged(&known, &named, fresh);
+        assert_eq!(got, vec![vm("i-1", 1), leaving, vm("i-4", 4)]);
+    }
 }

@@ -135,7 +135,16 @@ impl Reconciler {
     ) -> PassReport {
         let slot = self.states.slot(owner);
         let mut state = slot.state.lock().await;
-        let facts = Facts::of(mirror, owner, claim, &self.allowed, &state, Instant::now());
+        let named = slot.take_named();
+        let facts = Facts::of(
+            mirror,
+            owner,
+            claim,
+            &self.allowed,
+            &state,
+            named,
+            Instant::now(),
+        );
         let from = Sources {
             providers: &self.providers,
             cluster: self.cluster.as_ref(),
@@ -196,6 +205,12 @@ impl Reconciler {
             created = report.created, updated = report.updated, deleted = report.deleted,
             failed = report.failed_writes, error = error.as_deref().unwrap_or(""),
             elapsed_ms = started.elapsed().as_millis() as u64, "pass done");
+    }
+
+    /// Keeps an instance a cloud event named for the mirror's next pass,
+    /// which asks the cloud about the named instances only.
+    pub fn note_instance(&self, mirror: &ScalingGroupMirror, instance_id: &str) {
+        self.states.note_instance(&Owner::of(mirror), instance_id);
     }
 
     /// Keeps a cloud advisory for the mirror's next pass to record as an

@@ -27,6 +27,9 @@ pub struct PassReport {
     pub requeue: Duration,
     /// The mesh object writes and how each ended.
     pub mesh: Vec<MeshResult>,
+    /// The cloud was asked about the instances events named only (the rest
+    /// of the group as last read).
+    pub named_only: bool,
 }
 
 impl PassReport {

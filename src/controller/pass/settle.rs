@@ -14,7 +14,7 @@ use super::error::PassError;
 use super::gather::{Facts, Gathered, Members, networks_used};
 use super::memo::Clean;
 use super::report::PassReport;
-use super::state::MirrorState;
+use super::state::{MirrorState, Seen};
 use super::writes::{EntryWrites, MeshResult, WriteKind, WriteOutcome, WriteResult};
 use crate::cluster::EventType;
 use crate::core::desired::Skip;
@@ -124,6 +124,17 @@ pub fn settle(
             Err(ProviderError::GroupNotFound(_)) => Some(state.gone_since.unwrap_or(facts.now)),
             _ => None,
         };
+    }
+    if let Some(Ok(members)) = &gathered.members {
+        let full_at = match (&state.seen, gathered.full_read) {
+            (Some(seen), false) => seen.full_at,
+            _ => facts.now,
+        };
+        state.seen = Some(Seen {
+            full_at,
+            instances: Arc::new(members.instances.clone()),
+        });
+        out.report.named_only = !gathered.full_read;
     }
     let mut status = ScalingGroupMirrorStatus {
         observed_generation: facts.mirror.metadata.generation,

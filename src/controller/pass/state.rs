@@ -7,6 +7,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use meshmirror_provider::Instance;
+
 use super::backoff::WriteBackoff;
 use super::memo::PassMemo;
 use crate::core::lifecycle::LifecycleTracker;
@@ -16,6 +18,9 @@ use crate::core::ownership::Owner;
 /// How many cloud advisories wait for a mirror's next pass; older ones are
 /// dropped (each is only a note, and a burst must not grow memory).
 const MAX_ADVISORIES: usize = 20;
+/// How many instances events may name before a pass; past this, asking
+/// about each costs more than reading the group.
+pub const MAX_NAMED: usize = 500;
 
 /// One mirror's memory.
 #[derive(Debug)]
@@ -32,6 +37,20 @@ pub struct MirrorState {
     /// got that far; None until then (every kind is listed once, so that
     /// objects of an option since turned off are found and deleted).
     pub mesh_owned: Option<MeshKinds>,
+    /// The members as last read, and when the whole group was last read:
+    /// a pass that cloud events trigger asks about the named instances only
+    /// and takes the others from here, while this is younger than the
+    /// mirror's interval.
+    pub seen: Option<Seen>,
+}
+
+/// The group's members as the last passes read them.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// When every member was last read from the cloud.
+    pub full_at: Instant,
+    /// Sorted by id.
+    pub instances: Arc<Vec<Instance>>,
 }
 
 impl MirrorState {
@@ -43,6 +62,7 @@ impl MirrorState {
             backoff: WriteBackoff::starting_at(first_backoff),
             memo: PassMemo::default(),
             mesh_owned: None,
+            seen: None,
         }
     }
 
@@ -53,13 +73,17 @@ impl MirrorState {
     }
 }
 
-/// A mirror's memory and the cloud advisories waiting for its next pass.
+/// A mirror's memory, and the cloud advisories and instance ids waiting
+/// for its next pass.
 #[derive(Debug)]
 pub struct Slot {
     uid: String,
     /// Held for a whole pass: passes of one mirror never overlap.
     pub state: tokio::sync::Mutex<MirrorState>,
     advisories: Mutex<Vec<String>>,
+    /// Instances cloud events named since the last pass; None once more
+    /// than [`MAX_NAMED`] were (the next pass reads the whole group).
+    named: Mutex<Option<BTreeSet<String>>>,
 }
 
 impl Slot {
@@ -68,6 +92,15 @@ impl Slot {
         self.advisories
             .lock()
             .map(|mut a| std::mem::take(&mut *a))
+            .unwrap_or_default()
+    }
+
+    /// The instances named since the last call; empty when none were, or
+    /// too many (either way the pass reads the whole group).
+    pub fn take_named(&self) -> BTreeSet<String> {
+        self.named
+            .lock()
+            .map(|mut n| n.replace(BTreeSet::new()).unwrap_or_default())
             .unwrap_or_default()
     }
 }
@@ -109,34 +142,52 @@ impl MirrorStates {
             uid: owner.uid.clone(),
             state: tokio::sync::Mutex::new(MirrorState::new(self.first_backoff)),
             advisories: Mutex::default(),
+            named: Mutex::new(Some(BTreeSet::new())),
         })
     }
 
     /// Keeps a cloud advisory for the mirror's next pass to record.
-    /// A note for a uid other than the remembered one (a mirror cache that
-    /// still holds a deleted mirror's copy) is dropped: it must not replace
-    /// the live mirror's memory.
     pub fn note_advisory(&self, owner: &Owner, note: String) {
-        let slot = {
-            let Ok(mut slots) = self.slots.lock() else {
-                return;
-            };
-            let key = (owner.namespace.clone(), owner.name.clone());
-            match slots.get(&key) {
-                Some(slot) if slot.uid != owner.uid => return,
-                Some(slot) => slot.clone(),
-                None => {
-                    let slot = self.fresh(owner);
-                    slots.insert(key, slot.clone());
-                    slot
-                }
-            }
+        let Some(slot) = self.slot_for_note(owner) else {
+            return;
         };
         if let Ok(mut advisories) = slot.advisories.lock() {
             if advisories.len() >= MAX_ADVISORIES {
                 advisories.remove(0);
             }
             advisories.push(note);
+        }
+    }
+
+    /// Keeps an instance a cloud event named for the mirror's next pass.
+    pub fn note_instance(&self, owner: &Owner, instance_id: &str) {
+        let Some(slot) = self.slot_for_note(owner) else {
+            return;
+        };
+        if let Ok(mut named) = slot.named.lock()
+            && let Some(ids) = named.as_mut()
+        {
+            ids.insert(instance_id.to_string());
+            if ids.len() > MAX_NAMED {
+                *named = None;
+            }
+        }
+    }
+
+    /// The slot a note for `owner` goes to. A note for a uid other than the
+    /// remembered one (a mirror cache that still holds a deleted mirror's
+    /// copy) has none: it must not replace the live mirror's memory.
+    fn slot_for_note(&self, owner: &Owner) -> Option<Arc<Slot>> {
+        let mut slots = self.slots.lock().ok()?;
+        let key = (owner.namespace.clone(), owner.name.clone());
+        match slots.get(&key) {
+            Some(slot) if slot.uid != owner.uid => None,
+            Some(slot) => Some(slot.clone()),
+            None => {
+                let slot = self.fresh(owner);
+                slots.insert(key, slot.clone());
+                Some(slot)
+            }
         }
     }
 

@@ -9,7 +9,7 @@ use meshmirror_provider::{Instance, ProviderError};
 
 use super::*;
 use crate::controller::pass::fixtures::{entry, mirror, owner, vm};
-use crate::controller::pass::gather::{Hooks, Members, MeshRead, Read};
+use crate::controller::pass::gather::{Hooks, Members, MeshRead, Named, Read};
 use crate::core::config;
 use crate::core::mesh::{ActualMesh, MeshKind, MeshKinds};
 use crate::core::ownership::Owner;
@@ -25,6 +25,7 @@ struct Row {
     gathered: Gathered,
     state: MirrorState,
     now: Instant,
+    named: Option<Named>,
 }
 
 impl Row {
@@ -37,6 +38,7 @@ impl Row {
             gathered: Gathered::default(),
             state: MirrorState::new(Duration::from_secs(1)),
             now: Instant::now(),
+            named: None,
         }
     }
 
@@ -71,6 +73,7 @@ impl Row {
             allowed: self.allowed.clone(),
             old: Default::default(),
             now: self.now,
+            named: self.named.clone(),
         };
         let settings = Settings {
             group_gone_grace: GRACE,
@@ -443,4 +446,16 @@ fn a_selector_clash_fails_the_pass_as_an_invalid_spec_and_writes_nothing() {
     assert!(plan.mesh.is_empty());
     let (reason, _) = failed_with(&plan);
     assert_eq!(reason, "InvalidSpec");
+}
+
+#[test]
+fn instances_events_named_are_asked_about_alone() {
+    let mut row = Row::new("");
+    row.named = Some(Named {
+        ids: ["i-2".to_string()].into(),
+        known: Arc::new(vec![vm("i-1", 1)]),
+    });
+    assert_eq!(row.step(), Step::Read(Read::NamedMembers));
+    row.named = None;
+    assert_eq!(row.step(), Step::Read(Read::Members));
 }

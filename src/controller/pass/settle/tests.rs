@@ -77,6 +77,7 @@ impl Pass {
             allowed: Ok(()),
             old: self.old.clone(),
             now: self.clock.now,
+            named: None,
         };
         settle(
             &facts,
