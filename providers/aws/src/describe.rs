@@ -116,13 +116,7 @@ pub async fn instances(
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| error::map("DescribeInstances", e))?;
-            for reservation in page.reservations() {
-                for instance in reservation.instances() {
-                    if let Some(id) = instance.instance_id() {
-                        out.insert(id.to_string(), facts(instance));
-                    }
-                }
-            }
+            out.extend(listed(&page).map(|(id, facts)| (id.to_string(), facts)));
         }
     }
     Ok(out)
@@ -165,15 +159,11 @@ pub async fn group_instances(
         .send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| error::map("DescribeInstances", e))?;
-        for reservation in page.reservations() {
-            for instance in reservation.instances() {
-                if let Some(id) = instance.instance_id()
-                    && wanted.contains(id)
-                {
-                    out.insert(id.to_string(), facts(instance));
-                }
-            }
-        }
+        out.extend(
+            listed(&page)
+                .filter(|(id, _)| wanted.contains(id))
+                .map(|(id, facts)| (id.to_string(), facts)),
+        );
     }
     let missed: Vec<String> = members
         .iter()
@@ -207,6 +197,16 @@ pub fn complete(
             ids.len()
         ))),
     }
+}
+
+/// Each instance of a `DescribeInstances` page with its facts.
+fn listed(
+    page: &aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput,
+) -> impl Iterator<Item = (&str, Ec2Facts)> {
+    page.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| Some((i.instance_id()?, facts(i))))
 }
 
 fn facts(instance: &aws_sdk_ec2::types::Instance) -> Ec2Facts {

@@ -121,6 +121,11 @@ impl Cloud {
             .send()
             .await
             .unwrap();
+        self.members_of(name).await
+    }
+
+    /// The group and its instance ids, sorted.
+    async fn members_of(&self, name: &str) -> (GroupRef, Vec<String>) {
         let out = self
             .asg
             .describe_auto_scaling_groups()
@@ -559,24 +564,7 @@ impl Cloud {
             .send()
             .await
             .unwrap();
-        let out = self
-            .asg
-            .describe_auto_scaling_groups()
-            .auto_scaling_group_names(name)
-            .send()
-            .await
-            .unwrap();
-        let mut ids: Vec<String> = out.auto_scaling_groups()[0]
-            .instances()
-            .iter()
-            .filter_map(|i| i.instance_id().map(str::to_string))
-            .collect();
-        ids.sort();
-        let group = GroupRef::Aws {
-            region: REGION.into(),
-            name: name.into(),
-        };
-        (group, ids)
+        self.members_of(name).await
     }
 }
 
@@ -633,6 +621,7 @@ async fn a_groups_instances_are_listed_by_its_tag_and_an_untagged_member_by_id()
 /// (`cargo nextest run -p meshmirror-aws --run-ignored only bench_ --no-capture`).
 #[tokio::test]
 #[ignore = "benchmark: prints numbers, asserts none"]
+#[allow(clippy::print_stdout)] // a benchmark's figures are its output
 async fn bench_full_pass_calls_and_time_by_group_size() {
     for (size, cidr) in [
         (10, "10.1.0.0/20"),
