@@ -97,13 +97,7 @@ impl KubeCluster {
         what: &'static str,
         call: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, ClusterError> {
-        match tokio::time::timeout(self.call_timeout, call).await {
-            Ok(result) => result.map_err(ClusterError::from),
-            Err(_) => Err(ClusterError::Timeout {
-                what,
-                after: self.call_timeout,
-            }),
-        }
+        crate::cluster::within(self.call_timeout, what, call).await
     }
 
     /// Looks for the cluster's network and the network gateways in this

@@ -51,6 +51,20 @@ pub enum ClusterError {
     Other(String),
 }
 
+/// `call`, failed as [`ClusterError::Timeout`] when it takes longer than
+/// `limit`: kube-client sets no read timeout, so a server that stops
+/// answering would otherwise stall the caller forever.
+pub async fn within<T>(
+    limit: std::time::Duration,
+    what: &'static str,
+    call: impl std::future::Future<Output = Result<T, ::kube::Error>>,
+) -> Result<T, ClusterError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result.map_err(ClusterError::from),
+        Err(_) => Err(ClusterError::Timeout { what, after: limit }),
+    }
+}
+
 /// Reads and writes a pass needs. Implementations: `kube::KubeCluster`
 /// (the API server), [`DryRun`] (logs writes), and [`Offline`] (`render`).
 #[async_trait]

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::Client;
 use kube::api::{Api, ListParams};
 
-use crate::cluster::ClusterError;
+use crate::cluster::{ClusterError, within};
 use crate::core::networks::{DEFAULT_GATEWAY_PORT, Gateway, NETWORK_LABEL, NetworkView};
 
 pub const DEFAULT_ISTIO_NAMESPACE: &str = "istio-system";
@@ -118,19 +118,5 @@ impl NetworkSource {
             gateways,
             namespace: namespace.clone(),
         })
-    }
-}
-
-async fn within<T>(
-    deadline: Duration,
-    what: &'static str,
-    call: impl std::future::Future<Output = Result<T, kube::Error>>,
-) -> Result<T, ClusterError> {
-    match tokio::time::timeout(deadline, call).await {
-        Ok(result) => result.map_err(ClusterError::from),
-        Err(_) => Err(ClusterError::Timeout {
-            what,
-            after: deadline,
-        }),
     }
 }

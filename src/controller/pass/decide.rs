@@ -278,15 +278,20 @@ fn mesh_writes(
     state: &MirrorState,
 ) -> Result<Result<MeshWrites, MeshKinds>, PassError> {
     let spec = &facts.mirror.spec;
-    let workloads = desired::resolve_workloads(spec, groups);
-    let mirror = MeshMirror {
-        name: &facts.owner.name,
-        namespace: &facts.owner.namespace,
-        spec,
+    let asked = mesh::wanted_kinds(spec);
+    // A mirror without mesh options (most) resolves no workloads for them.
+    let wanted = if asked.is_empty() {
+        Vec::new()
+    } else {
+        let workloads = desired::resolve_workloads(spec, groups);
+        let mirror = MeshMirror {
+            name: &facts.owner.name,
+            namespace: &facts.owner.namespace,
+            spec,
+        };
+        mesh::desired(mirror, &workloads).map_err(|err| PassError::InvalidSpec(err.to_string()))?
     };
-    let wanted =
-        mesh::desired(mirror, &workloads).map_err(|err| PassError::InvalidSpec(err.to_string()))?;
-    let kinds = mesh::wanted_kinds(spec).union(state.mesh_owned.unwrap_or(MeshKinds::ALL));
+    let kinds = asked.union(state.mesh_owned.unwrap_or(MeshKinds::ALL));
     if kinds.is_empty() {
         return Ok(Ok(MeshWrites::default()));
     }
