@@ -72,6 +72,15 @@ fn read(path: &Path) -> Result<String, AppError> {
     })
 }
 
+/// A YAML file read as a `what`.
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, what: &'static str) -> Result<T, AppError> {
+    serde_yaml::from_str(&read(path)?).map_err(|e| AppError::Parse {
+        path: path.into(),
+        what,
+        message: e.to_string(),
+    })
+}
+
 /// The simulated cloud as a provider set (tests and the demo). The
 /// simulated cloud is served only when given (`--sim-file`, the demo, tests).
 pub fn providers(metrics: &Arc<Metrics>, sim: Option<SimCloud>) -> Providers {
@@ -303,25 +312,14 @@ pub async fn render(
     version: EntryVersion,
     clouds: &CloudArgs,
 ) -> Result<String, AppError> {
-    let text = read(mirror_file)?;
-    let mut mirror: ScalingGroupMirror =
-        serde_yaml::from_str(&text).map_err(|e| AppError::Parse {
-            path: mirror_file.into(),
-            what: "ScalingGroupMirror",
-            message: e.to_string(),
-        })?;
+    let mut mirror: ScalingGroupMirror = parse(mirror_file, "ScalingGroupMirror")?;
     mirror
         .metadata
         .namespace
         .get_or_insert_with(|| "default".into());
     let mut groups = std::collections::BTreeMap::new();
     for path in group_files {
-        let text = read(path)?;
-        let obj: serde_json::Value = serde_yaml::from_str(&text).map_err(|e| AppError::Parse {
-            path: path.clone(),
-            what: "WorkloadGroup",
-            message: e.to_string(),
-        })?;
+        let obj: serde_json::Value = parse(path, "WorkloadGroup")?;
         let name = obj["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -388,15 +386,10 @@ pub async fn mesh_networks(
     istio_namespace: &str,
     cluster_name: &str,
 ) -> Result<String, AppError> {
-    let mut mirrors: Vec<ScalingGroupMirror> = Vec::new();
-    for path in files {
-        let text = read(path)?;
-        mirrors.push(serde_yaml::from_str(&text).map_err(|e| AppError::Parse {
-            path: path.clone(),
-            what: "ScalingGroupMirror",
-            message: e.to_string(),
-        })?);
-    }
+    let mut mirrors: Vec<ScalingGroupMirror> = files
+        .iter()
+        .map(|path| parse(path, "ScalingGroupMirror"))
+        .collect::<Result<_, _>>()?;
     let view = match &client {
         Some(client) => {
             if files.is_empty() {

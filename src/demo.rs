@@ -305,14 +305,7 @@ async fn show_mesh(
     say(out, "   and beside them, owned by the mirror:");
     let managed = ListParams::default().labels("app.kubernetes.io/managed-by=meshmirror");
     for kind in MeshKind::ALL {
-        let (group, version, plural) = kind.resource();
-        let resource = kube::api::ApiResource {
-            group: group.into(),
-            version: version.into(),
-            api_version: kind.api_version().into(),
-            kind: kind.kind().into(),
-            plural: plural.into(),
-        };
+        let resource = crate::cluster::mesh::resource(kind);
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NAMESPACE, &resource);
         for o in api.list(&managed).await?.items {
             say(

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{Harness, condition, mirror_yaml, sim_with};
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use meshmirror::controller::pass::Reconciler;
 use meshmirror::controller::pass::writes::WriteOutcome;
 use meshmirror::core::mesh::MeshKind;
@@ -30,15 +30,11 @@ const TWO_APPS: &str = "  workloads:
 ";
 
 fn api(h: &Harness, kind: MeshKind, ns: &str) -> Api<DynamicObject> {
-    let (group, version, plural) = kind.resource();
-    let resource = ApiResource {
-        group: group.into(),
-        version: version.into(),
-        api_version: kind.api_version().into(),
-        kind: kind.kind().into(),
-        plural: plural.into(),
-    };
-    Api::namespaced_with(h.client.clone(), ns, &resource)
+    Api::namespaced_with(
+        h.client.clone(),
+        ns,
+        &meshmirror::cluster::mesh::resource(kind),
+    )
 }
 
 async fn get(h: &Harness, kind: MeshKind, name: &str) -> Option<DynamicObject> {

@@ -14,7 +14,8 @@ use crate::cluster::{ClusterError, Owner};
 use crate::core::mesh::{ActualMesh, MeshKind, MeshObject};
 use crate::workloadentry::{FIELD_MANAGER, keys};
 
-fn resource(kind: MeshKind) -> ApiResource {
+/// How the API server serves `kind`.
+pub fn resource(kind: MeshKind) -> ApiResource {
     let (group, version, plural) = kind.resource();
     ApiResource {
         group: group.into(),
