@@ -6,6 +6,7 @@ use super::{Note, has_reason, set_condition};
 use crate::controller::pass::gather::MeshRead;
 use crate::controller::pass::writes::{MeshResult, WriteKind, WriteOutcome};
 use crate::core::mesh::{MeshKinds, MeshWrites};
+use crate::core::redact;
 use crate::crd::ScalingGroupMirrorStatus;
 
 /// The condition's type.
@@ -54,7 +55,8 @@ pub fn settle(
             .map(|o| format!("writing {o} failed"))
             .collect();
         why.extend(list_failed.iter().map(|s| s.to_string()));
-        (false, "WriteFailed", why.join("; "))
+        // Tenants read status; the log keeps the full text.
+        (false, "WriteFailed", redact::for_tenants(&why.join("; ")))
     } else if wanted.is_empty() {
         status.conditions.retain(|c| c.type_ != CONDITION);
         out.events.extend(written_note(results));

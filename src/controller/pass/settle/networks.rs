@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use super::{Note, has_reason, set_condition};
 use crate::core::networks::{self, NETWORK_LABEL, NetworkView};
+use crate::core::redact;
 use crate::crd::ScalingGroupMirrorStatus;
 
 /// The condition's type.
@@ -31,7 +32,7 @@ pub fn settle(
         }
     };
     let (ok, reason, message) = match view {
-        Err(err) => (false, "GatewaysUnknown", err.clone()),
+        Err(err) => (false, "GatewaysUnknown", redact::for_tenants(err)),
         Ok(view) => match networks::unreachable(used, view).as_slice() {
             [] => (
                 true,
