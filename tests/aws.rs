@@ -1140,22 +1140,25 @@ async fn an_event_asks_the_cloud_about_its_instance_only() {
         (cloud.queued().await == 0).then_some(())
     })
     .await;
-    // The event's pass asks Auto Scaling about the one instance. (A pass
-    // already running when the event came may have written the entry and
-    // answered the event first; the event's own pass follows it. Passes that
-    // read the whole group may run as well: the one a status write brings.)
-    let asked = || {
-        cloud
-            .proxy
-            .counts()
-            .get("DescribeAutoScalingInstances")
-            .copied()
-            .unwrap_or(0)
-    };
+    // The event's pass asks about the one instance, and nothing reads the
+    // whole group: not the event's pass, not a pass its status write could
+    // have brought (the quiet second leaves room for one to show).
+    let count = |action: &str| cloud.proxy.counts().get(action).copied().unwrap_or(0);
+    let asked = || count("DescribeAutoScalingInstances");
     wait_for("the event's instance asked about", async || {
         (asked() >= 1).then_some(())
     })
     .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        (
+            asked(),
+            count("DescribeInstances"),
+            count("DescribeAutoScalingGroups")
+        ),
+        (1, 1, 0),
+        "one event: its instance asked about once, the group never listed"
+    );
 
     // Scale-in: moto terminates one; its event takes its entry out.
     cloud.set_capacity("web", 120).await;

@@ -174,6 +174,57 @@ async fn steady_state_passes_write_nothing() {
     assert!(during.total() > 0, "the passes did read");
 }
 
+/// A pass's own status write does not cause another pass: the watch of
+/// mirrors lets through changes of the spec (its generation) and deletion,
+/// not of status. Without that filter each pass was followed by a second
+/// one, which for a pass an event made meant reading the whole group again.
+#[tokio::test]
+async fn a_pass_does_not_run_again_for_its_own_status_write() {
+    let h = Harness::start(sim_with(2)).await;
+    h.create_mirror(&mirror_yaml(
+        "default",
+        "web",
+        "  workloads: [{name: app}]\n  sync: {interval: 1h}\n",
+    ))
+    .await;
+    h.wait_status("default", "web", "the first pass's status", |s| {
+        s.entries == 2
+    })
+    .await;
+    // Each change below makes one pass that writes status. A pass its own
+    // write echoed would follow within milliseconds; the quiet second after
+    // each leaves room for it to show.
+    let quiet = || tokio::time::sleep(Duration::from_secs(1));
+    quiet().await;
+    let calls = h.sim.members_calls_for("web").unwrap();
+    for (i, entries) in [(1, 3), (2, 4)] {
+        h.sim.scale_out("web", 1).unwrap();
+        h.wait_status("default", "web", "the event's pass's status", |s| {
+            s.entries == entries
+        })
+        .await;
+        quiet().await;
+        assert_eq!(
+            h.sim.members_calls_for("web").unwrap(),
+            calls + i,
+            "passes after scale-out {i}: one per event, none for its status write"
+        );
+    }
+    // A spec change still makes a pass at once.
+    h.mirrors("default")
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"spec": {"workloads": [{"name": "app"}, {"name": "two"}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    h.wait_entries("default", "8 entries for two workloads", |e| e.len() == 8)
+        .await;
+}
+
 #[tokio::test]
 async fn label_and_port_changes_update_in_place() {
     let h = Harness::start(sim_with(2)).await;

@@ -7,6 +7,7 @@ pub mod pass;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -190,7 +191,8 @@ pub async fn run(
             ScalingGroupMirror::clone,
         )
         .reflect(writer)
-        .applied_objects();
+        .applied_objects()
+        .predicate_filter(spec_changed, Default::default());
     let controller = Controller::for_stream(watched, reader)
         .with_config(controller::Config::default().concurrency(scope.max_concurrent_passes.max(1)))
         .reconcile_on(changed);
@@ -265,6 +267,18 @@ pub async fn run(
     for provider in reconciler.providers().iter() {
         provider.stand_down();
     }
+}
+
+/// What of a mirror's own change calls for a pass: its spec (the
+/// generation) or its deletion marking, not its status. Each pass writes
+/// status; without this, every pass caused a second, and a pass an event
+/// made (asking the cloud about one instance) was echoed by a full read.
+/// The interval's requeue covers what a relist skipped.
+fn spec_changed(mirror: &ScalingGroupMirror) -> Option<u64> {
+    let meta = &mirror.metadata;
+    let mut hasher = std::hash::DefaultHasher::new();
+    (meta.generation, meta.deletion_timestamp.is_some()).hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// One pass of every mirror in scope (`run --once`); true when all succeeded.
