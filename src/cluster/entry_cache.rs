@@ -9,7 +9,7 @@
 //! changes made by somebody else trigger the owning mirror.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
@@ -150,6 +150,14 @@ struct Pending {
     since: Instant,
 }
 
+/// Writes to one object awaiting their answers, and what the watch said
+/// of it meanwhile, in order (`None`: deleted).
+#[derive(Default)]
+struct InFlight {
+    writes: u32,
+    seen: Vec<Option<Cached>>,
+}
+
 #[derive(Default)]
 struct Bucket {
     names: BTreeSet<String>,
@@ -161,6 +169,10 @@ struct State {
     objects: HashMap<ObjKey, Cached>,
     buckets: HashMap<BucketKey, Bucket>,
     pending: HashMap<ObjKey, Pending>,
+    /// Own writes sent and not yet answered, with what the watch said of
+    /// the object meanwhile: the watch can deliver a write before its
+    /// answer, and that echo is not somebody else's change.
+    in_flight: HashMap<ObjKey, InFlight>,
     /// Filled between a watch (re)start and its InitDone.
     relist: Option<HashMap<ObjKey, Cached>>,
     clock: u64,
@@ -202,6 +214,11 @@ impl State {
 
     /// The watch says `key` is now `seen`. Returns the mirrors to trigger.
     fn observe(&mut self, key: ObjKey, seen: Option<Cached>) -> Vec<Named> {
+        if let Some(flight) = self.in_flight.get_mut(&key) {
+            // Judged when the write's answer says what it produced.
+            flight.seen.push(seen);
+            return Vec::new();
+        }
         if let Some(pending) = self.pending.get_mut(&key) {
             let echo = match (&pending.expect, &seen) {
                 (Some(rv), Some(c)) => c.resource_version.as_ref() == Some(rv),
@@ -254,6 +271,10 @@ impl State {
             }
         }
         self.pending.clear();
+        // News held for writes in flight is older than the list.
+        for flight in self.in_flight.values_mut() {
+            flight.seen.clear();
+        }
         let keys: Vec<ObjKey> = self.objects.keys().cloned().collect();
         for key in keys {
             if !listed.contains_key(&key) {
@@ -295,6 +316,41 @@ impl State {
             }
         }
         triggers
+    }
+
+    /// An own write to `key` is about to be sent.
+    fn sending(&mut self, key: ObjKey) {
+        self.in_flight.entry(key).or_default().writes += 1;
+    }
+
+    /// An own write to `key` was answered (`written`: what it produced;
+    /// `None` for a delete) or failed (`answer` None). What the watch said
+    /// meanwhile is judged now, against the write. Returns the mirrors to
+    /// trigger.
+    fn answered(
+        &mut self,
+        key: ObjKey,
+        answer: Option<Option<Cached>>,
+        now: Instant,
+    ) -> Vec<Named> {
+        let seen = match self.in_flight.get_mut(&key) {
+            Some(flight) if flight.writes > 1 => {
+                flight.writes -= 1;
+                Vec::new()
+            }
+            Some(_) => self
+                .in_flight
+                .remove(&key)
+                .map(|f| f.seen)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        if let Some(written) = answer {
+            self.wrote(key.clone(), written, now);
+        }
+        seen.into_iter()
+            .flat_map(|seen| self.observe(key.clone(), seen))
+            .collect()
     }
 
     /// Shows an own write at once, until the watch delivers it.
@@ -451,19 +507,33 @@ impl EntryCache {
             .unwrap_or(0)
     }
 
-    /// Records an entry as the API server answered an own write.
-    pub fn wrote(&self, obj: &DynamicObject) {
+    /// Marks an own write to `namespace/name` as sent: until the returned
+    /// flight is answered or dropped, the watch's news of the object waits,
+    /// so an echo that outruns the answer triggers nobody.
+    pub fn sending(self: &Arc<Self>, namespace: &str, name: &str) -> Flight {
+        let key: ObjKey = (namespace.into(), name.into());
         if let Ok(mut state) = self.state.lock() {
-            let written = Cached::from_object(obj, &mut state.strings);
-            state.wrote(object_key(obj), written, Instant::now());
+            state.sending(key.clone());
+        }
+        Flight {
+            cache: self.clone(),
+            key: Some(key),
         }
     }
 
-    /// Records an own delete.
-    pub fn deleted(&self, namespace: &str, name: &str) {
-        if let Ok(mut state) = self.state.lock() {
-            state.wrote((namespace.into(), name.into()), None, Instant::now());
-        }
+    fn answered(&self, key: ObjKey, answer: Option<&DynamicObject>, deleted: bool) {
+        let triggers = match self.state.lock() {
+            Ok(mut state) => {
+                let answer = match (answer, deleted) {
+                    (Some(obj), _) => Some(Cached::from_object(obj, &mut state.strings)),
+                    (None, true) => Some(None),
+                    (None, false) => None,
+                };
+                state.answered(key, answer, Instant::now())
+            }
+            Err(_) => return,
+        };
+        self.send(triggers);
     }
 
     /// How many entries the cache shows.
@@ -478,6 +548,38 @@ impl EntryCache {
     /// Mirrors whose entries somebody else changed, from now on.
     pub fn changes(&self) -> impl Stream<Item = Named> + Send + 'static {
         crate::cluster::changes::subscribe(&self.triggers, "WorkloadEntry changes")
+    }
+}
+
+/// An own write in flight (see [`EntryCache::sending`]). Dropped without an
+/// answer (the write failed or was cancelled), the watch's news held for it
+/// is judged as anybody's.
+pub struct Flight {
+    cache: Arc<EntryCache>,
+    key: Option<ObjKey>,
+}
+
+impl Flight {
+    /// The API server's answer to the write.
+    pub fn wrote(mut self, obj: &DynamicObject) {
+        if let Some(key) = self.key.take() {
+            self.cache.answered(key, Some(obj), false);
+        }
+    }
+
+    /// The object is gone (deleted, or not found).
+    pub fn deleted(mut self) {
+        if let Some(key) = self.key.take() {
+            self.cache.answered(key, None, true);
+        }
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.cache.answered(key, None, false);
+        }
     }
 }
 
@@ -526,6 +628,13 @@ mod tests {
         .unwrap()
     }
 
+    /// An own write sent and answered at once.
+    fn wrote(cache: &Arc<EntryCache>, written: &DynamicObject) {
+        cache
+            .sending("ns", written.metadata.name.as_deref().unwrap())
+            .wrote(written);
+    }
+
     fn listed(cache: &EntryCache, objs: &[DynamicObject]) {
         cache.handle(watcher::Event::Init);
         for o in objs {
@@ -550,7 +659,7 @@ mod tests {
 
     #[test]
     fn owned_reads_only_the_owners_bucket_and_checks_ownership() {
-        let cache = EntryCache::default();
+        let cache = Arc::new(EntryCache::default());
         let mut impostor = obj("x", "5", "10.0.0.9");
         impostor
             .metadata
@@ -577,11 +686,11 @@ mod tests {
 
     #[test]
     fn an_own_write_shows_at_once_and_its_echo_triggers_nothing() {
-        let cache = EntryCache::default();
+        let cache = Arc::new(EntryCache::default());
         listed(&cache, &[obj("a", "1", "10.0.0.1")]);
         let mut changes = Box::pin(cache.changes());
         let v0 = cache.version(&owner());
-        cache.wrote(&obj("b", "2", "10.0.0.2"));
+        wrote(&cache, &obj("b", "2", "10.0.0.2"));
         assert_eq!(
             addresses(&cache),
             pairs(&[("a", "10.0.0.1"), ("b", "10.0.0.2")])
@@ -612,9 +721,9 @@ mod tests {
 
     #[test]
     fn a_lagging_watch_does_not_undo_an_own_write() {
-        let cache = EntryCache::default();
+        let cache = Arc::new(EntryCache::default());
         listed(&cache, &[obj("a", "1", "10.0.0.1")]);
-        cache.wrote(&obj("a", "4", "10.0.0.4"));
+        wrote(&cache, &obj("a", "4", "10.0.0.4"));
         // An older event still in flight arrives after the write.
         cache.handle(watcher::Event::Apply(obj("a", "2", "10.0.0.2")));
         assert_eq!(addresses(&cache), pairs(&[("a", "10.0.0.4")]));
@@ -623,15 +732,59 @@ mod tests {
         assert_eq!(addresses(&cache), pairs(&[("a", "10.0.0.5")]));
     }
 
+    /// The watch may deliver an own write before the API server's answer
+    /// reaches the writer: that echo triggers nobody. News of somebody
+    /// else's change meanwhile, or held for a write that failed, does.
+    #[test]
+    fn an_echo_that_outruns_the_answer_triggers_nobody() {
+        let cache = Arc::new(EntryCache::default());
+        listed(&cache, &[]);
+        let mut changes = Box::pin(cache.changes());
+        let none_yet = |changes: &mut std::pin::Pin<Box<_>>| {
+            futures::FutureExt::now_or_never(futures::StreamExt::next(changes)).is_none()
+        };
+
+        let flight = cache.sending("ns", "a");
+        cache.handle(watcher::Event::Apply(obj("a", "1", "10.0.0.1")));
+        flight.wrote(&obj("a", "1", "10.0.0.1"));
+        assert!(none_yet(&mut changes), "an own create's early echo");
+        assert_eq!(addresses(&cache), pairs(&[("a", "10.0.0.1")]));
+
+        let flight = cache.sending("ns", "a");
+        cache.handle(watcher::Event::Delete(obj("a", "1", "10.0.0.1")));
+        flight.deleted();
+        assert!(none_yet(&mut changes), "an own delete's early echo");
+        assert!(addresses(&cache).is_empty());
+
+        // Somebody else's change lands while our create is in flight.
+        let flight = cache.sending("ns", "b");
+        cache.handle(watcher::Event::Apply(obj("b", "2", "10.0.0.2")));
+        cache.handle(watcher::Event::Apply(obj("b", "3", "10.9.9.9")));
+        flight.wrote(&obj("b", "2", "10.0.0.2"));
+        assert!(!none_yet(&mut changes), "a change after the own write");
+        assert_eq!(addresses(&cache), pairs(&[("b", "10.9.9.9")]));
+
+        // A write that failed: what the watch said meanwhile is anybody's.
+        let flight = cache.sending("ns", "c");
+        cache.handle(watcher::Event::Apply(obj("c", "4", "10.0.0.4")));
+        assert!(none_yet(&mut changes), "held while in flight");
+        drop(flight);
+        assert!(!none_yet(&mut changes), "judged when the write failed");
+        assert_eq!(
+            addresses(&cache),
+            pairs(&[("b", "10.9.9.9"), ("c", "10.0.0.4")])
+        );
+    }
+
     #[test]
     fn an_own_delete_hides_the_entry_until_the_watch_confirms_it() {
-        let cache = EntryCache::default();
+        let cache = Arc::new(EntryCache::default());
         listed(
             &cache,
             &[obj("a", "1", "10.0.0.1"), obj("b", "2", "10.0.0.2")],
         );
         let mut changes = Box::pin(cache.changes());
-        cache.deleted("ns", "a");
+        cache.sending("ns", "a").deleted();
         assert_eq!(addresses(&cache), pairs(&[("b", "10.0.0.2")]));
         cache.handle(watcher::Event::Apply(obj("a", "1", "10.0.0.1")));
         assert_eq!(addresses(&cache), pairs(&[("b", "10.0.0.2")]));
@@ -649,17 +802,17 @@ mod tests {
 
     #[test]
     fn a_write_that_changed_nothing_waits_for_no_echo() {
-        let cache = EntryCache::default();
+        let cache = Arc::new(EntryCache::default());
         listed(&cache, &[obj("a", "1", "10.0.0.1")]);
         let v = cache.version(&owner());
-        cache.wrote(&obj("a", "1", "10.0.0.1"));
+        wrote(&cache, &obj("a", "1", "10.0.0.1"));
         assert_eq!(cache.version(&owner()), v);
         assert!(cache.state.lock().unwrap().pending.is_empty());
     }
 
     #[test]
     fn an_echo_that_never_comes_gives_way_to_the_watch() {
-        let cache = EntryCache::default();
+        let cache = Arc::new(EntryCache::default());
         listed(&cache, &[obj("a", "1", "10.0.0.1")]);
         let start = Instant::now();
         {
@@ -685,9 +838,9 @@ mod tests {
 
     #[test]
     fn a_relist_replaces_own_writes_and_triggers_only_changed_owners() {
-        let cache = EntryCache::default();
+        let cache = Arc::new(EntryCache::default());
         listed(&cache, &[obj("a", "1", "10.0.0.1")]);
-        cache.wrote(&obj("b", "2", "10.0.0.2"));
+        wrote(&cache, &obj("b", "2", "10.0.0.2"));
         let mut changes = Box::pin(cache.changes());
         listed(
             &cache,

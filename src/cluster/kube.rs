@@ -13,7 +13,7 @@ use kube::{Client, Resource};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::cluster::entry_cache::{EntryCache, read_entry};
+use crate::cluster::entry_cache::{EntryCache, Flight, read_entry};
 use crate::cluster::group_cache::GroupCache;
 use crate::cluster::networks::{DEFAULT_ISTIO_NAMESPACE, NetworkSource};
 use crate::cluster::ratelimit::RateLimiter;
@@ -52,6 +52,13 @@ const MAX_WRITES_IN_FLIGHT: usize = 32;
 pub const API_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl KubeCluster {
+    /// Tells the entry cache an own write to `name` is on its way.
+    fn sending(&self, owner: &Owner, name: &str) -> Option<Flight> {
+        self.entries
+            .as_ref()
+            .map(|cache| cache.sending(&owner.namespace, name))
+    }
+
     pub fn new(
         client: Client,
         version: EntryVersion,
@@ -247,6 +254,7 @@ impl Cluster for KubeCluster {
         let _permit = self.write_permit().await?;
         let body = entry_manifest(self.version, owner, entry);
         let api = self.entries_api(&owner.namespace);
+        let flight = self.sending(owner, &entry.name);
         let written = self
             .within(
                 "applying a WorkloadEntry",
@@ -257,8 +265,8 @@ impl Cluster for KubeCluster {
                 ),
             )
             .await?;
-        if let Some(cache) = &self.entries {
-            cache.wrote(&written);
+        if let Some(flight) = flight {
+            flight.wrote(&written);
         }
         Ok(())
     }
@@ -285,6 +293,7 @@ impl Cluster for KubeCluster {
             }]},
         });
         let api = self.entries_api(&owner.namespace);
+        let flight = self.sending(owner, name);
         let written = self
             .within(
                 "writing a WorkloadEntry's health",
@@ -295,8 +304,8 @@ impl Cluster for KubeCluster {
                 ),
             )
             .await?;
-        if let Some(cache) = &self.entries {
-            cache.wrote(&written);
+        if let Some(flight) = flight {
+            flight.wrote(&written);
         }
         Ok(())
     }
@@ -304,6 +313,7 @@ impl Cluster for KubeCluster {
     async fn delete_entry(&self, owner: &Owner, name: &str) -> Result<(), ClusterError> {
         let _permit = self.write_permit().await?;
         let api = self.entries_api(&owner.namespace);
+        let flight = self.sending(owner, name);
         match self
             .within(
                 "deleting a WorkloadEntry",
@@ -315,8 +325,8 @@ impl Cluster for KubeCluster {
             Err(ClusterError::Kube(kube::Error::Api(s))) if s.code == 404 => {}
             Err(e) => return Err(e),
         }
-        if let Some(cache) = &self.entries {
-            cache.deleted(&owner.namespace, name);
+        if let Some(flight) = flight {
+            flight.deleted();
         }
         Ok(())
     }
