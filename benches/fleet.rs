@@ -377,6 +377,7 @@ struct Fleet {
     watch: Watch,
     mirrors: usize,
     instances: usize,
+    workloads: usize,
     dir: PathBuf,
 }
 
@@ -416,14 +417,23 @@ impl Fleet {
                     .expect("namespace");
             let _ = ns_api.create(&PostParams::default(), &ns).await;
         }
+        let workloads = workload_count();
         for g in 0..mirrors {
-            let yaml = format!(
+            let mut yaml = format!(
                 "apiVersion: meshmirror.io/v1alpha1\nkind: ScalingGroupMirror\nmetadata:\n  name: {}\n  namespace: {}\nspec:\n  provider: {{sim: {{group: {}}}}}\n  sync: {{interval: 1h}}\n  workloads:\n    - name: app\n      labels: {{app: {}}}\n      ports: {{http: 8080}}\n      serviceAccount: app\n",
                 mirror_name(g),
                 namespace(g),
                 group_name(g),
                 mirror_name(g),
             );
+            // Further applications on the same VMs (e.g. a metrics exporter).
+            for w in 2..=workloads {
+                yaml.push_str(&format!(
+                    "    - name: app{w}\n      labels: {{app: {}-{w}}}\n      ports: {{http: {}}}\n      serviceAccount: app{w}\n",
+                    mirror_name(g),
+                    8080 + w
+                ));
+            }
             let mirror: ScalingGroupMirror = serde_yaml::from_str(&yaml).expect("mirror parses");
             Api::<ScalingGroupMirror>::namespaced(client.clone(), &namespace(g))
                 .create(&PostParams::default(), &mirror)
@@ -441,12 +451,13 @@ impl Fleet {
             watch,
             mirrors,
             instances,
+            workloads,
             dir,
         }
     }
 
     fn target(&self) -> usize {
-        self.mirrors * self.instances
+        self.mirrors * self.instances * self.workloads
     }
 
     /// Starts the controller and waits for every entry to reach the API server.
@@ -468,7 +479,7 @@ impl Fleet {
             .requests()
             .since(&requests)
             .get(Verb::Patch, "workloadentries");
-        self.settle(self.instances).await;
+        self.settle(self.instances * self.workloads).await;
         let (tail, tail_writes) = self.quiet(done).await;
         Converge {
             entries: target,
@@ -612,7 +623,8 @@ impl Fleet {
     /// Scales every group by `per_group` (out when positive) and waits until
     /// the API server holds the new count of entries.
     async fn scale(&mut self, per_group: i64) -> (usize, Duration, Duration) {
-        let target = (self.target() as i64 + per_group * self.mirrors as i64) as usize;
+        let target =
+            (self.target() as i64 + per_group * (self.mirrors * self.workloads) as i64) as usize;
         let cpu = self.ctl.cpu();
         let started = Instant::now();
         let command = if per_group > 0 { "outall" } else { "inall" };
@@ -627,7 +639,7 @@ impl Fleet {
         let wall = done - started;
         let cpu = self.ctl.cpu() - cpu;
         self.instances = (self.instances as i64 + per_group) as usize;
-        self.settle(self.instances).await;
+        self.settle(self.instances * self.workloads).await;
         self.quiet(done).await;
         (changed as usize, wall, cpu)
     }
@@ -764,6 +776,12 @@ async fn steady_rounds(fleet: &mut Fleet, violations: &mut Vec<String>) -> Durat
     median
 }
 
+/// Workloads per mirror (`MESHMIRROR_BENCH_WORKLOADS`, default 1): each
+/// instance gets one entry per workload.
+fn workload_count() -> usize {
+    env_parse("MESHMIRROR_BENCH_WORKLOADS", 1).max(1)
+}
+
 fn steady_round_count() -> usize {
     env_parse("MESHMIRROR_BENCH_STEADY_ROUNDS", STEADY_ROUNDS).max(1)
 }
@@ -785,8 +803,9 @@ async fn driver(mode: mode::Mode) {
     let curve = std::env::var("MESHMIRROR_BENCH_CURVE").as_deref() != Ok("off");
     let mut violations = Vec::new();
     println!(
-        "meshmirror fleet bench ({} mode): {mirrors} mirrors x {instances} instances x 1 workload; {} cores; load average {}",
+        "meshmirror fleet bench ({} mode): {mirrors} mirrors x {instances} instances x {} workload(s); {} cores; load average {}",
         mode.name(),
+        workload_count(),
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
@@ -831,17 +850,32 @@ async fn driver(mode: mode::Mode) {
     println!("load average: {}", load_average());
 
     // The same fleet with no write limit, and the scaling curve.
-    let sizes: &[usize] = match (curve, mode.short) {
-        (false, _) => &[],
-        (true, true) => &[5, 10],
-        (true, false) => &[10, 25, 50, 100],
+    // MESHMIRROR_BENCH_CURVE_MIRRORS=5,10,25 picks the curve's mirror counts.
+    let sizes: Vec<usize> = match (curve, mode.short) {
+        (false, _) => Vec::new(),
+        _ if std::env::var("MESHMIRROR_BENCH_CURVE_MIRRORS").is_ok() => {
+            std::env::var("MESHMIRROR_BENCH_CURVE_MIRRORS")
+                .unwrap_or_default()
+                .split(',')
+                .map(|n| {
+                    n.trim()
+                        .parse()
+                        .expect("MESHMIRROR_BENCH_CURVE_MIRRORS: numbers")
+                })
+                .collect()
+        }
+        (true, true) => vec![5, 10],
+        (true, false) => vec![10, 25, 50, 100],
     };
-    println!("scaling curve (unlimited write rate; {instances} instances per mirror):");
+    println!(
+        "scaling curve (unlimited write rate; {instances} instances per mirror, {} workload(s)):",
+        workload_count()
+    );
     println!(
         "| entries | converge (s) | entries/s | controller CPU (s) | writes after converge (entries / statuses) | steady round CPU (ms) | peak RSS (MiB) |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for &m in sizes {
+    for &m in &sizes {
         let mut fleet = Fleet::start(m, instances, 0.0, 1, &format!("curve-{m}")).await;
         let c = fleet.converge().await;
         let steady = steady_rounds_quiet(&mut fleet, &mut violations).await;
