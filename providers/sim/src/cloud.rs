@@ -48,6 +48,12 @@ pub(crate) struct State {
     pub(crate) hub: EventHub,
 }
 
+/// Ids and private addresses taken by members.
+struct InUse {
+    ids: std::collections::HashSet<String>,
+    addresses: std::collections::HashSet<Ipv4Addr>,
+}
+
 pub(crate) struct Group {
     pub(crate) region: String,
     /// Oldest first: scale-in takes from the back.
@@ -180,29 +186,34 @@ impl State {
             .any(|g| g.members.iter().any(|m| m.inst.id == id))
     }
 
-    /// The next instance the cloud would launch in `region`: `i-0001` at 10.0.0.1
-    /// and 2001:db8::1 in zone `<region>a`, then `i-0002` in `<region>b`, ...,
-    /// skipping ids and private addresses already in use.
-    fn generate(&mut self, region: &str) -> SimInstance {
+    /// The ids and private addresses of every member, for [`State::generate`].
+    fn in_use(&self) -> InUse {
+        let members = self.groups.values().flat_map(|g| &g.members);
+        InUse {
+            ids: members.clone().map(|m| m.inst.id.clone()).collect(),
+            addresses: members.filter_map(|m| m.inst.private_ipv4).collect(),
+        }
+    }
+
+    /// `in_use` (from [`State::in_use`]) learns each instance generated, so
+    /// a scale-out of many costs one pass over the members, not one each.
+    fn generate(&mut self, region: &str, in_use: &mut InUse) -> SimInstance {
         loop {
             self.serial += 1;
             let n = self.serial;
             let id = format!("i-{n:04}");
+            // 10.0.0.1 to 10.0.255.250, then 10.1.0.1: 16 million addresses.
             let private = Ipv4Addr::new(
                 10,
-                0,
+                ((n - 1) / (250 * 256) % 256) as u8,
                 ((n - 1) / 250 % 256) as u8,
                 ((n - 1) % 250 + 1) as u8,
             );
-            let in_use = self.id_taken(&id)
-                || self.groups.values().any(|g| {
-                    g.members
-                        .iter()
-                        .any(|m| m.inst.private_ipv4 == Some(private))
-                });
-            if in_use {
+            if in_use.ids.contains(&id) || in_use.addresses.contains(&private) {
                 continue;
             }
+            in_use.ids.insert(id.clone());
+            in_use.addresses.insert(private);
             let ipv6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, (n >> 16) as u16, n as u16);
             let zone = format!("{region}{}", ['a', 'b', 'c'][((n - 1) % 3) as usize]);
             return SimInstance::running(id, private)
@@ -425,8 +436,9 @@ impl SimCloud {
             let region = st.group(group)?.region.clone();
             let launch_hook = st.group(group)?.launch_hook;
             let mut ids = Vec::with_capacity(n);
+            let mut in_use = st.in_use();
             for _ in 0..n {
-                let mut inst = st.generate(&region);
+                let mut inst = st.generate(&region, &mut in_use);
                 let lifecycle = if launch_hook {
                     inst.state = InstanceState::Pending;
                     Some(LifecycleAction {

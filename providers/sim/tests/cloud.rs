@@ -579,3 +579,31 @@ async fn the_event_feed_wakes_a_waiting_consumer() {
         })
     );
 }
+
+/// Past 64,000 instances (10.0.255.250) addresses go on in 10.1.0.0/16,
+/// every id and address once (they used to wrap and the launch never
+/// ended), and a big scale-out reads the members once, not once each.
+#[tokio::test]
+async fn a_fleet_past_64000_instances_gets_distinct_ids_and_addresses() {
+    let sim = SimCloud::new();
+    sim.ensure_group("a", "us-east-1");
+    sim.ensure_group("b", "us-east-1");
+    sim.scale_out("a", 40_000).unwrap();
+    sim.scale_out("b", 30_000).unwrap();
+    let mut ids = std::collections::HashSet::new();
+    let mut addresses = std::collections::HashSet::new();
+    for group in ["a", "b"] {
+        for i in sim.instances(group).unwrap() {
+            assert!(ids.insert(i.id.clone()), "{} twice", i.id);
+            assert!(
+                addresses.insert(i.private_ipv4.unwrap()),
+                "{:?} twice",
+                i.private_ipv4
+            );
+        }
+    }
+    assert_eq!((ids.len(), addresses.len()), (70_000, 70_000));
+    assert!(addresses.contains(&Ipv4Addr::new(10, 0, 255, 250)));
+    assert!(addresses.contains(&Ipv4Addr::new(10, 1, 0, 1)));
+    assert!(!addresses.contains(&Ipv4Addr::new(10, 0, 0, 0)));
+}
