@@ -76,6 +76,24 @@ impl Known {
         }
     }
 
+    /// Some of `group`'s members, read by id: they are known as its members,
+    /// and no other member is forgotten (the next whole read settles who
+    /// left).
+    pub fn record_some(&self, group: &GroupRef, members: &[Instance]) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let known = inner.members.entry(group.clone()).or_default();
+        for m in members {
+            if !known.contains(&m.id) {
+                known.push(m.id.clone());
+            }
+        }
+        for m in members {
+            inner.group_of.insert(m.id.clone(), group.clone());
+        }
+    }
+
     fn group_of(&self, instance_id: &str) -> Option<GroupRef> {
         self.inner.lock().ok()?.group_of.get(instance_id).cloned()
     }
@@ -701,6 +719,27 @@ mod tests {
                 manager: "api".into(),
             })
         );
+    }
+
+    #[test]
+    fn members_read_by_id_join_the_known_ones() {
+        let known = Known::default();
+        let web = zonal("project-1", "us-central1-a", "web");
+        let vm = |id: &str| Instance::running(id, Ipv4Addr::LOCALHOST);
+        known.record(&web, &[vm("1"), vm("2")]);
+        known.record_some(&web, &[vm("3"), vm("2")]);
+        for id in ["1", "2", "3"] {
+            assert_eq!(known.group_of(id), Some(web.clone()), "{id}");
+        }
+        // Read by id before any whole read: the project becomes known too.
+        let other = zonal("project-2", "us-central1-a", "api");
+        known.record_some(&other, &[vm("9")]);
+        assert!(known.has_project("project-2"));
+        // The next whole read settles who left.
+        known.record(&web, &[vm("3")]);
+        assert_eq!(known.group_of("1"), None);
+        assert_eq!(known.group_of("2"), None);
+        assert_eq!(known.group_of("3"), Some(web));
     }
 
     /// A project with a zonal group (member 42) and a regional one read.

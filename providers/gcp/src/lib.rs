@@ -12,5 +12,5 @@ pub use convert::{Unlisted, region_of};
 pub use events::{
     AuditEntryError, Entry, Known, PubSubConfig, Verb, parse as parse_audit_entry, resolve,
 };
-pub use provider::{Auth, GcpConfig, GcpProvider, name_filter};
+pub use provider::{Auth, GcpConfig, GcpProvider, IDS_PER_CALL, id_filter, name_filter};
 pub use state::{health, instance_state};

@@ -274,3 +274,263 @@ async fn the_external_ipv6_is_used_when_there_is_no_internal_one() {
     assert_eq!(members[0].public_ipv4, None);
     assert_ne!(members[0].private_ipv4, Some(Ipv4Addr::UNSPECIFIED));
 }
+
+/// The ids of these VMs, as the core names instances.
+fn ids_of(mock: &GceMock, names: &[&String]) -> Vec<String> {
+    names
+        .iter()
+        .map(|n| mock.vm(n).unwrap().id.to_string())
+        .collect()
+}
+
+/// The `filter` of each recorded call of `operation`.
+fn filters(mock: &GceMock, operation: &str) -> Vec<String> {
+    mock.requests()
+        .into_iter()
+        .filter(|r| r.operation == operation)
+        .map(|r| r.query.get("filter").cloned().unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test]
+async fn two_named_instances_cost_one_call_of_each_in_a_group_of_600() {
+    let mock = GceMock::start().await.unwrap();
+    let key = mock.add_zonal_group(
+        "proj",
+        "us-central1-a",
+        "web",
+        Template {
+            public_ip: true,
+            ..Template::default()
+        },
+    );
+    let names = mock.resize(&key, 600);
+    let p = provider(&mock);
+    // The whole group takes two pages of each listing (500 a page).
+    assert_eq!(p.members(&group(&key)).await.unwrap().len(), 600);
+    assert_eq!(
+        calls(&mock),
+        BTreeMap::from([
+            ("instanceGroupManagers.listManagedInstances".into(), 2),
+            ("instances.list".into(), 2),
+        ])
+    );
+    mock.reset_counts();
+
+    let ids = ids_of(&mock, &[&names[17], &names[583]]);
+    let mut got = p.instances(&group(&key), &ids).await.unwrap().unwrap();
+    got.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(
+        calls(&mock),
+        BTreeMap::from([
+            ("instanceGroupManagers.listManagedInstances".into(), 1),
+            ("instances.list".into(), 1),
+        ])
+    );
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(got.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), want);
+    for m in &got {
+        let vm = mock
+            .members(&key)
+            .into_iter()
+            .find(|v| v.id.to_string() == m.id)
+            .unwrap();
+        assert_eq!(m.private_ipv4, Some(vm.network_ip));
+        assert_eq!(m.public_ipv4, vm.nat_ip);
+        assert_eq!(m.zone.as_deref(), Some("us-central1-a"));
+        assert_eq!(m.state, InstanceState::Running);
+    }
+    // Both calls name the two ids, in the AIP-160 form, and nothing else.
+    let by_id = format!("(id = {}) OR (id = {})", want[0], want[1]);
+    assert_eq!(
+        filters(&mock, "instanceGroupManagers.listManagedInstances"),
+        vec![by_id.clone()]
+    );
+    assert_eq!(filters(&mock, "instances.list"), vec![by_id]);
+}
+
+#[tokio::test]
+async fn ids_the_group_does_not_hold_are_absent() {
+    let mock = GceMock::start().await.unwrap();
+    let key = mock.add_zonal_group("proj", "us-central1-a", "web", Template::default());
+    let other = mock.add_zonal_group("proj", "us-central1-a", "api", Template::default());
+    let names = mock.resize(&key, 3);
+    let theirs = mock.resize(&other, 1);
+    mock.add_vm("proj", "us-central1-a", "bastion", &Template::default());
+    let bastion = "bastion".to_string();
+    let p = provider(&mock);
+
+    // One member, a member of another group in the zone, a VM no group
+    // manages, and an id nobody has.
+    let mut ids = ids_of(&mock, &[&names[1], &theirs[0], &bastion]);
+    ids.push("123".into());
+    let got = p.instances(&group(&key), &ids).await.unwrap().unwrap();
+    assert_eq!(
+        got.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        vec![ids[0].as_str()]
+    );
+    // The listing asks about the one member found only.
+    assert_eq!(
+        filters(&mock, "instances.list"),
+        vec![format!("(id = {})", ids[0])]
+    );
+
+    // None of them in the group: no instance listing at all.
+    mock.reset_counts();
+    let none = p.instances(&group(&key), &ids[1..]).await.unwrap().unwrap();
+    assert_eq!(none, vec![]);
+    assert_eq!(
+        calls(&mock),
+        BTreeMap::from([("instanceGroupManagers.listManagedInstances".into(), 1)])
+    );
+}
+
+#[tokio::test]
+async fn a_creating_member_without_its_vm_listed_yet_is_pending() {
+    let mock = GceMock::start().await.unwrap();
+    let key = mock.add_zonal_group("proj", "us-central1-a", "web", Template::default());
+    let names = mock.resize(&key, 4);
+    // The group reports it with its id; the instance listing does not
+    // have it yet.
+    mock.set_action(&names[2], "CREATING");
+    mock.set_status(&names[2], "PROVISIONING");
+    mock.set_listed(&names[2], false);
+    let p = provider(&mock);
+    let ids = ids_of(&mock, &[&names[2]]);
+    let got = p.instances(&group(&key), &ids).await.unwrap().unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id, ids[0]);
+    assert_eq!(got[0].state, InstanceState::Pending);
+    assert_eq!(got[0].private_ipv4, None);
+
+    // A member with no VM at all has no id in the group's listing: asked
+    // by the id it will have, it is not there yet.
+    mock.set_unprovisioned(&names[3]);
+    let ids = ids_of(&mock, &[&names[3]]);
+    assert_eq!(p.instances(&group(&key), &ids).await.unwrap(), Some(vec![]));
+    // Known by its name only, it cannot be asked by id: the whole group is
+    // read instead, and nothing is called here.
+    mock.reset_counts();
+    assert_eq!(
+        p.instances(&group(&key), &[ids[0].clone(), names[3].clone()])
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(mock.total_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_running_member_its_listing_misses_fails_the_read() {
+    let mock = GceMock::start().await.unwrap();
+    let key = mock.add_zonal_group("proj", "us-central1-a", "web", Template::default());
+    let names = mock.resize(&key, 3);
+    mock.set_listed(&names[0], false);
+    let p = provider(&mock);
+    let ids = ids_of(&mock, &[&names[0], &names[1]]);
+    match p.instances(&group(&key), &ids).await {
+        Err(ProviderError::Transient(why)) => assert!(why.contains(&names[0]), "{why}"),
+        other => panic!("a running member without its VM must fail, got {other:?}"),
+    }
+    mock.set_listed(&names[0], true);
+    assert_eq!(
+        p.instances(&group(&key), &ids)
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_regional_group_is_asked_by_id_in_one_aggregated_listing() {
+    let mock = GceMock::start().await.unwrap();
+    let key = mock.add_regional_group(
+        "proj",
+        "europe-west1",
+        &["europe-west1-b", "europe-west1-c", "europe-west1-d"],
+        "api",
+        Template::default(),
+    );
+    let names = mock.resize(&key, 30);
+    let p = provider(&mock);
+    let asked: Vec<&String> = names.iter().take(3).collect();
+    let ids = ids_of(&mock, &asked);
+    let got = p.instances(&group(&key), &ids).await.unwrap().unwrap();
+    assert_eq!(got.len(), 3);
+    let zones: std::collections::BTreeSet<_> = got.iter().filter_map(|m| m.zone.clone()).collect();
+    assert_eq!(zones.len(), 3, "one member in each zone: {zones:?}");
+    assert!(got.iter().all(|m| m.private_ipv4.is_some()));
+    assert_eq!(
+        calls(&mock),
+        BTreeMap::from([
+            ("instances.aggregatedList".into(), 1),
+            ("regionInstanceGroupManagers.listManagedInstances".into(), 1),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn many_ids_are_asked_fifty_at_a_time() {
+    let mock = GceMock::start().await.unwrap();
+    let key = mock.add_zonal_group("proj", "us-central1-a", "web", Template::default());
+    let names = mock.resize(&key, 200);
+    let p = provider(&mock);
+    let asked: Vec<&String> = names.iter().take(120).collect();
+    let ids = ids_of(&mock, &asked);
+    let got = p.instances(&group(&key), &ids).await.unwrap().unwrap();
+    assert_eq!(got.len(), 120);
+    // ceil(120 / 50) calls of each: 50, 50 and 20 ids.
+    assert_eq!(
+        calls(&mock),
+        BTreeMap::from([
+            ("instanceGroupManagers.listManagedInstances".into(), 3),
+            ("instances.list".into(), 3),
+        ])
+    );
+    for operation in [
+        "instanceGroupManagers.listManagedInstances",
+        "instances.list",
+    ] {
+        let named: Vec<usize> = filters(&mock, operation)
+            .iter()
+            .map(|f| f.matches("(id = ").count())
+            .collect();
+        assert_eq!(named, vec![50, 50, 20], "{operation}");
+    }
+}
+
+#[tokio::test]
+async fn the_mock_refuses_a_group_listing_filter_it_cannot_read() {
+    use google_cloud_compute_v1::client::InstanceGroupManagers;
+
+    let mock = GceMock::start().await.unwrap();
+    let key = mock.add_zonal_group("proj", "us-central1-a", "web", Template::default());
+    mock.resize(&key, 2);
+    let client = InstanceGroupManagers::builder()
+        .with_endpoint(mock.endpoint())
+        .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
+        .build()
+        .await
+        .unwrap();
+    let list = |filter: &str| {
+        client
+            .list_managed_instances()
+            .set_project("proj")
+            .set_zone("us-central1-a")
+            .set_instance_group_manager("web")
+            .set_filter(filter)
+            .send()
+    };
+    // A field managed instances do not have, and a broken expression.
+    for bad in ["zone = us-central1-a", "(id = 1", "id ="] {
+        let err = list(bad).await.unwrap_err();
+        assert_eq!(err.http_status_code(), Some(400), "{bad}: {err}");
+    }
+    let one = mock.members(&key)[1].id;
+    let page = list(&format!("id = {one}")).await.unwrap();
+    assert_eq!(page.managed_instances.len(), 1);
+    assert_eq!(page.managed_instances[0].id, Some(one));
+}

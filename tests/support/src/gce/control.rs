@@ -52,7 +52,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET /_mock/instances/NAME", "one VM"),
     (
         "PATCH /_mock/instances/NAME",
-        "{status?, action?, health? (null: none), labels?, provisioned?: false}",
+        "{status?, action?, health? (null: none), labels?, provisioned?: false, listed?: bool (false: instance listings miss it)}",
     ),
     (
         "POST /_mock/settle",
@@ -595,18 +595,26 @@ fn patch_vm(mock: &GceControl, name: &str, patch: Map<String, Value>) -> Answer 
             ));
         }
     };
+    let listed = match patch.get("listed") {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(bad("listed: true or false")),
+    };
     if let Some(unknown) = patch.keys().find(|k| {
         !matches!(
             k.as_str(),
-            "status" | "action" | "health" | "labels" | "provisioned"
+            "status" | "action" | "health" | "labels" | "provisioned" | "listed"
         )
     }) {
         return Err(bad(format!(
-            "unknown field {unknown}: status, action, health, labels, provisioned"
+            "unknown field {unknown}: status, action, health, labels, provisioned, listed"
         )));
     }
     if unprovision {
         mock.set_unprovisioned(name);
+    }
+    if let Some(listed) = listed {
+        mock.set_listed(name, listed);
     }
     if let Some(status) = status {
         mock.set_status(name, &status);
@@ -637,6 +645,7 @@ fn vm_view(vm: &Vm) -> Value {
         "status": vm.status,
         "action": vm.action,
         "provisioned": vm.provisioned,
+        "listed": vm.listed,
         "health": vm.health,
         "labels": vm.labels,
         "networkIP": vm.network_ip.to_string(),

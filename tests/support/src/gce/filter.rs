@@ -1,7 +1,9 @@
 //! The part of Compute Engine's list `filter` syntax the mock understands:
 //! `FIELD eq|ne LITERAL` (RE2 full match), `FIELD = | != | : LITERAL`,
-//! parentheses, `AND` (or juxtaposition) and `OR`. Fields: `name`, `status`,
-//! `id`, `zone`, `labels.KEY`. Anything else is refused as the API does.
+//! parentheses, `AND` (or juxtaposition) and `OR`. Fields of instances:
+//! `name`, `status`, `id`, `zone`, `labels.KEY`; of managed instances
+//! (`listManagedInstances`): `id`, `name`, `currentAction`,
+//! `instanceStatus`. Anything else is refused as the API does.
 
 use regex::Regex;
 
@@ -15,6 +17,9 @@ pub enum Filter {
         field: String,
         op: Op,
         value: String,
+        /// `eq` and `ne`: the value as a full-match regex, compiled once
+        /// (a listing tests every VM of the project).
+        regex: Option<Regex>,
     },
 }
 
@@ -170,7 +175,18 @@ impl Parser {
                     Some(Token::Word(w) | Token::Quoted(w)) => w.clone(),
                     _ => return Err(format!("no value after {field}")),
                 };
-                Ok(Filter::Test { field, op, value })
+                let regex = match op {
+                    Op::Eq | Op::Ne => {
+                        Some(Regex::new(&format!("^(?:{value})$")).map_err(|e| e.to_string())?)
+                    }
+                    _ => None,
+                };
+                Ok(Filter::Test {
+                    field,
+                    op,
+                    value,
+                    regex,
+                })
             }
             other => Err(format!("unexpected {other:?}")),
         }
@@ -178,7 +194,22 @@ impl Parser {
 }
 
 impl Filter {
+    /// A filter of instance listings (`list`, `aggregatedList`); `None`
+    /// for an empty one.
     pub fn parse(text: &str) -> Result<Option<Filter>, String> {
+        Self::parse_for(text, &|field| {
+            matches!(field, "name" | "status" | "id" | "zone") || field.starts_with("labels.")
+        })
+    }
+
+    /// A filter of `listManagedInstances`, on its entries' own fields.
+    pub fn parse_managed(text: &str) -> Result<Option<Filter>, String> {
+        Self::parse_for(text, &|field| {
+            matches!(field, "id" | "name" | "currentAction" | "instanceStatus")
+        })
+    }
+
+    fn parse_for(text: &str, known: &dyn Fn(&str) -> bool) -> Result<Option<Filter>, String> {
         if text.trim().is_empty() {
             return Ok(None);
         }
@@ -190,50 +221,65 @@ impl Filter {
         if p.at != p.tokens.len() {
             return Err("trailing input".into());
         }
-        f.check()?;
+        f.check(known)?;
         Ok(Some(f))
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self, known: &dyn Fn(&str) -> bool) -> Result<(), String> {
         match self {
-            Filter::And(v) | Filter::Or(v) => v.iter().try_for_each(Filter::check),
-            Filter::Test { field, op, value } => {
-                if !matches!(field.as_str(), "name" | "status" | "id" | "zone")
-                    && !field.starts_with("labels.")
-                {
-                    return Err(format!("unsupported field {field}"));
-                }
-                if matches!(op, Op::Eq | Op::Ne) {
-                    Regex::new(&format!("^(?:{value})$")).map_err(|e| e.to_string())?;
-                }
-                Ok(())
+            Filter::And(v) | Filter::Or(v) => v.iter().try_for_each(|f| f.check(known)),
+            Filter::Test { field, .. } if !known(field) => {
+                Err(format!("unsupported field {field}"))
             }
+            Filter::Test { .. } => Ok(()),
         }
     }
 
     /// Whether `vm` passes; `zone_url` is the VM's zone as a URL.
     pub fn matches(&self, vm: &Vm, zone_url: &str) -> bool {
+        self.matches_fields(&|field| match field {
+            "name" => vec![vm.name.clone()],
+            "status" => vec![vm.status.clone()],
+            "id" => vec![vm.id.to_string()],
+            "zone" => vec![zone_url.to_string(), vm.zone.clone()],
+            label => vec![
+                vm.labels
+                    .get(label.trim_start_matches("labels."))
+                    .cloned()
+                    .unwrap_or_default(),
+            ],
+        })
+    }
+
+    /// Whether `vm`'s entry in its group's `listManagedInstances` passes. A
+    /// VM the group is still creating has no id and no status there, so an
+    /// `id` test never matches it.
+    pub fn matches_managed(&self, vm: &Vm) -> bool {
+        self.matches_fields(&|field| match field {
+            "id" if vm.provisioned => vec![vm.id.to_string()],
+            "instanceStatus" if vm.provisioned => vec![vm.status.clone()],
+            "name" => vec![vm.name.clone()],
+            "currentAction" => vec![vm.action.clone()],
+            _ => vec![String::new()],
+        })
+    }
+
+    /// Whether the resource whose field values `actual` gives passes.
+    fn matches_fields(&self, actual: &dyn Fn(&str) -> Vec<String>) -> bool {
         match self {
-            Filter::And(v) => v.iter().all(|f| f.matches(vm, zone_url)),
-            Filter::Or(v) => v.iter().any(|f| f.matches(vm, zone_url)),
-            Filter::Test { field, op, value } => {
-                let actual: Vec<String> = match field.as_str() {
-                    "name" => vec![vm.name.clone()],
-                    "status" => vec![vm.status.clone()],
-                    "id" => vec![vm.id.to_string()],
-                    "zone" => vec![zone_url.to_string(), vm.zone.clone()],
-                    label => vec![
-                        vm.labels
-                            .get(label.trim_start_matches("labels."))
-                            .cloned()
-                            .unwrap_or_default(),
-                    ],
-                };
+            Filter::And(v) => v.iter().all(|f| f.matches_fields(actual)),
+            Filter::Or(v) => v.iter().any(|f| f.matches_fields(actual)),
+            Filter::Test {
+                field,
+                op,
+                value,
+                regex,
+            } => {
+                let actual = actual(field);
                 let hit = |pred: &dyn Fn(&str) -> bool| actual.iter().any(|a| pred(a));
                 match op {
                     Op::Eq | Op::Ne => {
-                        let re = Regex::new(&format!("^(?:{value})$")).ok();
-                        let m = re.is_some_and(|re| hit(&|a| re.is_match(a)));
+                        let m = regex.as_ref().is_some_and(|re| hit(&|a| re.is_match(a)));
                         m == (*op == Op::Eq)
                     }
                     Op::Equals => hit(&|a| a == value),
@@ -264,6 +310,7 @@ mod tests {
             status: "RUNNING".into(),
             action: "NONE".into(),
             provisioned: true,
+            listed: true,
             mig: None,
             network_ip: Ipv4Addr::LOCALHOST,
             nat_ip: None,
@@ -297,5 +344,31 @@ mod tests {
         assert!(Filter::parse("machineType = x").is_err());
         assert!(Filter::parse("name eq").is_err());
         assert!(Filter::parse("name eq \"(\"").is_err());
+    }
+
+    #[test]
+    fn ids_are_ored_comparisons() {
+        assert!(m("id = 42", "x"));
+        assert!(!m("id = 43", "x"));
+        assert!(m("(id = 41) OR (id = 42) OR (id = 43)", "x"));
+        assert!(!m("(id = 41) OR (id = 43)", "x"));
+    }
+
+    #[test]
+    fn managed_instances_match_on_their_own_fields() {
+        let f = |text: &str| Filter::parse_managed(text).unwrap().unwrap();
+        let mut creating = vm("web-1");
+        assert!(f("(id = 40) OR (id = 42)").matches_managed(&creating));
+        assert!(f("currentAction = NONE").matches_managed(&creating));
+        assert!(f("instanceStatus = RUNNING").matches_managed(&creating));
+        creating.provisioned = false;
+        creating.action = "CREATING".into();
+        assert!(!f("id = 42").matches_managed(&creating), "no VM, no id");
+        assert!(!f("instanceStatus = RUNNING").matches_managed(&creating));
+        assert!(f("name = web-1").matches_managed(&creating));
+        assert!(Filter::parse_managed("(id = 42) OR (zone = us-central1-a)").is_err());
+        assert!(Filter::parse_managed("labels.team = pay").is_err());
+        assert!(Filter::parse("currentAction = NONE").is_err());
+        assert!(Filter::parse_managed("id =").is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! A stateful mock of the Compute Engine v1 API, enough for managed
 //! instance groups: zonal and regional groups, `listManagedInstances` (POST,
-//! paged), instances `get`, `list` (filtered, paged) and `aggregatedList`
+//! filtered, paged), instances `get`, `list` (filtered, paged) and `aggregatedList`
 //! (keyed `zones/ZONE`, `warning` for empty zones), Google-style error
 //! bodies, control calls (resize, delete, set actions and statuses, faults)
 //! and request counts. No Compute Engine emulator exists for groups.
@@ -269,6 +269,13 @@ impl GceControl {
         });
     }
 
+    /// Whether instance listings (`list`, `aggregatedList`) show the VM.
+    /// `false` plays the moment a listing misses a VM its group already
+    /// reports, with its id (the two reads race); `get` still finds it.
+    pub fn set_listed(&self, name: &str, listed: bool) {
+        self.with_vm(name, |vm| vm.listed = listed);
+    }
+
     pub fn set_labels(&self, name: &str, labels: &[(&str, &str)]) {
         self.with_vm(name, |vm| {
             vm.labels = labels
@@ -512,7 +519,16 @@ async fn handle(
     let base = shared.base.as_str();
     let max_page = *lock(&shared.max_page);
     let world = lock(&shared.world);
-    let filter = match Filter::parse(query.get("filter").map_or("", String::as_str)) {
+    let managed = operation.ends_with(".listManagedInstances");
+    let text = query.get("filter").map_or("", String::as_str);
+    // A filter the mock cannot read is refused, as the API refuses one it
+    // cannot: ignoring it would answer more than was asked.
+    let parsed = if managed {
+        Filter::parse_managed(text)
+    } else {
+        Filter::parse(text)
+    };
+    let filter = match parsed {
         Ok(f) => f,
         Err(why) => {
             return invalid(
@@ -524,6 +540,7 @@ async fn handle(
     };
     let passes = |vm: &Vm| {
         vm.provisioned
+            && vm.listed
             && filter
                 .as_ref()
                 .is_none_or(|f| f.matches(vm, &render::zone_url(base, &vm.project, &vm.zone)))
@@ -553,6 +570,7 @@ async fn handle(
             }
             let items: Vec<Value> = members
                 .iter()
+                .filter(|vm| filter.as_ref().is_none_or(|f| f.matches_managed(vm)))
                 .map(|vm| render::managed_instance(base, vm))
                 .collect();
             match page(items, &query, max_page) {

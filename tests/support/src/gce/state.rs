@@ -71,6 +71,8 @@ pub struct Vm {
     pub status: String,
     pub action: String,
     pub provisioned: bool,
+    /// Whether instance listings show it (see `GceControl::set_listed`).
+    pub listed: bool,
     pub mig: Option<MigKey>,
     pub network_ip: Ipv4Addr,
     pub nat_ip: Option<Ipv4Addr>,
@@ -152,6 +154,7 @@ impl World {
             status: "RUNNING".into(),
             action: "NONE".into(),
             provisioned: true,
+            listed: true,
             mig: mig.cloned(),
             network_ip: Ipv4Addr::new(10, 128, (n >> 8) as u8, n as u8),
             nat_ip: template
@@ -221,7 +224,8 @@ impl World {
     }
 
     /// Finishes what the groups were doing: DELETING VMs are gone, CREATING
-    /// and VERIFYING ones run, PROVISIONING and STAGING ones run.
+    /// and VERIFYING ones run, PROVISIONING and STAGING ones run, every VM
+    /// is listed.
     pub fn settle(&mut self) {
         self.vms.retain(|_, vm| vm.action != "DELETING");
         for vm in self.vms.values_mut() {
@@ -229,6 +233,7 @@ impl World {
                 vm.action = "NONE".into();
             }
             vm.provisioned = true;
+            vm.listed = true;
             if matches!(vm.status.as_str(), "PROVISIONING" | "STAGING") {
                 vm.status = "RUNNING".into();
             }
