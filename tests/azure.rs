@@ -103,7 +103,7 @@ impl Env {
             azure_client_id: Some(CLIENT.into()),
             azure_client_secret: Some(SECRET.into()),
             azure_ca_file: Some(self.dir.0.join("ca.pem")),
-            azure_event_poll_seconds: 1,
+            azure_event_poll_seconds: 1.0,
             ..AzureArgs::default()
         }
     }
@@ -843,16 +843,18 @@ async fn events_from_the_storage_queue_trigger_a_pass_and_are_deleted() {
         1,
         "no pass without an event"
     );
-    let new_vm = env.mock.vms("web")[2].name.clone();
-    send(
-        &queue,
-        &event_grid(
-            "Microsoft.Resources.ResourceWriteSuccess",
-            &env.mock.vm_id("web", &new_vm),
-            "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/write",
-        ),
-    )
-    .await;
+    // Event Grid sends one event per VM written.
+    for new_vm in &env.mock.vms("web")[1..] {
+        send(
+            &queue,
+            &event_grid(
+                "Microsoft.Resources.ResourceWriteSuccess",
+                &env.mock.vm_id("web", &new_vm.name),
+                "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/write",
+            ),
+        )
+        .await;
+    }
     wait(&env, "uniform event handled", || async {
         env.instance_ids("web").await == env.vm_ids("web")
     })
@@ -919,7 +921,7 @@ async fn each_leadership_term_gets_its_own_event_feed() {
     let queue_url = azurite.queue_url("term-events");
     let args = AzureArgs {
         azure_event_queue: Some(queue_url.clone()),
-        azure_event_poll_seconds: 1,
+        azure_event_poll_seconds: 1.0,
         ..env.args()
     };
     let queue = test_queue(&args, &queue_url).await;
@@ -971,4 +973,428 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A controller on the ARM mock whose events come through an Azurite queue,
+/// mirroring the Uniform set `web` of `size` VMs every 10 minutes: after the
+/// first pass, only events make passes.
+struct EventRig {
+    env: Env,
+    azurite: Azurite,
+    queue: meshmirror_azure::azure_storage_queue::QueueClient,
+    controller: common::ControllerTask,
+    _failures: common::Failures,
+}
+
+impl EventRig {
+    async fn start(size: u32) -> EventRig {
+        let (env, azurite) = Env::with_azurite().await;
+        let queue_url = azurite.queue_url("launch-events");
+        let args = AzureArgs {
+            azure_event_queue: Some(queue_url.clone()),
+            azure_event_poll_seconds: 0.5,
+            ..env.args()
+        };
+        let queue = test_queue(&args, &queue_url).await;
+        env.mock
+            .create_scale_set(ScaleSetSpec::uniform(SUB, RG, "web").capacity(size));
+        env.create_mirror(&mirror("web", "web", "  sync: {interval: 10m}\n"))
+            .await;
+        let opts = RunOptions {
+            kube_qps: 0.0,
+            clouds: env.clouds(args),
+            allow_all_groups: true,
+            ..RunOptions::default()
+        };
+        let failures = common::Failures::default();
+        let controller = common::ControllerTask::spawn(
+            "azure",
+            env.server.service_client(None).await,
+            opts,
+            &failures,
+        );
+        // Thousands of entries take longer than CONVERGE to write at first.
+        let started = Instant::now();
+        while env.entries("web").await.len() != size as usize {
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "timed out waiting for {size} entries"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        EventRig {
+            env,
+            azurite,
+            queue,
+            controller,
+            _failures: failures,
+        }
+    }
+
+    /// Waits until a second passes without an ARM call (the first passes
+    /// done), then counts calls from zero.
+    async fn idle(&self) {
+        let started = Instant::now();
+        loop {
+            self.env.mock.reset_requests();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if self.env.mock.arm_requests() == 0 {
+                return;
+            }
+            assert!(started.elapsed() < common::CONVERGE, "ARM calls never stop");
+        }
+    }
+
+    /// Adds one VM to the set; its ARM id.
+    fn launch(&self) -> String {
+        let vms = self.env.mock.vms("web");
+        self.env.mock.scale("web", vms.len() as u32 + 1);
+        let new = self.env.mock.vms("web").last().unwrap().name.clone();
+        self.env.mock.vm_id("web", &new)
+    }
+
+    /// Event Grid's message for a write of the VM, with the subject spelled
+    /// as Event Grid's samples spell it (`resourcegroups`).
+    async fn send_write(&self, vm_id: &str) {
+        let subject = vm_id.replace("/resourceGroups/", "/resourcegroups/");
+        send(
+            &self.queue,
+            &event_grid(
+                "Microsoft.Resources.ResourceWriteSuccess",
+                &subject,
+                "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/write",
+            ),
+        )
+        .await;
+    }
+
+    /// Whether the entry of workload `api` for the VM is at the API server
+    /// (one GET by its name, not a list of thousands).
+    async fn has_entry(&self, vm_id: &str) -> bool {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.env.server.client(),
+            NS,
+            &EntryVersion::V1.workload_entries(),
+        );
+        let name = meshmirror::core::names::entry_name("web", "api", vm_id);
+        api.get_opt(&name)
+            .await
+            .unwrap()
+            .is_some_and(|o| common::annotation(&o, "meshmirror.io/instance-id") == vm_id)
+    }
+
+    async fn stop(self) {
+        self.controller.stop().await;
+        drop(self.azurite);
+    }
+}
+
+/// Not a test: prints the latency from an Event Grid message in the queue to
+/// the new VM's WorkloadEntry over 30 launch events per set size, and the
+/// ARM calls per event
+/// (`cargo nextest run --test azure --run-ignored only -E 'test(bench_)' --no-capture`).
+/// The queue is polled every second (the flag's floor; Storage queues have
+/// no long poll) and events come at a random point of that cycle, so "after
+/// the first call" also prints the latency from the event pass's first ARM
+/// call, without the wait for the next poll.
+#[tokio::test]
+#[ignore = "benchmark: prints numbers, asserts none"]
+#[allow(clippy::print_stdout)]
+async fn bench_event_to_entry_latency() {
+    let sizes: Vec<u32> = std::env::var("MESHMIRROR_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').map(|n| n.trim().parse().unwrap()).collect())
+        .unwrap_or_else(|| vec![10, 100, 1000, 5000]);
+    for size in sizes {
+        let rig = EventRig::start(size).await;
+        let events = 30;
+        let mut total = Vec::new();
+        let mut after_call = Vec::new();
+        rig.idle().await;
+        for _ in 0..events {
+            // At a random point of the queue's poll cycle, as events come.
+            tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 1000)).await;
+            let new = rig.launch();
+            let sent = Instant::now();
+            rig.send_write(&new).await;
+            let started = Instant::now();
+            while !rig.has_entry(&new).await {
+                assert!(started.elapsed() < common::CONVERGE, "no entry for {new}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let seen = Instant::now();
+            total.push(seen - sent);
+            let first = rig
+                .env
+                .mock
+                .request_times()
+                .into_iter()
+                .find(|(at, _)| *at >= sent)
+                .map(|(at, _)| at)
+                .unwrap_or(sent);
+            after_call.push(seen - first);
+        }
+        let requests = rig.env.mock.requests();
+        let calls = rig.env.mock.arm_requests() as f64 / events as f64;
+        let pct = |samples: &mut Vec<Duration>| {
+            samples.sort();
+            let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+            format!("p50 {:?}, p99 {:?}, max {:?}", at(0.5), at(0.99), at(1.0))
+        };
+        println!(
+            "Azure event -> WorkloadEntry at {size} VMs (Uniform), {events} launches: {}; after the first ARM call: {}; ARM calls per event {calls:.1} ({requests:?})",
+            pct(&mut total),
+            pct(&mut after_call),
+        );
+        rig.stop().await;
+    }
+}
+
+/// The ARM requests by operation since the last reset, as literal pairs.
+fn counts(env: &Env) -> Vec<(String, u64)> {
+    env.mock.requests().into_iter().collect()
+}
+
+fn pairs(list: &[(&str, u64)]) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = list.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+    out.sort();
+    out
+}
+
+/// `instances()` of two VMs costs the same calls in a set of 250 (three
+/// pages) as in one of 1,000, in both orchestration modes, and gives what
+/// `members()` gives for them; a VM not in the set is absent.
+#[tokio::test]
+async fn named_instances_cost_the_same_at_any_set_size() {
+    let env = Env::start().await;
+    let provider = AzureProvider::new(env.args().config().unwrap()).unwrap();
+    for (mode, size) in [
+        ("Uniform", 250u32),
+        ("Uniform", 1000),
+        ("Flexible", 250),
+        ("Flexible", 1000),
+    ] {
+        let (rg, set) = (format!("rg-{mode}-{size}"), format!("set-{mode}-{size}"));
+        let spec = match mode {
+            "Uniform" => ScaleSetSpec::uniform(SUB, &rg, &set),
+            _ => ScaleSetSpec::flexible(SUB, &rg, &set),
+        };
+        env.mock
+            .create_scale_set(spec.capacity(size).public_ip().zones(&["1", "2"]));
+        let group = GroupRef::Azure {
+            subscription_id: SUB.into(),
+            resource_group: rg.clone(),
+            scale_set: set.clone(),
+        };
+        let members = provider.members(&group).await.unwrap();
+        assert_eq!(members.len(), size as usize);
+        let vms = env.mock.vms(&set);
+        let ids = vec![
+            env.mock.vm_id(&set, &vms[7].name),
+            env.mock.vm_id(&set, &vms[size as usize - 1].name),
+        ];
+        env.mock.reset_requests();
+        let mut got = provider
+            .instances(&group, &ids)
+            .await
+            .unwrap()
+            .expect("asked alone");
+        got.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut want: Vec<_> = members
+            .iter()
+            .filter(|m| ids.contains(&m.id))
+            .cloned()
+            .collect();
+        want.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(want.len(), 2);
+        assert_eq!(got, want, "{mode} {size}");
+        let expected = match mode {
+            "Uniform" => pairs(&[
+                ("vmss.get", 1),
+                ("vmss.vms.get", 2),
+                ("vmss.vm.nics.list", 2),
+                ("vmss.publicIPs.get", 2),
+            ]),
+            _ => pairs(&[
+                ("vmss.get", 1),
+                ("vms.get", 2),
+                ("nics.get", 2),
+                ("publicIPs.get", 2),
+            ]),
+        };
+        assert_eq!(counts(&env), expected, "{mode} {size}");
+    }
+}
+
+/// What is not in the set is absent (one GET tells), what cannot be asked
+/// about alone gives `None` (a full read) at no cost, and a failure other
+/// than 404 fails the pass.
+#[tokio::test]
+async fn named_instances_absent_unaskable_and_failing() {
+    let env = Env::start().await;
+    let provider = AzureProvider::new(env.args().config().unwrap()).unwrap();
+    env.mock
+        .create_scale_set(ScaleSetSpec::uniform(SUB, RG, "web").capacity(250));
+    env.mock
+        .create_scale_set(ScaleSetSpec::flexible(SUB, "flex-rg", "flex").capacity(250));
+    env.mock
+        .create_scale_set(ScaleSetSpec::flexible(SUB, "flex-rg", "other").capacity(1));
+    env.mock.add_standalone_vm(SUB, "flex-rg", "loner");
+    let group = |rg: &str, set: &str| GroupRef::Azure {
+        subscription_id: SUB.into(),
+        resource_group: rg.into(),
+        scale_set: set.into(),
+    };
+    let (web, flex) = (group(RG, "web"), group("flex-rg", "flex"));
+    provider.members(&web).await.unwrap();
+    provider.members(&flex).await.unwrap();
+    let web_vm = |n: &str| {
+        format!(
+            "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/{n}"
+        )
+    };
+    let rg_vm = |name: &str| {
+        format!(
+            "/subscriptions/{SUB}/resourceGroups/flex-rg/providers/Microsoft.Compute/virtualMachines/{name}"
+        )
+    };
+
+    // Absent: a Uniform instance ARM does not have (404), a VM of another
+    // Flexible set and one of no set (each read once), ids of other sets
+    // and resource groups (not asked).
+    let other_vm = env.mock.vms("other")[0].name.clone();
+    env.mock.reset_requests();
+    let absent = [
+        web_vm("99999"),
+        format!(
+            "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachineScaleSets/api/virtualMachines/1"
+        ),
+    ];
+    assert_eq!(provider.instances(&web, &absent).await, Ok(Some(vec![])));
+    assert_eq!(counts(&env), pairs(&[("vmss.get", 1), ("vmss.vms.get", 1)]));
+    env.mock.reset_requests();
+    let absent = [
+        rg_vm(&other_vm),
+        rg_vm("loner"),
+        format!(
+            "/subscriptions/{SUB}/resourceGroups/elsewhere/providers/Microsoft.Compute/virtualMachines/x"
+        ),
+    ];
+    assert_eq!(provider.instances(&flex, &absent).await, Ok(Some(vec![])));
+    assert_eq!(counts(&env), pairs(&[("vmss.get", 1), ("vms.get", 2)]));
+
+    // A VM deleted since the listing: absent once ARM forgets it.
+    let gone = env.mock.vms("web")[3].clone();
+    env.mock.delete_vm("web", &gone.name);
+    env.mock.settle();
+    let gone_id = web_vm(gone.instance_id.as_deref().unwrap());
+    assert_eq!(provider.instances(&web, &[gone_id]).await, Ok(Some(vec![])));
+
+    // Not askable alone: no call, the core reads every member.
+    env.mock.reset_requests();
+    for ids in [
+        vec!["i-0abc".to_string()],
+        vec![format!("{}/extensions/health", web_vm("1"))],
+        vec![web_vm("1"), web_vm("..")],
+    ] {
+        assert_eq!(provider.instances(&web, &ids).await, Ok(None), "{ids:?}");
+    }
+    assert_eq!(counts(&env), vec![]);
+    // More VMs than the listing has pages (3): the listing is cheaper.
+    let four: Vec<String> = ["1", "2", "4", "5"].iter().map(|n| web_vm(n)).collect();
+    assert_eq!(provider.instances(&web, &four).await, Ok(None));
+    // ARM spells the id otherwise than asked: the core could not match it.
+    let respelled = web_vm("1").replace("/resourceGroups/", "/resourcegroups/");
+    assert_eq!(provider.instances(&web, &[respelled]).await, Ok(None));
+
+    // Fail static: only a 404 means gone.
+    env.mock
+        .fail_next_of("vmss.vms.get", 500, "InternalServerError", "boom");
+    let err = provider.instances(&web, &[web_vm("1")]).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Transient(_)), "{err:?}");
+    env.mock
+        .fail_next_of("nics.get", 403, "AuthorizationFailed", "no read on NICs");
+    let member = rg_vm(&env.mock.vms("flex")[0].name);
+    let err = provider.instances(&flex, &[member]).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Permanent(_)), "{err:?}");
+    // A running VM whose NIC cannot be found has no address: the pass
+    // fails rather than take it out.
+    env.mock
+        .fail_next_of("vmss.vm.nics.list", 404, "NotFound", "gone");
+    let err = provider.instances(&web, &[web_vm("1")]).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert_eq!(
+        provider.instances(&group(RG, "nope"), &[web_vm("1")]).await,
+        Err(ProviderError::GroupNotFound(format!(
+            "{}",
+            group(RG, "nope")
+        )))
+    );
+}
+
+/// A cloud event makes the pass ask ARM about the VM it names only: at 120
+/// members a new VM's write event gets its entry written after GETs of that
+/// VM and its NICs, with no listing of the set (the rest as read within the
+/// 10 minute interval); a delete event the same way.
+#[tokio::test]
+async fn an_event_asks_the_cloud_about_its_instance_only() {
+    let rig = EventRig::start(120).await;
+    rig.idle().await;
+    let listings = |env: &Env| {
+        let r = env.mock.requests();
+        ["vmss.vms.list", "vmss.nics.list", "vmss.publicIPs.list"]
+            .iter()
+            .map(|op| r.get(*op).copied().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let new = rig.launch();
+    rig.send_write(&new).await;
+    wait(&rig.env, "the new VM's entry", || rig.has_entry(&new)).await;
+    wait(&rig.env, "the event deleted from the queue", || async {
+        queue_length(&rig.queue).await == 0
+    })
+    .await;
+    assert_eq!(rig.env.entries("web").await.len(), 121);
+    let requests = rig.env.mock.requests();
+    assert!(
+        requests.get("vmss.vms.get").copied().unwrap_or(0) >= 1,
+        "{requests:?}"
+    );
+    assert_eq!(
+        listings(&rig.env),
+        0,
+        "no listing after the event: {requests:?}"
+    );
+
+    // Scale-in: a VM goes; its delete event takes its entry out.
+    let gone = rig.env.mock.vms("web")[5].name.clone();
+    let gone_id = rig.env.mock.vm_id("web", &gone);
+    rig.env.mock.delete_vm("web", &gone);
+    rig.env.mock.settle();
+    rig.idle().await;
+    send(
+        &rig.queue,
+        &event_grid(
+            "Microsoft.Resources.ResourceDeleteSuccess",
+            &gone_id.replace("/resourceGroups/", "/resourcegroups/"),
+            "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/delete",
+        ),
+    )
+    .await;
+    wait(&rig.env, "the deleted VM's entry gone", || async {
+        !rig.has_entry(&gone_id).await
+    })
+    .await;
+    assert_eq!(rig.env.entries("web").await.len(), 120);
+    let requests = rig.env.mock.requests();
+    assert!(
+        requests.get("vmss.vms.get").copied().unwrap_or(0) >= 1,
+        "{requests:?}"
+    );
+    assert_eq!(
+        listings(&rig.env),
+        0,
+        "no listing after the event: {requests:?}"
+    );
+    rig.stop().await;
 }

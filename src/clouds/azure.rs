@@ -43,9 +43,22 @@ pub struct AzureArgs {
     /// https://ACCOUNT.queue.core.windows.net/QUEUE.
     #[arg(long, env = "MESHMIRROR_AZURE_EVENT_QUEUE")]
     pub azure_event_queue: Option<String>,
-    /// Seconds between polls of an empty event queue.
-    #[arg(long, env = "MESHMIRROR_AZURE_EVENT_POLL_SECONDS", default_value_t = 5)]
-    pub azure_event_poll_seconds: u64,
+    /// Seconds between polls of an empty event queue (0.1 or more; a
+    /// fraction is allowed). Storage queues have no long poll: an event
+    /// waits up to this long before its pass starts.
+    #[arg(long, env = "MESHMIRROR_AZURE_EVENT_POLL_SECONDS", default_value_t = 0.5,
+        value_parser = poll_seconds)]
+    pub azure_event_poll_seconds: f64,
+}
+
+/// A poll interval of at least 100 ms, so a typo cannot make a busy loop.
+fn poll_seconds(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.1 && s <= 3600.0 => Ok(s),
+        _ => Err(format!(
+            "{value:?} is not a number of seconds from 0.1 to 3600 (e.g. 0.5)"
+        )),
+    }
 }
 
 /// Flag values that must never show in Debug output or logs.
@@ -86,7 +99,9 @@ impl AzureArgs {
         if let Some(queue) = &self.azure_event_queue {
             config.event_queue = Some(url("azure-event-queue", queue)?);
         }
-        config.event_poll_interval = Duration::from_secs(self.azure_event_poll_seconds.max(1));
+        // Built without the parser (`AzureArgs::default()`: 0), still no busy loop.
+        config.event_poll_interval =
+            Duration::from_secs_f64(self.azure_event_poll_seconds.clamp(0.1, 3600.0));
         Ok(config)
     }
 }
@@ -126,5 +141,35 @@ mod tests {
         let config = cli.azure.config().expect("a config");
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn the_event_poll_interval_takes_fractions_and_refuses_a_busy_loop() {
+        let poll = |v: &str| {
+            Cli::try_parse_from([
+                "meshmirror".to_string(),
+                format!("--azure-event-poll-seconds={v}"),
+            ])
+            .map(|c| c.azure.config().expect("a config").event_poll_interval)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(poll("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(poll("5"), Ok(Duration::from_secs(5)));
+        for bad in ["0", "0.05", "-1", "NaN", "inf", "soon"] {
+            let err = poll(bad).expect_err(bad);
+            assert!(
+                err.contains("--azure-event-poll-seconds") && err.contains("0.1 to 3600"),
+                "{bad}: {err}"
+            );
+        }
+        let default = Cli::try_parse_from(["meshmirror"]).expect("parses");
+        assert_eq!(
+            default
+                .azure
+                .config()
+                .expect("a config")
+                .event_poll_interval,
+            Duration::from_millis(500)
+        );
     }
 }

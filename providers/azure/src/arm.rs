@@ -222,6 +222,20 @@ impl ArmClient {
         Self::decode(&response)
     }
 
+    /// GET one resource; `None` when ARM answers 404 (no such resource).
+    pub async fn get_opt<T: DeserializeOwned>(
+        &self,
+        operation: &str,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Option<T>, ArmError> {
+        match self.get(operation, path, query).await {
+            Ok(found) => Ok(Some(found)),
+            Err(ArmError::Status { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// GET a list, following `nextLink` verbatim until it is absent. A
     /// nextLink to another origin is refused: it would carry the token there.
     pub async fn list<T: DeserializeOwned>(

@@ -24,7 +24,7 @@ use meshmirror_provider::{
 use serde::Deserialize;
 
 use crate::models::OrchestrationMode;
-use crate::provider::{AzureError, KnownGroups};
+use crate::provider::{AzureError, KnownGroup, KnownGroups};
 
 /// How long a received message stays invisible while its pass runs.
 const VISIBILITY: Duration = Duration::from_secs(300);
@@ -94,17 +94,20 @@ pub fn decode_message(text: &str) -> Result<Vec<EventGridEvent>, String> {
 /// What a resource id names, as far as scale sets go.
 #[derive(Debug, PartialEq, Eq)]
 enum Target<'a> {
-    /// A scale set, or one of its (Uniform) VMs.
+    /// A scale set, one of its (Uniform) VMs, or something under either.
     ScaleSet {
         subscription: &'a str,
         resource_group: &'a str,
         scale_set: &'a str,
-        vm: bool,
+        /// The VM's instance id when the id is exactly a Uniform VM.
+        vm: Option<&'a str>,
     },
-    /// A plain VM (maybe a Flexible member).
+    /// A plain VM (maybe a Flexible member), or something under it.
     Vm {
         subscription: &'a str,
         resource_group: &'a str,
+        /// The VM's name when the id is exactly the VM.
+        name: Option<&'a str>,
     },
 }
 
@@ -124,13 +127,14 @@ fn target(uri: &str) -> Option<Target<'_>> {
             subscription,
             resource_group,
             scale_set: parts.get(7)?,
-            vm: is(8, "virtualMachines") && parts.len() > 9,
+            vm: (is(8, "virtualMachines") && parts.len() == 10).then(|| parts[9]),
         });
     }
     if is(6, "virtualMachines") && parts.len() > 7 {
         return Some(Target::Vm {
             subscription,
             resource_group,
+            name: (parts.len() == 8).then(|| parts[7]),
         });
     }
     None
@@ -224,9 +228,15 @@ pub fn vet(event: &EventGridEvent) -> Result<Option<&str>, EventError> {
 
 /// The groups an event is about, with what happened. Empty: not ours (an
 /// event type or resource meshmirror does not act on); an error: malformed.
+///
+/// A VM written or deleted is named (`Launched`, `Terminated`), so the pass
+/// asks the cloud about it alone; its id is spelled as the set's members'
+/// ids are (`known`), since Event Grid's subjects spell `resourcegroups` and
+/// the core matches ids exactly. Anything else under a set (the set itself,
+/// a VM's extension) is `Changed`: the pass reads every member.
 pub fn resolve(
     event: &EventGridEvent,
-    known: &[(GroupRef, OrchestrationMode)],
+    known: &[KnownGroup],
 ) -> Result<Vec<(GroupRef, GroupEventKind)>, EventError> {
     let Some(uri) = vet(event)? else {
         return Ok(Vec::new());
@@ -237,13 +247,11 @@ pub fn resolve(
             .as_ref()
             .and_then(|d| d.operation_name.as_deref())
             .is_some_and(|op| op.ends_with("/delete"));
-    let vm_kind = || {
+    let vm_kind = |instance_id: String| {
         if deleted {
-            GroupEventKind::Terminated {
-                instance_id: uri.to_string(),
-            }
+            GroupEventKind::Terminated { instance_id }
         } else {
-            GroupEventKind::Changed
+            GroupEventKind::Launched { instance_id }
         }
     };
     let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
@@ -255,35 +263,39 @@ pub fn resolve(
             vm,
         }) => {
             // The mirror's own spelling, so the controller's lookup matches.
-            let group = known
-                .iter()
-                .map(|(g, _)| g)
-                .find(|g| matches!(g, GroupRef::Azure { subscription_id, resource_group: rg, scale_set: s }
-                    if same(subscription_id, subscription) && same(rg, resource_group) && same(s, scale_set)))
-                .cloned()
-                .unwrap_or_else(|| GroupRef::Azure {
-                    subscription_id: subscription.into(),
-                    resource_group: resource_group.into(),
-                    scale_set: scale_set.into(),
-                });
-            let kind = if vm {
-                vm_kind()
-            } else {
-                GroupEventKind::Changed
+            let found = known.iter().find(|k| matches!(&k.group, GroupRef::Azure { subscription_id, resource_group: rg, scale_set: s }
+                    if same(subscription_id, subscription) && same(rg, resource_group) && same(s, scale_set)));
+            let group = found.map(|k| k.group.clone()).unwrap_or_else(|| GroupRef::Azure {
+                subscription_id: subscription.into(),
+                resource_group: resource_group.into(),
+                scale_set: scale_set.into(),
+            });
+            let kind = match (vm, found) {
+                (Some(vm), Some(k)) => vm_kind(format!("{}{vm}", k.vm_prefix)),
+                // A set not read yet: no member ids to match, no pass to name it to.
+                (Some(_), None) => vm_kind(uri.to_string()),
+                (None, _) => GroupEventKind::Changed,
             };
             vec![(group, kind)]
         }
         Some(Target::Vm {
             subscription,
             resource_group,
+            name,
         }) => known
             .iter()
-            .filter(|(g, mode)| {
-                *mode == OrchestrationMode::Flexible
-                    && matches!(g, GroupRef::Azure { subscription_id, resource_group: rg, .. }
+            .filter(|k| {
+                k.mode == OrchestrationMode::Flexible
+                    && matches!(&k.group, GroupRef::Azure { subscription_id, resource_group: rg, .. }
                         if same(subscription_id, subscription) && same(rg, resource_group))
             })
-            .map(|(g, _)| (g.clone(), vm_kind()))
+            .map(|k| {
+                let kind = match name {
+                    Some(name) => vm_kind(format!("{}{name}", k.vm_prefix)),
+                    None => GroupEventKind::Changed,
+                };
+                (k.group.clone(), kind)
+            })
             .collect(),
         None => Vec::new(),
     })
@@ -442,6 +454,23 @@ mod tests {
         }
     }
 
+    /// A set read before, its member ids spelled as ARM spells them.
+    fn known(rg: &str, set: &str, mode: OrchestrationMode) -> KnownGroup {
+        let vm_prefix = match mode {
+            OrchestrationMode::Uniform => format!(
+                "/subscriptions/sub/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/{set}/virtualMachines/"
+            ),
+            OrchestrationMode::Flexible => format!(
+                "/subscriptions/sub/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/"
+            ),
+        };
+        KnownGroup {
+            group: group(rg, set),
+            mode,
+            vm_prefix,
+        }
+    }
+
     fn event(kind: &str, uri: &str, op: &str) -> EventGridEvent {
         serde_json::from_value(serde_json::json!({
             "topic": "/subscriptions/sub",
@@ -474,16 +503,22 @@ mod tests {
 
     #[test]
     fn uniform_vm_delete_names_its_scale_set_in_the_mirrors_spelling() {
-        let known = vec![(group("RG", "Web"), OrchestrationMode::Uniform)];
+        let known = vec![known("RG", "Web", OrchestrationMode::Uniform)];
         let e = event(
             "Microsoft.Resources.ResourceDeleteSuccess",
             "/subscriptions/sub/resourcegroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/3",
             "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/delete",
         );
         let got = resolve(&e, &known).unwrap();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].0, group("RG", "Web"));
-        assert!(matches!(got[0].1, GroupEventKind::Terminated { .. }));
+        assert_eq!(
+            got,
+            vec![(
+                group("RG", "Web"),
+                GroupEventKind::Terminated {
+                    instance_id: "/subscriptions/sub/resourceGroups/RG/providers/Microsoft.Compute/virtualMachineScaleSets/Web/virtualMachines/3".into()
+                }
+            )]
+        );
         // An unknown scale set is still named; the controller drops it.
         let got = resolve(&e, &[]).unwrap();
         assert_eq!(got[0].0, group("rg", "web"));
@@ -492,17 +527,25 @@ mod tests {
     #[test]
     fn flexible_vm_events_go_to_the_flexible_sets_of_its_resource_group() {
         let known = vec![
-            (group("rg", "flex"), OrchestrationMode::Flexible),
-            (group("rg", "uni"), OrchestrationMode::Uniform),
-            (group("other", "flex2"), OrchestrationMode::Flexible),
+            known("rg", "flex", OrchestrationMode::Flexible),
+            known("rg", "uni", OrchestrationMode::Uniform),
+            known("other", "flex2", OrchestrationMode::Flexible),
         ];
         let e = event(
             "Microsoft.Resources.ResourceWriteSuccess",
-            "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/flex_a1b2",
+            "/subscriptions/sub/resourcegroups/rg/providers/Microsoft.Compute/virtualMachines/flex_a1b2",
             "Microsoft.Compute/virtualMachines/write",
         );
         let got = resolve(&e, &known).unwrap();
-        assert_eq!(got, vec![(group("rg", "flex"), GroupEventKind::Changed)]);
+        assert_eq!(
+            got,
+            vec![(
+                group("rg", "flex"),
+                GroupEventKind::Launched {
+                    instance_id: "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/flex_a1b2".into()
+                }
+            )]
+        );
     }
 
     #[test]
@@ -513,7 +556,7 @@ mod tests {
         assert_eq!(
             resolve(
                 &events[0],
-                &[(group("rg", "web"), OrchestrationMode::Flexible)]
+                &[known("rg", "web", OrchestrationMode::Flexible)]
             ),
             Ok(vec![])
         );
@@ -522,7 +565,7 @@ mod tests {
     /// Decodes one literal event and resolves it against `known`.
     fn outcome(
         json: &str,
-        known: &[(GroupRef, OrchestrationMode)],
+        known: &[KnownGroup],
     ) -> Result<Vec<(GroupRef, GroupEventKind)>, EventError> {
         let events = decode_message(json).unwrap_or_else(|e| panic!("{json}: {e}"));
         assert_eq!(events.len(), 1);
@@ -532,8 +575,8 @@ mod tests {
     #[test]
     fn which_events_are_acted_on() {
         let known = [
-            (group("rg", "web"), OrchestrationMode::Uniform),
-            (group("rg", "flex"), OrchestrationMode::Flexible),
+            known("rg", "web", OrchestrationMode::Uniform),
+            known("rg", "flex", OrchestrationMode::Flexible),
         ];
         let cases: &[(&str, &str, Targets)] = &[
             (
@@ -543,12 +586,41 @@ mod tests {
                     "eventType": "Microsoft.Resources.ResourceDeleteSuccess",
                     "data": {"resourceUri": "/subscriptions/SUB/resourcegroups/RG/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/3",
                              "operationName": "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/delete"}}"#,
+                // Named as the set's members are named (ARM's spelling).
                 vec![(
                     group("rg", "web"),
                     GroupEventKind::Terminated {
-                        instance_id: "/subscriptions/SUB/resourcegroups/RG/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/3".into(),
+                        instance_id: "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/3".into(),
                     },
                 )],
+            ),
+            (
+                "a Uniform VM written (a launch), subject as Event Grid spells it",
+                r#"{"topic": "/subscriptions/sub/resourceGroups/rg",
+                    "subject": "/subscriptions/sub/resourcegroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/12",
+                    "eventType": "Microsoft.Resources.ResourceWriteSuccess",
+                    "data": {"resourceUri": "/subscriptions/sub/resourcegroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/12",
+                             "operationName": "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/write"}}"#,
+                vec![(
+                    group("rg", "web"),
+                    GroupEventKind::Launched {
+                        instance_id: "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/12".into(),
+                    },
+                )],
+            ),
+            (
+                "a Uniform VM's extension written: not the VM, a full read",
+                r#"{"topic": "/subscriptions/sub/resourceGroups/rg",
+                    "subject": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/12/extensions/health",
+                    "eventType": "Microsoft.Resources.ResourceWriteSuccess"}"#,
+                vec![(group("rg", "web"), GroupEventKind::Changed)],
+            ),
+            (
+                "a Uniform VM's extension deleted: the VM is not named as gone",
+                r#"{"topic": "/subscriptions/sub/resourceGroups/rg",
+                    "subject": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/12/extensions/health",
+                    "eventType": "Microsoft.Resources.ResourceDeleteSuccess"}"#,
+                vec![(group("rg", "web"), GroupEventKind::Changed)],
             ),
             (
                 "a scale set written, subscription topic, no resourceUri",
@@ -566,9 +638,33 @@ mod tests {
                 vec![(group("rg", "web"), GroupEventKind::Changed)],
             ),
             (
-                "a plain VM: the Flexible sets of its resource group",
+                "a plain VM written: named to the Flexible sets of its resource group",
+                r#"{"topic": "/subscriptions/sub/resourceGroups/rg",
+                    "subject": "/subscriptions/sub/resourcegroups/rg/providers/Microsoft.Compute/virtualMachines/flex_a1",
+                    "eventType": "Microsoft.Resources.ResourceWriteSuccess"}"#,
+                vec![(
+                    group("rg", "flex"),
+                    GroupEventKind::Launched {
+                        instance_id: "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/flex_a1".into(),
+                    },
+                )],
+            ),
+            (
+                "a plain VM deleted",
                 r#"{"topic": "/subscriptions/sub/resourceGroups/rg",
                     "subject": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/flex_a1",
+                    "eventType": "Microsoft.Resources.ResourceDeleteSuccess"}"#,
+                vec![(
+                    group("rg", "flex"),
+                    GroupEventKind::Terminated {
+                        instance_id: "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/flex_a1".into(),
+                    },
+                )],
+            ),
+            (
+                "a plain VM's extension written",
+                r#"{"topic": "/subscriptions/sub/resourceGroups/rg",
+                    "subject": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/flex_a1/extensions/x",
                     "eventType": "Microsoft.Resources.ResourceWriteSuccess"}"#,
                 vec![(group("rg", "flex"), GroupEventKind::Changed)],
             ),
@@ -723,7 +819,7 @@ mod tests {
                 EventError::Path("subscriptions/sub/resourceGroups/rg".into()),
             ),
         ];
-        let known = [(group("rg", "web"), OrchestrationMode::Uniform)];
+        let known = [known("rg", "web", OrchestrationMode::Uniform)];
         for (what, json, want) in cases {
             assert_eq!(outcome(json, &known).as_ref(), Err(want), "{what}");
         }

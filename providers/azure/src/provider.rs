@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{Transport, Url};
 use azure_storage_queue::QueueClient;
+use futures::FutureExt;
 use meshmirror_provider::{
     BoxEventStream, GroupRef, Instance, InstanceState, Observer, Provider, ProviderError,
     TracingObserver,
@@ -75,20 +76,53 @@ pub enum AzureError {
     Credential(#[from] credential::CredentialError),
 }
 
+/// A scale set the provider read, as events need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownGroup {
+    /// The group as the mirror spells it.
+    pub group: GroupRef,
+    pub mode: OrchestrationMode,
+    /// How ARM spells the set's member ids up to the VM's own segment
+    /// (`.../virtualMachineScaleSets/S/virtualMachines/` or, Flexible,
+    /// `.../resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/`).
+    /// The core matches instance ids exactly, and Event Grid spells its
+    /// subjects its own way (`resourcegroups`): an event's VM is named so.
+    pub vm_prefix: String,
+}
+
 /// Scale sets the provider was asked about, for mapping events (a Flexible
 /// member's event names only its VM and resource group).
 #[derive(Debug, Default)]
-pub struct KnownGroups(Mutex<BTreeMap<String, (GroupRef, OrchestrationMode)>>);
+pub struct KnownGroups(Mutex<BTreeMap<String, KnownGroup>>);
 
 impl KnownGroups {
-    fn remember(&self, group: &GroupRef, mode: OrchestrationMode) {
+    /// Knows `group` in `mode`, keeping the member spelling learned before.
+    fn note(&self, group: &GroupRef, mode: OrchestrationMode, vm_prefix: String) {
+        let mut known = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = known
+            .entry(id_key(&group.to_string()))
+            .or_insert_with(|| KnownGroup {
+                group: group.clone(),
+                mode,
+                vm_prefix: vm_prefix.clone(),
+            });
+        if entry.mode != mode {
+            *entry = KnownGroup {
+                group: group.clone(),
+                mode,
+                vm_prefix,
+            };
+        }
+    }
+
+    fn remember(&self, known: KnownGroup) {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(id_key(&group.to_string()), (group.clone(), mode));
+            .insert(id_key(&known.group.to_string()), known);
     }
 
-    pub fn snapshot(&self) -> Vec<(GroupRef, OrchestrationMode)> {
+    pub fn snapshot(&self) -> Vec<KnownGroup> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -96,6 +130,30 @@ impl KnownGroups {
             .cloned()
             .collect()
     }
+}
+
+/// ARM's spelling of the set's member ids up to the VM's own segment: a
+/// member's own, else built from the set's id.
+fn vm_prefix(mode: OrchestrationMode, set_id: &str, vms: &[VirtualMachine]) -> String {
+    let built = match mode {
+        OrchestrationMode::Uniform => format!("{set_id}/virtualMachines/"),
+        OrchestrationMode::Flexible => {
+            // `/subscriptions/S/resourceGroups/RG` as the set's id spells it.
+            let rg: Vec<&str> = set_id.split('/').take(5).collect();
+            format!(
+                "{}/providers/Microsoft.Compute/virtualMachines/",
+                rg.join("/")
+            )
+        }
+    };
+    vms.iter()
+        .find_map(|vm| {
+            let head = vm.id.get(..built.len())?;
+            let tail = &vm.id[built.len()..];
+            (head.eq_ignore_ascii_case(&built) && !tail.is_empty() && !tail.contains('/'))
+                .then(|| head.to_string())
+        })
+        .unwrap_or(built)
 }
 
 /// A scale set's VMs, their NICs and the public IPs those point at.
@@ -290,6 +348,309 @@ impl AzureProvider {
         }
         Ok((vms, nics, pips))
     }
+
+    /// The scale set's paths and ARM's answer for it.
+    async fn read_set(&self, group: &GroupRef) -> Result<SetRead, ProviderError> {
+        let GroupRef::Azure {
+            subscription_id,
+            resource_group,
+            scale_set,
+        } = group
+        else {
+            return Err(ProviderError::Permanent(format!(
+                "not an Azure scale set: {group}"
+            )));
+        };
+        let name = group.to_string();
+        let rg_path = format!(
+            "/subscriptions/{}/resourceGroups/{}",
+            path_segment(subscription_id)?,
+            path_segment(resource_group)?
+        );
+        let set_path = format!(
+            "{rg_path}/providers/Microsoft.Compute/virtualMachineScaleSets/{}",
+            path_segment(scale_set)?
+        );
+        let set: ScaleSet = self
+            .arm
+            .get(
+                "virtualMachineScaleSets.get",
+                &set_path,
+                &[("api-version", COMPUTE_API)],
+            )
+            .await
+            .map_err(|e| e.into_provider(&name))?;
+        let set_id = if set.id.is_empty() {
+            set_path.clone()
+        } else {
+            set.id.clone()
+        };
+        Ok(SetRead {
+            name,
+            rg_path,
+            set_path,
+            set_id,
+            set,
+        })
+    }
+
+    /// The VMs at `paths` that are members (a 404 or another set: not one),
+    /// their NICs and the public IPs those point at, a few at a time.
+    async fn named(
+        &self,
+        mode: OrchestrationMode,
+        set_id: &str,
+        paths: &[String],
+    ) -> Result<Members, ArmError> {
+        let set_key = id_key(set_id);
+        let mut found = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(CONCURRENT_GETS) {
+            let mut gets = Vec::with_capacity(chunk.len());
+            for path in chunk {
+                gets.push(match mode {
+                    OrchestrationMode::Uniform => self.uniform_vm(path).boxed(),
+                    OrchestrationMode::Flexible => self.flexible_vm(path, &set_key).boxed(),
+                });
+            }
+            found.extend(futures::future::try_join_all(gets).await?);
+        }
+        let (vms, nics): (Vec<VirtualMachine>, Vec<Vec<NetworkInterface>>) =
+            found.into_iter().flatten().unzip();
+        let nics: Vec<NetworkInterface> = nics.into_iter().flatten().collect();
+        let mut pips = Vec::new();
+        for id in referenced_public_ips(&nics) {
+            // Under a Uniform set's path: the Network provider's old version.
+            let (operation, api) = if id_key(&id).contains("/virtualmachinescalesets/") {
+                (
+                    "publicIPAddresses.getVirtualMachineScaleSetPublicIPAddress",
+                    VMSS_NETWORK_API,
+                )
+            } else {
+                ("publicIPAddresses.get", NETWORK_API)
+            };
+            // An odd or missing public IP gives no public address, as a
+            // listing without it does.
+            let Some(path) = resource_path(&id) else {
+                continue;
+            };
+            if let Some(pip) = self
+                .arm
+                .get_opt(operation, &path, &[("api-version", api)])
+                .await?
+            {
+                pips.push(pip);
+            }
+        }
+        Ok((vms, nics, pips))
+    }
+
+    /// A Uniform member and its NICs; `None` when ARM has no such VM.
+    async fn uniform_vm(
+        &self,
+        vm_path: &str,
+    ) -> Result<Option<(VirtualMachine, Vec<NetworkInterface>)>, ArmError> {
+        let Some(vm) = self
+            .arm
+            .get_opt::<VirtualMachine>(
+                "virtualMachineScaleSetVMs.get",
+                vm_path,
+                &[("api-version", COMPUTE_API), ("$expand", "instanceView")],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let nics = self
+            .arm
+            .list(
+                "networkInterfaces.listVirtualMachineScaleSetVMNetworkInterfaces",
+                &format!("{vm_path}/networkInterfaces"),
+                &[("api-version", VMSS_NETWORK_API)],
+            )
+            .await;
+        let nics = match nics {
+            // Gone between the two calls: without an address, a running VM
+            // fails the pass (`complete`) instead of leaving.
+            Err(ArmError::Status { status: 404, .. }) => Vec::new(),
+            other => other?,
+        };
+        Ok(Some((vm, nics)))
+    }
+
+    /// A VM that is a member of the Flexible set `set_key`, and its NICs;
+    /// `None` when ARM has no such VM or it belongs to no set or another.
+    async fn flexible_vm(
+        &self,
+        vm_path: &str,
+        set_key: &str,
+    ) -> Result<Option<(VirtualMachine, Vec<NetworkInterface>)>, ArmError> {
+        let vm = self
+            .arm
+            .get_opt::<VirtualMachine>(
+                "virtualMachines.get",
+                vm_path,
+                &[("api-version", COMPUTE_API), ("$expand", "instanceView")],
+            )
+            .await?;
+        let Some(vm) = vm.filter(|vm| {
+            vm.properties
+                .virtual_machine_scale_set
+                .as_ref()
+                .is_some_and(|s| id_key(&s.id) == set_key)
+        }) else {
+            return Ok(None);
+        };
+        let mut nics = Vec::new();
+        let refs = vm.properties.network_profile.iter();
+        for id in refs
+            .flat_map(|p| p.network_interfaces.iter())
+            .map(|r| &r.id)
+        {
+            // A NIC that cannot be read leaves the VM without its address.
+            let Some(path) = resource_path(id) else {
+                continue;
+            };
+            let nic = self
+                .arm
+                .get_opt(
+                    "networkInterfaces.get",
+                    &path,
+                    &[("api-version", NETWORK_API)],
+                )
+                .await?;
+            nics.extend(nic);
+        }
+        Ok(Some((vm, nics)))
+    }
+}
+
+/// A scale set as [`AzureProvider::read_set`] read it.
+struct SetRead {
+    /// The group, for errors.
+    name: String,
+    rg_path: String,
+    set_path: String,
+    /// ARM's id of the set (its path if ARM gave none).
+    set_id: String,
+    set: ScaleSet,
+}
+
+/// Items per page of ARM's Compute lists with instance views. Each named
+/// VM costs two calls or more and a listing two per page: with more named
+/// VMs than the set has pages, reading every member is cheaper.
+const LIST_PAGE: u64 = 100;
+
+/// Named VMs read at once.
+const CONCURRENT_GETS: usize = 8;
+
+/// A VM an instance id names, in one of the two forms members' ids take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NamedVm<'a> {
+    /// `.../virtualMachineScaleSets/S/virtualMachines/N` (Uniform).
+    SetVm {
+        subscription: &'a str,
+        resource_group: &'a str,
+        scale_set: &'a str,
+        instance: &'a str,
+    },
+    /// `.../providers/Microsoft.Compute/virtualMachines/NAME` (Flexible).
+    Vm {
+        subscription: &'a str,
+        resource_group: &'a str,
+        name: &'a str,
+    },
+}
+
+/// The VM `id` names, if it is an ARM VM id of plain segments.
+fn named_vm(id: &str) -> Option<NamedVm<'_>> {
+    let parts: Vec<&str> = id.strip_prefix('/')?.split('/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || p.chars().all(|c| c == '.'))
+    {
+        return None;
+    }
+    let is = |i: usize, word: &str| parts[i].eq_ignore_ascii_case(word);
+    let compute = parts.len() >= 8
+        && is(0, "subscriptions")
+        && is(2, "resourceGroups")
+        && is(4, "providers")
+        && is(5, "Microsoft.Compute");
+    match parts.len() {
+        10 if compute && is(6, "virtualMachineScaleSets") && is(8, "virtualMachines") => {
+            Some(NamedVm::SetVm {
+                subscription: parts[1],
+                resource_group: parts[3],
+                scale_set: parts[7],
+                instance: parts[9],
+            })
+        }
+        8 if compute && is(6, "virtualMachines") => Some(NamedVm::Vm {
+            subscription: parts[1],
+            resource_group: parts[3],
+            name: parts[7],
+        }),
+        _ => None,
+    }
+}
+
+impl<'a> NamedVm<'a> {
+    /// The VM's own segment, if a VM of this form and place can be a
+    /// member of `group` in `mode` (a Flexible set's members are the VMs of
+    /// its resource group that name it).
+    fn member_of(&self, group: &GroupRef, mode: OrchestrationMode) -> Option<&'a str> {
+        let GroupRef::Azure {
+            subscription_id,
+            resource_group: rg,
+            scale_set: set,
+        } = group
+        else {
+            return None;
+        };
+        let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        match (*self, mode) {
+            (
+                NamedVm::SetVm {
+                    subscription,
+                    resource_group,
+                    scale_set,
+                    instance,
+                },
+                OrchestrationMode::Uniform,
+            ) => (same(subscription, subscription_id)
+                && same(resource_group, rg)
+                && same(scale_set, set))
+            .then_some(instance),
+            (
+                NamedVm::Vm {
+                    subscription,
+                    resource_group,
+                    name,
+                },
+                OrchestrationMode::Flexible,
+            ) => (same(subscription, subscription_id) && same(resource_group, rg)).then_some(name),
+            _ => None,
+        }
+    }
+}
+
+/// The request path of a resource id from an ARM answer, each segment
+/// encoded ([`path_segment`]); `None` for an id that is not a plain one.
+fn resource_path(id: &str) -> Option<String> {
+    let rest = id.strip_prefix('/')?;
+    if !rest
+        .split('/')
+        .next()
+        .is_some_and(|s| s.eq_ignore_ascii_case("subscriptions"))
+    {
+        return None;
+    }
+    let mut path = String::with_capacity(id.len());
+    for segment in rest.split('/') {
+        path.push('/');
+        path.push_str(&path_segment(segment).ok()?);
+    }
+    Some(path)
 }
 
 /// Public IP ids the NICs' IP configurations point at.
@@ -399,51 +760,80 @@ impl Provider for AzureProvider {
     }
 
     async fn members(&self, group: &GroupRef) -> Result<Vec<Instance>, ProviderError> {
-        let GroupRef::Azure {
-            subscription_id,
-            resource_group,
-            scale_set,
-        } = group
-        else {
-            return Err(ProviderError::Permanent(format!(
-                "not an Azure scale set: {group}"
-            )));
-        };
-        let name = group.to_string();
-        let rg_path = format!(
-            "/subscriptions/{}/resourceGroups/{}",
-            path_segment(subscription_id)?,
-            path_segment(resource_group)?
-        );
-        let set_path = format!(
-            "{rg_path}/providers/Microsoft.Compute/virtualMachineScaleSets/{}",
-            path_segment(scale_set)?
-        );
-        let set: ScaleSet = self
-            .arm
-            .get(
-                "virtualMachineScaleSets.get",
-                &set_path,
-                &[("api-version", COMPUTE_API)],
-            )
-            .await
-            .map_err(|e| e.into_provider(&name))?;
-        let mode = set.mode();
-        self.known.remember(group, mode);
-        let set_id = if set.id.is_empty() {
-            set_path.clone()
-        } else {
-            set.id.clone()
-        };
+        let read = self.read_set(group).await?;
+        let mode = read.set.mode();
+        // Known before the listing, so events for the set are recognised
+        // even while its listing fails.
+        self.known
+            .note(group, mode, vm_prefix(mode, &read.set_id, &[]));
         let (vms, nics, pips) = match mode {
-            OrchestrationMode::Uniform => self.uniform(&set_path).await,
-            OrchestrationMode::Flexible => self.flexible(&set_id, &rg_path).await,
+            OrchestrationMode::Uniform => self.uniform(&read.set_path).await,
+            OrchestrationMode::Flexible => self.flexible(&read.set_id, &read.rg_path).await,
         }
-        .map_err(|e| e.into_provider(&name))?;
-        let members = assemble(&set, &vms, nics, pips);
+        .map_err(|e| e.into_provider(&read.name))?;
+        self.known.remember(KnownGroup {
+            group: group.clone(),
+            mode,
+            vm_prefix: vm_prefix(mode, &read.set_id, &vms),
+        });
+        let members = assemble(&read.set, &vms, nics, pips);
         complete(group, &members)?;
-        tracing::debug!(group = %name, ?mode, members = members.len(), calls = self.arm.calls(), "azure members");
+        tracing::debug!(group = %read.name, ?mode, members = members.len(), calls = self.arm.calls(), "azure members");
         Ok(members)
+    }
+
+    /// The named VMs by GETs of each (and of its NICs and public IPs), not
+    /// listings: the cost grows with the ids, not the set. `None` for an id
+    /// not in the form of a member id, for more ids than a listing has
+    /// pages, or when ARM spells a VM's id other than the caller did.
+    async fn instances(
+        &self,
+        group: &GroupRef,
+        ids: &[String],
+    ) -> Result<Option<Vec<Instance>>, ProviderError> {
+        let Some(named) = ids
+            .iter()
+            .map(String::as_str)
+            .map(named_vm)
+            .collect::<Option<Vec<NamedVm<'_>>>>()
+        else {
+            tracing::debug!(%group, "an instance id ARM cannot be asked about alone; full read");
+            return Ok(None);
+        };
+        let read = self.read_set(group).await?;
+        let mode = read.set.mode();
+        let capacity = read.set.sku.as_ref().and_then(|s| s.capacity).unwrap_or(0);
+        // Ids of another set or resource group are not members: not asked.
+        let mut paths = Vec::new();
+        for vm in named.iter().filter_map(|n| n.member_of(group, mode)) {
+            paths.push(match mode {
+                OrchestrationMode::Uniform => {
+                    format!("{}/virtualMachines/{}", read.set_path, path_segment(vm)?)
+                }
+                OrchestrationMode::Flexible => format!(
+                    "{}/providers/Microsoft.Compute/virtualMachines/{}",
+                    read.rg_path,
+                    path_segment(vm)?
+                ),
+            });
+        }
+        if paths.len() as u64 > capacity.div_ceil(LIST_PAGE).max(1) {
+            return Ok(None);
+        }
+        let (vms, nics, pips) = self
+            .named(mode, &read.set_id, &paths)
+            .await
+            .map_err(|e| e.into_provider(&read.name))?;
+        let members = assemble(&read.set, &vms, nics, pips);
+        complete(group, &members)?;
+        if let Some(other) = members.iter().find(|m| !ids.contains(&m.id)) {
+            // The core matches ids exactly: an answer under another
+            // spelling would neither replace nor remove the member.
+            tracing::debug!(%group, id = %other.id, "ARM spells the VM's id otherwise; full read");
+            return Ok(None);
+        }
+        tracing::debug!(group = %read.name, ?mode, asked = ids.len(), found = members.len(), calls = self.arm.calls(), "azure named members");
+        Ok(Some(members))
     }
 
     fn events(&self) -> Option<BoxEventStream> {
@@ -543,6 +933,124 @@ mod tests {
                 "/subscriptions/s/resourceGroups/other".to_string(),
                 "/subscriptions/s/resourceGroups/RG".to_string(),
             ]
+        );
+    }
+
+    #[test]
+    fn named_ids_in_the_two_member_forms_and_no_other() {
+        let uniform = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/3";
+        let plain =
+            "/subscriptions/s/resourcegroups/RG/providers/microsoft.compute/virtualMachines/flex_1";
+        assert_eq!(
+            named_vm(uniform),
+            Some(NamedVm::SetVm {
+                subscription: "s",
+                resource_group: "rg",
+                scale_set: "web",
+                instance: "3"
+            })
+        );
+        assert_eq!(
+            named_vm(plain),
+            Some(NamedVm::Vm {
+                subscription: "s",
+                resource_group: "RG",
+                name: "flex_1"
+            })
+        );
+        for id in [
+            "i-0123456789abcdef0",
+            "subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/a",
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/a/extensions/b",
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web",
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces/a",
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/..",
+            "/subscriptions/s/resourceGroups//providers/Microsoft.Compute/virtualMachines/a",
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/",
+        ] {
+            assert_eq!(named_vm(id), None, "{id}");
+        }
+    }
+
+    #[test]
+    fn a_named_vm_is_asked_about_only_where_it_can_be_a_member() {
+        let group = GroupRef::Azure {
+            subscription_id: "S".into(),
+            resource_group: "RG".into(),
+            scale_set: "Web".into(),
+        };
+        let id = |tail: &str| {
+            format!("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/{tail}")
+        };
+        let rows = [
+            (id("virtualMachineScaleSets/web/virtualMachines/3"), OrchestrationMode::Uniform, Some("3")),
+            (id("virtualMachineScaleSets/api/virtualMachines/3"), OrchestrationMode::Uniform, None),
+            (id("virtualMachines/flex_1"), OrchestrationMode::Uniform, None),
+            (id("virtualMachines/flex_1"), OrchestrationMode::Flexible, Some("flex_1")),
+            (id("virtualMachineScaleSets/web/virtualMachines/3"), OrchestrationMode::Flexible, None),
+            (
+                "/subscriptions/s/resourceGroups/other/providers/Microsoft.Compute/virtualMachines/flex_1".into(),
+                OrchestrationMode::Flexible,
+                None,
+            ),
+        ];
+        for (id, mode, want) in rows {
+            let named = named_vm(&id).unwrap();
+            assert_eq!(named.member_of(&group, mode), want, "{id} {mode:?}");
+        }
+    }
+
+    #[test]
+    fn resource_paths_keep_to_their_segments() {
+        assert_eq!(
+            resource_path("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces/web nic").as_deref(),
+            Some("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces/web%20nic")
+        );
+        for id in [
+            "//evil.example/subscriptions/s",
+            "/subscriptions/s/../../x",
+            "https://evil.example/subscriptions/s",
+            "/tenants/t/x",
+            "",
+        ] {
+            assert_eq!(resource_path(id), None, "{id}");
+        }
+    }
+
+    #[test]
+    fn the_member_id_spelling_is_learned_from_the_members() {
+        let vm = |id: &str| VirtualMachine {
+            id: id.into(),
+            ..VirtualMachine::default()
+        };
+        let set_id = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web";
+        // ARM spells the resource group of member ids its own way.
+        let members = [vm(
+            "/subscriptions/s/resourceGroups/RG/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/0",
+        )];
+        assert_eq!(
+            vm_prefix(OrchestrationMode::Uniform, set_id, &members),
+            "/subscriptions/s/resourceGroups/RG/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/"
+        );
+        assert_eq!(
+            vm_prefix(OrchestrationMode::Uniform, set_id, &[]),
+            format!("{set_id}/virtualMachines/")
+        );
+        let flexible = [
+            vm(
+                "/subscriptions/s/resourceGroups/other/providers/Microsoft.Compute/virtualMachines/x",
+            ),
+            vm(
+                "/subscriptions/S/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/flex_1",
+            ),
+        ];
+        assert_eq!(
+            vm_prefix(OrchestrationMode::Flexible, set_id, &flexible),
+            "/subscriptions/S/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/"
+        );
+        assert_eq!(
+            vm_prefix(OrchestrationMode::Flexible, set_id, &[]),
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/"
         );
     }
 

@@ -130,6 +130,15 @@ enum SetTail {
     Itself,
     Vms,
     Vm(String),
+    /// One VM's NICs (`.../virtualMachines/N/networkInterfaces`).
+    VmNics(String),
+    /// One public IP of a VM's NIC's IP configuration:
+    /// `.../virtualMachines/N/networkInterfaces/NIC/ipConfigurations/IPC/publicIPAddresses/PIP`.
+    VmPip {
+        instance: String,
+        nic: String,
+        pip: String,
+    },
     DeleteInstances,
     Nics,
     Pips,
@@ -157,6 +166,20 @@ fn route(segs: &[String]) -> Option<(String, String, Route)> {
             9 if is(8, "networkInterfaces") => SetTail::Nics,
             9 if is(8, "publicIPAddresses") => SetTail::Pips,
             10 if is(8, "virtualMachines") => SetTail::Vm(segs[9].clone()),
+            11 if is(8, "virtualMachines") && is(10, "networkInterfaces") => {
+                SetTail::VmNics(segs[9].clone())
+            }
+            16 if is(8, "virtualMachines")
+                && is(10, "networkInterfaces")
+                && is(12, "ipConfigurations")
+                && is(14, "publicIPAddresses") =>
+            {
+                SetTail::VmPip {
+                    instance: segs[9].clone(),
+                    nic: segs[11].clone(),
+                    pip: segs[15].clone(),
+                }
+            }
             _ => return None,
         };
         Route::Set { set, tail }
@@ -209,8 +232,29 @@ fn operation(method: &Method, r: &Route) -> &'static str {
                 tail: SetTail::Vm(_),
                 ..
             },
+            &Method::GET,
+        ) => "vmss.vms.get",
+        (
+            Route::Set {
+                tail: SetTail::Vm(_),
+                ..
+            },
             _,
         ) => "vmss.vms.delete",
+        (
+            Route::Set {
+                tail: SetTail::VmNics(_),
+                ..
+            },
+            _,
+        ) => "vmss.vm.nics.list",
+        (
+            Route::Set {
+                tail: SetTail::VmPip { .. },
+                ..
+            },
+            _,
+        ) => "vmss.publicIPs.get",
         (
             Route::Set {
                 tail: SetTail::DeleteInstances,
@@ -244,20 +288,43 @@ fn operation(method: &Method, r: &Route) -> &'static str {
                 kind: RgKind::Vms,
                 name: Some(_),
             },
+            &Method::GET,
+        ) => "vms.get",
+        (
+            Route::Rg {
+                kind: RgKind::Vms,
+                name: Some(_),
+            },
             _,
         ) => "vms.delete",
         (
             Route::Rg {
-                kind: RgKind::Nics, ..
+                kind: RgKind::Nics,
+                name: None,
             },
             _,
         ) => "nics.list",
         (
             Route::Rg {
-                kind: RgKind::Pips, ..
+                kind: RgKind::Nics,
+                name: Some(_),
+            },
+            _,
+        ) => "nics.get",
+        (
+            Route::Rg {
+                kind: RgKind::Pips,
+                name: None,
             },
             _,
         ) => "publicIPs.list",
+        (
+            Route::Rg {
+                kind: RgKind::Pips,
+                name: Some(_),
+            },
+            _,
+        ) => "publicIPs.get",
     }
 }
 
@@ -288,6 +355,11 @@ fn arm(
     let op = operation(method, &r);
     let mut inner = s.lock();
     *inner.requests.entry(op.into()).or_default() += 1;
+    // Bounded, for a mock run by hand for days.
+    if inner.request_times.len() >= 100_000 {
+        inner.request_times.drain(..50_000);
+    }
+    inner.request_times.push((std::time::Instant::now(), op));
 
     let bearer = headers
         .get("authorization")
@@ -313,7 +385,12 @@ fn arm(
             "The access token is invalid or was not issued for this audience.",
         );
     }
-    if let Some(fault) = inner.faults.pop_front() {
+    let for_op = inner.op_faults.iter().position(|(o, _)| o == op);
+    let fault = match for_op {
+        Some(i) => Some(inner.op_faults.remove(i).1),
+        None => inner.faults.pop_front(),
+    };
+    if let Some(fault) = fault {
         return match fault {
             ArmFault::Throttle { retry_after_secs } => {
                 let mut response = arm_error(
@@ -345,7 +422,7 @@ fn arm(
     if matches!(
         r,
         Route::Set {
-            tail: SetTail::Nics | SetTail::Pips,
+            tail: SetTail::Nics | SetTail::Pips | SetTail::VmNics(_) | SetTail::VmPip { .. },
             ..
         }
     ) && api_version != "2018-10-01"
@@ -442,6 +519,41 @@ fn arm(
                         .collect();
                     ok(pager(items), extra)
                 }
+                (SetTail::Vm(id), &Method::GET) if spec.mode == Mode::Uniform => {
+                    let expand = param(query, "$expand")
+                        .is_some_and(|e| e.eq_ignore_ascii_case("instanceView"));
+                    match uniform_member(&inner, &key, &id) {
+                        Some(vm) => ok(render::uniform_vm(spec, &vm, expand), extra),
+                        None => vm_not_found(&rg, &spec.name, &id),
+                    }
+                }
+                (SetTail::VmNics(id), &Method::GET) if spec.mode == Mode::Uniform => {
+                    match uniform_member(&inner, &key, &id) {
+                        Some(vm) => ok(render::page(vec![render::nic(spec, &vm)], None), extra),
+                        None => vm_not_found(&rg, &spec.name, &id),
+                    }
+                }
+                (SetTail::VmPip { instance, nic, pip }, &Method::GET)
+                    if spec.mode == Mode::Uniform =>
+                {
+                    let found = uniform_member(&inner, &key, &instance)
+                        .filter(|_| {
+                            nic.eq_ignore_ascii_case(&format!("{}-nic", spec.name))
+                                && pip.eq_ignore_ascii_case(&format!("{}-pip", spec.name))
+                        })
+                        .and_then(|vm| render::public_ip(spec, &vm));
+                    match found {
+                        Some(value) => ok(value, extra),
+                        None => arm_error(
+                            404,
+                            "ResourceNotFound",
+                            &format!(
+                                "The Resource 'Microsoft.Compute/virtualMachineScaleSets/{}/virtualMachines/{instance}/networkInterfaces/{nic}/ipConfigurations/publicIPAddresses/{pip}' under resource group '{rg}' was not found.",
+                                spec.name
+                            ),
+                        ),
+                    }
+                }
                 (SetTail::Vm(id), &Method::DELETE) => {
                     inner
                         .cloud
@@ -514,6 +626,14 @@ fn arm(
                         .mark_deleting(&spec.name, |v| v.name.eq_ignore_ascii_case(vm_name));
                 }
                 return StatusCode::ACCEPTED.into_response();
+            }
+            if let (Some(name), &Method::GET) = (&name, method) {
+                let query_expand =
+                    param(query, "$expand").is_some_and(|e| e.eq_ignore_ascii_case("instanceView"));
+                return match rg_resource(&inner, &sub, &rg, &kind, name, query_expand) {
+                    Some(value) => ok(value, extra),
+                    None => not_found(&inner, &sub, &rg, kind.resource_type(), name),
+                };
             }
             if name.is_some() || *method != Method::GET {
                 return arm_error(
@@ -624,6 +744,91 @@ fn arm(
             }
             ok(pager(items), extra)
         }
+    }
+}
+
+impl RgKind {
+    fn resource_type(&self) -> &'static str {
+        match self {
+            RgKind::Vms => "Microsoft.Compute/virtualMachines",
+            RgKind::Nics => "Microsoft.Network/networkInterfaces",
+            RgKind::Pips => "Microsoft.Network/publicIPAddresses",
+        }
+    }
+}
+
+/// The Uniform set's VM of that instance id (listed ones, `Deleting` too).
+fn uniform_member(inner: &super::Inner, set: &str, instance: &str) -> Option<super::MockVm> {
+    state_vms(inner, set)
+        .into_iter()
+        .find(|v| v.instance_id.as_deref() == Some(instance))
+}
+
+/// ARM's answer for a scale set VM it does not have.
+fn vm_not_found(rg: &str, set: &str, instance: &str) -> Response {
+    arm_error(
+        404,
+        "ResourceNotFound",
+        &format!(
+            "The Resource 'Microsoft.Compute/virtualMachineScaleSets/{set}/virtualMachines/{instance}' under resource group '{rg}' was not found."
+        ),
+    )
+}
+
+/// One VM, NIC or public IP of the resource group by name, as the
+/// resource group's lists render it: a Flexible member's or a standalone
+/// VM's (`{vm}-nic`, `{vm}-pip`).
+fn rg_resource(
+    inner: &super::Inner,
+    sub: &str,
+    rg: &str,
+    kind: &RgKind,
+    name: &str,
+    expand: bool,
+) -> Option<Value> {
+    let here = |s: &str, r: &str| s.eq_ignore_ascii_case(sub) && r.eq_ignore_ascii_case(rg);
+    let named = |vm: &super::MockVm| match kind {
+        RgKind::Vms => vm.name.eq_ignore_ascii_case(name),
+        RgKind::Nics => format!("{}-nic", vm.name).eq_ignore_ascii_case(name),
+        RgKind::Pips => format!("{}-pip", vm.name).eq_ignore_ascii_case(name),
+    };
+    for st in inner.cloud.sets.values() {
+        let spec = &st.spec;
+        if spec.mode != Mode::Flexible || !here(&spec.subscription, &spec.resource_group) {
+            continue;
+        }
+        if let Some(vm) = st.vms.iter().find(|v| named(v)) {
+            return match kind {
+                RgKind::Vms => Some(render::flexible_vm(
+                    sub,
+                    &spec.resource_group,
+                    &spec.location,
+                    Some(spec),
+                    vm,
+                    expand,
+                )),
+                RgKind::Nics => Some(render::nic(spec, vm)),
+                RgKind::Pips => render::public_ip(spec, vm),
+            };
+        }
+    }
+    let v = inner
+        .cloud
+        .standalone
+        .iter()
+        .find(|v| here(&v.subscription, &v.resource_group) && named(&v.vm))?;
+    let pseudo = ScaleSetSpec::flexible(&v.subscription, &v.resource_group, &v.vm.name);
+    match kind {
+        RgKind::Vms => Some(render::flexible_vm(
+            &v.subscription,
+            &v.resource_group,
+            "westeurope",
+            None,
+            &v.vm,
+            expand,
+        )),
+        RgKind::Nics => Some(render::nic(&pseudo, &v.vm)),
+        RgKind::Pips => None,
     }
 }
 

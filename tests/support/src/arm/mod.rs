@@ -60,9 +60,14 @@ pub struct TokenGrant {
 pub(crate) struct Inner {
     pub cloud: cloud::Cloud,
     pub faults: VecDeque<ArmFault>,
+    /// Faults for the next request of one operation (`vmss.vms.get`, ...).
+    pub op_faults: Vec<(String, ArmFault)>,
     pub page_size: usize,
     /// Requests by operation (`vmss.get`, `vmss.vms.list`, ..., `token`).
     pub requests: BTreeMap<String, u64>,
+    /// When each ARM request (tokens aside) came, with its operation, in
+    /// order: benchmarks split an event's latency at its first call.
+    pub request_times: Vec<(std::time::Instant, &'static str)>,
     /// (tenant, client) → secret.
     pub secrets: HashMap<(String, String), String>,
     /// (tenant, client) → the federated assertion expected.
@@ -410,8 +415,23 @@ impl ArmControl {
         });
     }
 
+    /// The next request of `operation` (as [`ArmControl::requests`] names
+    /// it) answers `status` with an ARM error body; other requests pass.
+    pub fn fail_next_of(&self, operation: &str, status: u16, code: &str, message: &str) {
+        self.lock().op_faults.push((
+            operation.into(),
+            ArmFault::Status {
+                status,
+                code: code.into(),
+                message: message.into(),
+            },
+        ));
+    }
+
     pub fn clear_faults(&self) {
-        self.lock().faults.clear();
+        let mut inner = self.lock();
+        inner.faults.clear();
+        inner.op_faults.clear();
     }
 
     /// Requests by operation since start or the last reset.
@@ -429,8 +449,16 @@ impl ArmControl {
             .sum()
     }
 
+    /// When each ARM request (token requests excluded) came since start or
+    /// the last reset, with its operation, in arrival order.
+    pub fn request_times(&self) -> Vec<(std::time::Instant, &'static str)> {
+        self.lock().request_times.clone()
+    }
+
     pub fn reset_requests(&self) {
-        self.lock().requests.clear();
+        let mut inner = self.lock();
+        inner.requests.clear();
+        inner.request_times.clear();
     }
 
     /// A service principal with a client secret.

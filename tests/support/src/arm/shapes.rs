@@ -226,6 +226,86 @@ async fn flexible_members_and_their_nics_match_the_examples() {
     );
 }
 
+/// The single-resource GETs an event's pass makes answer what the lists
+/// hold for the same resource, and 404 with ARM's error body when there is
+/// none.
+#[tokio::test]
+async fn single_vm_nic_and_public_ip_gets_answer_as_the_lists_do() {
+    let s = shared();
+    let rg = "/subscriptions/sub/resourceGroups/rg/providers";
+    let (_, vms) = get(
+        &s,
+        &format!("{SET}/web/virtualMachines?api-version=2024-11-01&%24expand=instanceView"),
+    )
+    .await;
+    let (_, nics) = get(
+        &s,
+        &format!("{SET}/web/networkInterfaces?api-version=2018-10-01"),
+    )
+    .await;
+    let (_, pips) = get(
+        &s,
+        &format!("{SET}/web/publicIPAddresses?api-version=2018-10-01"),
+    )
+    .await;
+    let (status, vm) = get(
+        &s,
+        &format!("{SET}/web/virtualMachines/1?api-version=2024-11-01&%24expand=instanceView"),
+    )
+    .await;
+    assert_eq!((status, &vm), (200, &vms["value"][1]));
+    let (status, vm_nics) = get(
+        &s,
+        &format!("{SET}/web/virtualMachines/1/networkInterfaces?api-version=2018-10-01"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(vm_nics["value"], serde_json::json!([nics["value"][1]]));
+    let pip_id = nics["value"][1]["properties"]["ipConfigurations"][0]["properties"]
+        ["publicIPAddress"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, pip) = get(&s, &format!("{pip_id}?api-version=2018-10-01")).await;
+    assert_eq!((status, &pip), (200, &pips["value"][1]));
+
+    let (_, flex_vms) = get(
+        &s,
+        &format!("{rg}/Microsoft.Compute/virtualMachines?api-version=2024-11-01"),
+    )
+    .await;
+    let (_, flex_nics) = get(
+        &s,
+        &format!("{rg}/Microsoft.Network/networkInterfaces?api-version=2024-05-01"),
+    )
+    .await;
+    let name = flex_vms["value"][0]["name"].as_str().unwrap().to_string();
+    let (status, vm) = get(
+        &s,
+        &format!("{rg}/Microsoft.Compute/virtualMachines/{name}?api-version=2024-11-01"),
+    )
+    .await;
+    assert_eq!((status, &vm), (200, &flex_vms["value"][0]));
+    let nic_id = vm["properties"]["networkProfile"]["networkInterfaces"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, nic) = get(&s, &format!("{nic_id}?api-version=2024-05-01")).await;
+    assert_eq!((status, &nic), (200, &flex_nics["value"][0]));
+
+    for missing in [
+        format!("{SET}/web/virtualMachines/77?api-version=2024-11-01"),
+        format!("{SET}/web/virtualMachines/77/networkInterfaces?api-version=2018-10-01"),
+        format!("{rg}/Microsoft.Compute/virtualMachines/nobody?api-version=2024-11-01"),
+        format!("{rg}/Microsoft.Network/networkInterfaces/nobody-nic?api-version=2024-05-01"),
+    ] {
+        let (status, body) = get(&s, &missing).await;
+        assert_eq!(status, 404, "{missing}");
+        check_error(&body);
+        assert_eq!(body["error"]["code"], "ResourceNotFound", "{missing}");
+    }
+}
+
 fn check_error(body: &Value) {
     let subset = fixture("swagger-arm-common-types-v6-errors-subset.json");
     let allowed: Vec<&String> = subset["ErrorDetail"]["properties"]
