@@ -4,9 +4,14 @@
 #   deploy/check.sh PATH/TO/meshmirror            check, exit non-zero on any problem
 #   deploy/check.sh PATH/TO/meshmirror --update   rewrite the generated files instead
 #
-# Generated files: deploy/crd.yaml and its copy deploy/base/crd.yaml (kustomize
-# loads no file outside a kustomization's folder) from `meshmirror crd`, and
-# deploy/install.yaml from `kubectl kustomize deploy/base`.
+# Generated files: deploy/crd.yaml and its copies deploy/base/crd.yaml (kustomize
+# loads no file outside a kustomization's folder) and the Helm chart's
+# deploy/helm/meshmirror/crds/ (Helm installs CRDs from there, untemplated)
+# from `meshmirror crd`; deploy/install.yaml from `kubectl kustomize
+# deploy/base`; the chart's files/prometheusrule.yaml, a copy of
+# deploy/observability/prometheusrule.yaml (a chart reads no file outside its
+# folder). The chart's renders are compared with deploy/install.yaml and the
+# overlays by tests/helm.rs.
 # Validation: every Kubernetes object (the base, each overlay, the examples,
 # the observability files) by deploy/validate-kinds.py, which prints what
 # validated each kind and fails on a kind nothing validates: built-in kinds
@@ -87,6 +92,9 @@ echo "-- generated files"
 "$bin" crd >"$tmp/crd.yaml"
 generated "$tmp/crd.yaml" deploy/crd.yaml "\`meshmirror crd\`"
 generated "$tmp/crd.yaml" deploy/base/crd.yaml "\`meshmirror crd\`"
+generated "$tmp/crd.yaml" deploy/helm/meshmirror/crds/scalinggroupmirrors.meshmirror.io.yaml "\`meshmirror crd\`"
+generated deploy/observability/prometheusrule.yaml deploy/helm/meshmirror/files/prometheusrule.yaml \
+  deploy/observability/prometheusrule.yaml
 kubectl kustomize deploy/base >"$tmp/install.yaml"
 generated "$tmp/install.yaml" deploy/install.yaml "\`kubectl kustomize deploy/base\`"
 

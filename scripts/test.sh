@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 # The suites run on the real backend too; the others do not talk to
 # Kubernetes (cli, golden, cloud_permissions) or start their own control
 # plane (real_kube).
-REAL_SUITES=(controller mesh aws gcp azure ha leader security faults documented_claims deploy upgrade)
+REAL_SUITES=(controller mesh aws gcp azure ha leader security faults documented_claims deploy upgrade helm)
 
 backends=${MESHMIRROR_KUBE:-fake,real}
 for backend in ${backends//,/ }; do
