@@ -736,7 +736,7 @@ async fn steady_rounds(fleet: &mut Fleet, violations: &mut Vec<String>) -> Durat
         let before = fleet.statuses().await;
         let (wall, cpu, during, calls) = fleet.steady_round().await;
         println!(
-            "steady round {round}: {} mirrors / {} instances: controller CPU {:>7.2} ms, wall {:>7.2} ms, API requests {} (writes {}), cloud members() calls {calls}",
+            "steady round {round}: {} mirrors / {} entries: controller CPU {:>7.2} ms, wall {:>7.2} ms, API requests {} (writes {}), cloud members() calls {calls}",
             fleet.mirrors,
             fleet.target(),
             ms(cpu),
@@ -769,7 +769,7 @@ async fn steady_rounds(fleet: &mut Fleet, violations: &mut Vec<String>) -> Durat
     cpus.sort();
     let median = cpus[cpus.len() / 2];
     println!(
-        "steady round median controller CPU: {:.2} ms for {} instances",
+        "steady round median controller CPU: {:.2} ms for {} entries",
         ms(median),
         fleet.target()
     );
@@ -813,8 +813,11 @@ async fn driver(mode: mode::Mode) {
     );
 
     // The main run, at a stated write rate.
-    let rate = qps_label(QPS, BURST);
-    let mut fleet = Fleet::start(mirrors, instances, QPS, BURST, "main").await;
+    // MESHMIRROR_BENCH_MAIN_QPS=0: the main run without a write limit (at
+    // 500 writes/s, 200,000 entries take 400 s to converge).
+    let qps: f64 = env_parse("MESHMIRROR_BENCH_MAIN_QPS", QPS);
+    let rate = qps_label(qps, BURST);
+    let mut fleet = Fleet::start(mirrors, instances, qps, BURST, "main").await;
     let converge = fleet.converge().await;
     print_converge(&converge, &rate);
     let (whole, managed) = fleet.entry_size().await;
