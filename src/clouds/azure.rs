@@ -54,7 +54,7 @@ pub struct AzureArgs {
 /// A poll interval of at least 100 ms, so a typo cannot make a busy loop.
 fn poll_seconds(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
-        Ok(s) if s.is_finite() && s >= 0.1 && s <= 3600.0 => Ok(s),
+        Ok(s) if (0.1..=3600.0).contains(&s) => Ok(s),
         _ => Err(format!(
             "{value:?} is not a number of seconds from 0.1 to 3600 (e.g. 0.5)"
         )),
