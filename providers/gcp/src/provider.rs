@@ -392,6 +392,21 @@ pub fn name_filter(managed: &[model::ManagedInstance]) -> Option<String> {
     Some(format!("name eq \"{escaped}.*\""))
 }
 
+/// The project, location and manager of a GCP group; any other group is
+/// not this provider's.
+fn gcp_group(group: &GroupRef) -> Result<(&str, &GcpLocation, &str), ProviderError> {
+    match group {
+        GroupRef::Gcp {
+            project,
+            location,
+            manager,
+        } => Ok((project, location, manager)),
+        _ => Err(ProviderError::Permanent(format!(
+            "the gcp provider cannot serve {group}"
+        ))),
+    }
+}
+
 #[async_trait]
 impl Provider for GcpProvider {
     fn name(&self) -> &'static str {
@@ -399,16 +414,7 @@ impl Provider for GcpProvider {
     }
 
     async fn members(&self, group: &GroupRef) -> Result<Vec<Instance>, ProviderError> {
-        let GroupRef::Gcp {
-            project,
-            location,
-            manager,
-        } = group
-        else {
-            return Err(ProviderError::Permanent(format!(
-                "the gcp provider cannot serve {group}"
-            )));
-        };
+        let (project, location, manager) = gcp_group(group)?;
         let name = group.to_string();
         let clients = self.clients().await?;
         let managed = self
@@ -432,16 +438,7 @@ impl Provider for GcpProvider {
         group: &GroupRef,
         ids: &[String],
     ) -> Result<Option<Vec<Instance>>, ProviderError> {
-        let GroupRef::Gcp {
-            project,
-            location,
-            manager,
-        } = group
-        else {
-            return Err(ProviderError::Permanent(format!(
-                "the gcp provider cannot serve {group}"
-            )));
-        };
+        let (project, location, manager) = gcp_group(group)?;
         let Some(ids) = numeric_ids(ids) else {
             tracing::debug!(%group, "an id that is not a VM id: the whole group is read");
             return Ok(None);
