@@ -655,6 +655,39 @@ const ARM_CALLS: &[(&str, &[&str])] = &[
         "publicIPAddresses.list",
         &["Microsoft.Network/publicIPAddresses/read"],
     ),
+    // An event's pass: the named VMs alone.
+    (
+        "virtualMachineScaleSetVMs.get",
+        &[
+            "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/read",
+            "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/instanceView/read",
+        ],
+    ),
+    (
+        "networkInterfaces.listVirtualMachineScaleSetVMNetworkInterfaces",
+        &["Microsoft.Compute/virtualMachineScaleSets/virtualMachines/networkInterfaces/read"],
+    ),
+    (
+        "publicIPAddresses.getVirtualMachineScaleSetPublicIPAddress",
+        &[
+            "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/networkInterfaces/ipConfigurations/publicIPAddresses/read",
+        ],
+    ),
+    (
+        "virtualMachines.get",
+        &[
+            "Microsoft.Compute/virtualMachines/read",
+            "Microsoft.Compute/virtualMachines/instanceView/read",
+        ],
+    ),
+    (
+        "networkInterfaces.get",
+        &["Microsoft.Network/networkInterfaces/read"],
+    ),
+    (
+        "publicIPAddresses.get",
+        &["Microsoft.Network/publicIPAddresses/read"],
+    ),
 ];
 
 /// The Storage queue calls of the event feed, and the built-in role that
@@ -682,6 +715,34 @@ const ARM_PATH_VARIABLES: &[(&str, &str, &str)] = &[
         "letrg=format!(\"/subscriptions/{}/resourceGroups/{}\"",
         "/subscriptions/S/resourceGroups/RG",
     ),
+    // The named VMs an event's pass reads (`instances`).
+    (
+        "uniform_vm_path",
+        "format!(\"{}/virtualMachines/{}\",read.set_path,path_segment(vm)?)",
+        "/subscriptions/S/resourceGroups/RG/providers/Microsoft.Compute/virtualMachineScaleSets/SET/virtualMachines/0",
+    ),
+    (
+        "flexible_vm_path",
+        "format!(\"{}/providers/Microsoft.Compute/virtualMachines/{}\",read.rg_path,path_segment(vm)?",
+        "/subscriptions/S/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/VM",
+    ),
+    // Ids ARM gave: a Flexible VM's NIC references, and the public IPs
+    // NICs reference (under a Uniform set's VM, or plain).
+    (
+        "nic_path",
+        "letSome(nic_path)=resource_path(id)",
+        "/subscriptions/S/resourceGroups/RG/providers/Microsoft.Network/networkInterfaces/NIC",
+    ),
+    (
+        "vmss_pip_path",
+        "letSome(vmss_pip_path)=resource_path(&id)",
+        "/subscriptions/S/resourceGroups/RG/providers/Microsoft.Compute/virtualMachineScaleSets/SET/virtualMachines/0/networkInterfaces/NIC/ipConfigurations/IP/publicIPAddresses/PIP",
+    ),
+    (
+        "pip_path",
+        "letSome(pip_path)=resource_path(&id)",
+        "/subscriptions/S/resourceGroups/RG/providers/Microsoft.Network/publicIPAddresses/PIP",
+    ),
 ];
 
 /// One ARM call site: `.arm.get("op", &path, &[query])` or `.list(...)`.
@@ -699,10 +760,14 @@ fn arm_calls(src: &str) -> Vec<ArmCall> {
         let method: String = tail.chars().take_while(|c| is_ident(*c)).collect();
         match method.as_str() {
             "calls" | "endpoint" | "set_observer" => continue,
-            "get" | "list" => {}
+            "get" | "get_opt" | "list" => {}
             other => panic!("an ArmClient method this test does not know: {other}"),
         }
-        let args = &tail[method.len()..];
+        let mut args = &tail[method.len()..];
+        // A turbofish: `get_opt::<VirtualMachine>(`.
+        if let Some(generic) = args.strip_prefix("::<") {
+            args = &generic[generic.find('>').expect("a closed turbofish") + 1..];
+        }
         let args = args.strip_prefix("(\"").unwrap_or_else(|| {
             panic!(
                 "ARM {method} without a literal operation: {}",
@@ -710,7 +775,8 @@ fn arm_calls(src: &str) -> Vec<ArmCall> {
             )
         });
         let (operation, rest) = args.split_once('"').unwrap();
-        let rest = rest.strip_prefix(",&").expect("an ARM path argument");
+        let rest = rest.strip_prefix(',').expect("an ARM path argument");
+        let rest = rest.strip_prefix('&').unwrap_or(rest);
         let (path, rest) = if let Some(f) = rest.strip_prefix("format!(\"") {
             let (template, rest) = f.split_once("\")").unwrap();
             (template.to_string(), rest)

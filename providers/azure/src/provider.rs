@@ -419,27 +419,34 @@ impl AzureProvider {
         let nics: Vec<NetworkInterface> = nics.into_iter().flatten().collect();
         let mut pips = Vec::new();
         for id in referenced_public_ips(&nics) {
-            // Under a Uniform set's path: the Network provider's old version.
-            let (operation, api) = if id_key(&id).contains("/virtualmachinescalesets/") {
-                (
-                    "publicIPAddresses.getVirtualMachineScaleSetPublicIPAddress",
-                    VMSS_NETWORK_API,
-                )
-            } else {
-                ("publicIPAddresses.get", NETWORK_API)
-            };
             // An odd or missing public IP gives no public address, as a
-            // listing without it does.
-            let Some(path) = resource_path(&id) else {
-                continue;
+            // listing without it does. Each call names its operation, so
+            // tests/cloud_permissions.rs can derive the role's actions.
+            let pip = if id_key(&id).contains("/virtualmachinescalesets/") {
+                // Under a Uniform set's path: the Network provider's old version.
+                let Some(vmss_pip_path) = resource_path(&id) else {
+                    continue;
+                };
+                self.arm
+                    .get_opt(
+                        "publicIPAddresses.getVirtualMachineScaleSetPublicIPAddress",
+                        &vmss_pip_path,
+                        &[("api-version", VMSS_NETWORK_API)],
+                    )
+                    .await?
+            } else {
+                let Some(pip_path) = resource_path(&id) else {
+                    continue;
+                };
+                self.arm
+                    .get_opt(
+                        "publicIPAddresses.get",
+                        &pip_path,
+                        &[("api-version", NETWORK_API)],
+                    )
+                    .await?
             };
-            if let Some(pip) = self
-                .arm
-                .get_opt(operation, &path, &[("api-version", api)])
-                .await?
-            {
-                pips.push(pip);
-            }
+            pips.extend(pip);
         }
         Ok((vms, nics, pips))
     }
@@ -447,13 +454,13 @@ impl AzureProvider {
     /// A Uniform member and its NICs; `None` when ARM has no such VM.
     async fn uniform_vm(
         &self,
-        vm_path: &str,
+        uniform_vm_path: &str,
     ) -> Result<Option<(VirtualMachine, Vec<NetworkInterface>)>, ArmError> {
         let Some(vm) = self
             .arm
             .get_opt::<VirtualMachine>(
                 "virtualMachineScaleSetVMs.get",
-                vm_path,
+                uniform_vm_path,
                 &[("api-version", COMPUTE_API), ("$expand", "instanceView")],
             )
             .await?
@@ -464,7 +471,7 @@ impl AzureProvider {
             .arm
             .list(
                 "networkInterfaces.listVirtualMachineScaleSetVMNetworkInterfaces",
-                &format!("{vm_path}/networkInterfaces"),
+                &format!("{uniform_vm_path}/networkInterfaces"),
                 &[("api-version", VMSS_NETWORK_API)],
             )
             .await;
@@ -481,14 +488,14 @@ impl AzureProvider {
     /// `None` when ARM has no such VM or it belongs to no set or another.
     async fn flexible_vm(
         &self,
-        vm_path: &str,
+        flexible_vm_path: &str,
         set_key: &str,
     ) -> Result<Option<(VirtualMachine, Vec<NetworkInterface>)>, ArmError> {
         let vm = self
             .arm
             .get_opt::<VirtualMachine>(
                 "virtualMachines.get",
-                vm_path,
+                flexible_vm_path,
                 &[("api-version", COMPUTE_API), ("$expand", "instanceView")],
             )
             .await?;
@@ -507,14 +514,14 @@ impl AzureProvider {
             .map(|r| &r.id)
         {
             // A NIC that cannot be read leaves the VM without its address.
-            let Some(path) = resource_path(id) else {
+            let Some(nic_path) = resource_path(id) else {
                 continue;
             };
             let nic = self
                 .arm
                 .get_opt(
                     "networkInterfaces.get",
-                    &path,
+                    &nic_path,
                     &[("api-version", NETWORK_API)],
                 )
                 .await?;
