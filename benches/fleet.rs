@@ -854,21 +854,19 @@ async fn driver(mode: mode::Mode) {
 
     // The same fleet with no write limit, and the scaling curve.
     // MESHMIRROR_BENCH_CURVE_MIRRORS=5,10,25 picks the curve's mirror counts.
-    let sizes: Vec<usize> = match (curve, mode.short) {
-        (false, _) => Vec::new(),
-        _ if std::env::var("MESHMIRROR_BENCH_CURVE_MIRRORS").is_ok() => {
-            std::env::var("MESHMIRROR_BENCH_CURVE_MIRRORS")
-                .unwrap_or_default()
-                .split(',')
-                .map(|n| {
-                    n.trim()
-                        .parse()
-                        .expect("MESHMIRROR_BENCH_CURVE_MIRRORS: numbers")
-                })
-                .collect()
-        }
-        (true, true) => vec![5, 10],
-        (true, false) => vec![10, 25, 50, 100],
+    let chosen = std::env::var("MESHMIRROR_BENCH_CURVE_MIRRORS").ok();
+    let sizes: Vec<usize> = match (curve, mode.short, chosen) {
+        (false, _, _) => Vec::new(),
+        (true, _, Some(list)) => list
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("MESHMIRROR_BENCH_CURVE_MIRRORS: numbers")
+            })
+            .collect(),
+        (true, true, None) => vec![5, 10],
+        (true, false, None) => vec![10, 25, 50, 100],
     };
     println!(
         "scaling curve (unlimited write rate; {instances} instances per mirror, {} workload(s)):",

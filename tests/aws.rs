@@ -992,18 +992,6 @@ async fn a_drain_longer_than_the_heartbeat_timeout_sends_heartbeats() {
     running.stop().await;
 }
 
-/// The group sizes a bench runs: `MESHMIRROR_BENCH_SIZES` (comma-separated)
-/// or `default`.
-fn bench_sizes(default: &[i32]) -> Vec<i32> {
-    match std::env::var("MESHMIRROR_BENCH_SIZES") {
-        Ok(list) => list
-            .split(',')
-            .map(|n| n.trim().parse().expect("MESHMIRROR_BENCH_SIZES: numbers"))
-            .collect(),
-        Err(_) => default.to_vec(),
-    }
-}
-
 /// Not a test: prints the event-to-WorkloadEntry latency over 30 launch
 /// events per group size, and the cloud calls they cost
 /// (`cargo nextest run --test aws --run-ignored only -E 'test(bench_)' --no-capture`).

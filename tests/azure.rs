@@ -1101,10 +1101,7 @@ impl EventRig {
 #[ignore = "benchmark: prints numbers, asserts none"]
 #[allow(clippy::print_stdout)]
 async fn bench_event_to_entry_latency() {
-    let sizes: Vec<u32> = std::env::var("MESHMIRROR_BENCH_SIZES")
-        .ok()
-        .map(|s| s.split(',').map(|n| n.trim().parse().unwrap()).collect())
-        .unwrap_or_else(|| vec![10, 100, 1000, 5000]);
+    let sizes: Vec<u32> = common::bench_sizes(&[10, 100, 1000, 5000]);
     for size in sizes {
         let rig = EventRig::start(size).await;
         let events = 30;

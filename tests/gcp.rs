@@ -987,9 +987,7 @@ async fn bench_event_to_entry_latency() {
     let emulator = PubSubEmulator::start()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let sizes: Vec<usize> = std::env::var("MESHMIRROR_BENCH_SIZES")
-        .map(|s| s.split(',').map(|n| n.trim().parse().unwrap()).collect())
-        .unwrap_or_else(|_| vec![10, 100, 1_000, 5_000]);
+    let sizes: Vec<usize> = common::bench_sizes(&[10, 100, 1_000, 5_000]);
     let settled = std::env::var_os("MESHMIRROR_BENCH_SETTLED").is_some();
     for size in sizes {
         let rig = EventRig::start(&emulator, &format!("bench-{size}"), size).await;

@@ -442,3 +442,19 @@ pub async fn wait_members_calls(h: &Harness, group: Option<&str>, n: u64, what: 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The group sizes a benchmark runs: `MESHMIRROR_BENCH_SIZES`
+/// (comma-separated, e.g. `10,100`), else `default`.
+pub fn bench_sizes<T: std::str::FromStr + Copy>(default: &[T]) -> Vec<T> {
+    match std::env::var("MESHMIRROR_BENCH_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("MESHMIRROR_BENCH_SIZES: {n:?} is not a size"))
+            })
+            .collect(),
+        Err(_) => default.to_vec(),
+    }
+}
