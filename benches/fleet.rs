@@ -116,6 +116,10 @@ fn controller_main() {
                     kube_qps: qps,
                     kube_burst: burst,
                     allow_all_groups: true,
+                    // MESHMIRROR_BENCH_PASSES: --max-concurrent-passes (default 8).
+                    max_concurrent_passes: std::env::var("MESHMIRROR_BENCH_PASSES")
+                        .ok()
+                        .and_then(|v| v.parse().ok()),
                     ..RunOptions::default()
                 };
                 let stop = stop_rx.take().expect("started once");
@@ -371,6 +375,9 @@ impl Drop for Watch {
 
 /// One fleet: an API server, the mirrors, the controller child, the watch.
 struct Fleet {
+    /// RSS of the controller child after populating the simulated cloud,
+    /// before the controller starts (MiB).
+    sim_rss: f64,
     server: ApiServer,
     client: kube::Client,
     ctl: Controller,
@@ -444,7 +451,11 @@ impl Fleet {
         let mut ctl = Controller::spawn(&dir, qps, burst, tag);
         let answer = ctl.ask(&format!("populate {mirrors} {instances}"));
         assert_eq!(answer, "ok");
+        // The simulated cloud lives in the controller's process; what it
+        // holds before the controller starts is not meshmirror's.
+        let sim_rss = ctl.memory().0;
         Fleet {
+            sim_rss,
             server,
             client,
             ctl,
@@ -848,7 +859,10 @@ async fn driver(mode: mode::Mode) {
         ms(percentile(&lat, 1.0)),
     );
     let (rss, hwm) = fleet.ctl.memory();
-    println!("controller memory: RSS now {rss:.1} MiB, peak RSS (VmHWM) {hwm:.1} MiB");
+    println!(
+        "controller memory: RSS now {rss:.1} MiB, peak RSS (VmHWM) {hwm:.1} MiB; of which the simulated cloud before the controller started {:.1} MiB",
+        fleet.sim_rss
+    );
     drop(fleet);
     println!("load average: {}", load_average());
 
@@ -873,16 +887,16 @@ async fn driver(mode: mode::Mode) {
         workload_count()
     );
     println!(
-        "| entries | converge (s) | entries/s | controller CPU (s) | writes after converge (entries / statuses) | steady round CPU (ms) | peak RSS (MiB) |"
+        "| entries | converge (s) | entries/s | controller CPU (s) | writes after converge (entries / statuses) | steady round CPU (ms) | peak RSS (MiB) | of which the sim before start (MiB) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &m in &sizes {
         let mut fleet = Fleet::start(m, instances, 0.0, 1, &format!("curve-{m}")).await;
         let c = fleet.converge().await;
         let steady = steady_rounds_quiet(&mut fleet, &mut violations).await;
         let (_, hwm) = fleet.ctl.memory();
         println!(
-            "| {} | {:.2} | {:.0} | {:.2} | {} / {} | {:.2} | {:.1} |",
+            "| {} | {:.2} | {:.0} | {:.2} | {} / {} | {:.2} | {:.1} | {:.1} |",
             c.entries,
             c.wall.as_secs_f64(),
             c.entries as f64 / c.wall.as_secs_f64(),
@@ -890,7 +904,8 @@ async fn driver(mode: mode::Mode) {
             c.tail_writes.get(Verb::Patch, "workloadentries"),
             c.tail_writes.get(Verb::Patch, "scalinggroupmirrors/status"),
             ms(steady),
-            hwm
+            hwm,
+            fleet.sim_rss
         );
     }
     println!("load average at the end: {}", load_average());

@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, watch};
 use crate::cluster::Owner;
 use crate::cluster::changes::Named;
 use crate::cluster::scope::Scope;
-use crate::cluster::slim::{Interner, SlimEntry, Str};
+use crate::cluster::slim::{Interner, Owners, SlimEntry, Str};
 use crate::core::ownership::{self, managed_selector};
 use crate::core::plan::ActualEntry;
 use crate::workloadentry::{WorkloadEntrySpec, keys};
@@ -44,12 +44,8 @@ type BucketKey = (String, String);
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cached {
     pub entry: SlimEntry,
-    namespace: Str,
-    /// The `meshmirror.io/mirror` label.
-    mirror: Str,
-    /// (uid, name) of every ownerReference.
-    owners: Box<[(Str, Str)]>,
-    resource_version: Option<Str>,
+    owners: Arc<Owners>,
+    resource_version: Option<Box<str>>,
 }
 
 /// An entry as a pass reads it, if it carries meshmirror's managed-by label.
@@ -93,48 +89,46 @@ impl Cached {
     pub fn from_object(obj: &DynamicObject, strings: &mut Interner) -> Option<Cached> {
         let entry = read_entry(obj)?;
         let meta = &obj.metadata;
+        let mirror = entry
+            .labels
+            .get(keys::MIRROR)
+            .map(String::as_str)
+            .unwrap_or_default();
         Some(Cached {
             entry: SlimEntry::new(&entry, strings),
-            namespace: strings.get(meta.namespace.as_deref().unwrap_or_default()),
-            mirror: strings.get(
-                entry
-                    .labels
-                    .get(keys::MIRROR)
-                    .map(String::as_str)
-                    .unwrap_or_default(),
+            owners: strings.owners(
+                meta.namespace.as_deref().unwrap_or_default(),
+                mirror,
+                meta.owner_references
+                    .iter()
+                    .flatten()
+                    .map(|r| (&r.uid, &r.name)),
             ),
-            owners: meta
-                .owner_references
-                .iter()
-                .flatten()
-                .map(|r| (strings.get(&r.uid), strings.get(&r.name)))
-                .collect(),
-            resource_version: meta.resource_version.as_deref().map(|rv| strings.get(rv)),
+            resource_version: meta.resource_version.as_deref().map(Box::from),
         })
     }
 
     /// [`Owner::owns`], on the cached form.
     pub fn owned_by(&self, owner: &Owner) -> bool {
+        let o = &*self.owners;
         owner.owns(
-            &self.namespace,
-            Some(&self.mirror),
-            self.owners.iter().map(|(uid, _)| &**uid),
+            &o.namespace,
+            Some(&o.mirror),
+            o.refs.iter().map(|(uid, _)| &**uid),
         )
     }
 
-    fn key(&self) -> ObjKey {
-        (self.namespace.to_string(), self.entry.name().to_string())
-    }
-
     fn buckets(&self) -> impl Iterator<Item = BucketKey> + '_ {
-        self.owners
+        let o = &*self.owners;
+        o.refs
             .iter()
-            .map(|(uid, _)| (self.namespace.to_string(), uid.to_string()))
+            .map(|(uid, _)| (o.namespace.to_string(), uid.to_string()))
     }
 
     fn mirrors(&self) -> impl Iterator<Item = Named> + '_ {
-        self.owners.iter().map(|(_, name)| Named {
-            namespace: self.namespace.to_string(),
+        let o = &*self.owners;
+        o.refs.iter().map(|(_, name)| Named {
+            namespace: o.namespace.to_string(),
             name: name.to_string(),
         })
     }
@@ -143,7 +137,7 @@ impl Cached {
 /// An own write the watch has not delivered yet.
 struct Pending {
     /// The resourceVersion the write produced, or None for a delete.
-    expect: Option<Str>,
+    expect: Option<Box<str>>,
     /// What the watch last said about the object: shown again if the echo
     /// never comes.
     base: Option<Cached>,
@@ -160,13 +154,63 @@ struct InFlight {
 
 #[derive(Default)]
 struct Bucket {
-    names: BTreeSet<String>,
+    /// The same copies as the keys of [`Objects`].
+    names: BTreeSet<Str>,
     version: u64,
+}
+
+/// The entries shown, by namespace and name; looked up by `&str`, so that
+/// each name is held once (shared with the owner index).
+#[derive(Default)]
+struct Objects {
+    by_namespace: HashMap<Str, HashMap<Str, Cached>>,
+    len: usize,
+}
+
+impl Objects {
+    fn get(&self, key: &ObjKey) -> Option<&Cached> {
+        self.by_namespace.get(key.0.as_str())?.get(key.1.as_str())
+    }
+
+    fn contains_key(&self, key: &ObjKey) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Takes the entry out, with its name as stored.
+    fn remove(&mut self, key: &ObjKey) -> Option<(Str, Cached)> {
+        let names = self.by_namespace.get_mut(key.0.as_str())?;
+        let removed = names.remove_entry(key.1.as_str())?;
+        if names.is_empty() {
+            self.by_namespace.remove(key.0.as_str());
+        }
+        self.len -= 1;
+        Some(removed)
+    }
+
+    fn insert(&mut self, namespace: Str, name: Str, cached: Cached) {
+        if self
+            .by_namespace
+            .entry(namespace)
+            .or_default()
+            .insert(name, cached)
+            .is_none()
+        {
+            self.len += 1;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (ObjKey, &Cached)> {
+        self.by_namespace.iter().flat_map(|(ns, names)| {
+            names
+                .iter()
+                .map(|(name, c)| ((ns.to_string(), name.to_string()), c))
+        })
+    }
 }
 
 #[derive(Default)]
 struct State {
-    objects: HashMap<ObjKey, Cached>,
+    objects: Objects,
     buckets: HashMap<BucketKey, Bucket>,
     pending: HashMap<ObjKey, Pending>,
     /// Own writes sent and not yet answered, with what the watch said of
@@ -185,24 +229,28 @@ impl State {
     fn put(&mut self, key: &ObjKey, new: Option<Cached>) {
         self.clock += 1;
         let clock = self.clock;
-        if let Some(old) = self.objects.remove(key) {
+        let mut stored = None;
+        if let Some((name, old)) = self.objects.remove(key) {
             for b in old.buckets() {
                 if let Some(bucket) = self.buckets.get_mut(&b) {
-                    bucket.names.remove(&key.1);
+                    bucket.names.remove(&*name);
                     bucket.version = clock;
                     if bucket.names.is_empty() {
                         self.buckets.remove(&b);
                     }
                 }
             }
+            stored = Some(name);
         }
         if let Some(new) = new {
+            let name = stored.unwrap_or_else(|| Str::from(key.1.as_str()));
             for b in new.buckets() {
                 let bucket = self.buckets.entry(b).or_default();
-                bucket.names.insert(key.1.clone());
+                bucket.names.insert(name.clone());
                 bucket.version = clock;
             }
-            self.objects.insert(key.clone(), new);
+            let namespace = self.strings.get(&key.0);
+            self.objects.insert(namespace, name, new);
         }
     }
 
@@ -260,9 +308,15 @@ impl State {
     /// list is at least as new as any write that finished before it began).
     fn replace(&mut self, listed: HashMap<ObjKey, Cached>) -> Vec<Named> {
         let mut triggers = Vec::new();
-        for (key, old) in &self.objects {
-            if listed.get(key) != Some(old) {
-                triggers.extend(old.mirrors());
+        let mut gone = Vec::new();
+        for (key, old) in self.objects.iter() {
+            match listed.get(&key) {
+                Some(new) if new == old => {}
+                Some(_) => triggers.extend(old.mirrors()),
+                None => {
+                    triggers.extend(old.mirrors());
+                    gone.push(key);
+                }
             }
         }
         for (key, new) in &listed {
@@ -275,11 +329,8 @@ impl State {
         for flight in self.in_flight.values_mut() {
             flight.seen.clear();
         }
-        let keys: Vec<ObjKey> = self.objects.keys().cloned().collect();
-        for key in keys {
-            if !listed.contains_key(&key) {
-                self.put(&key, None);
-            }
+        for key in gone {
+            self.put(&key, None);
         }
         for (key, new) in listed {
             if self.objects.get(&key) != Some(&new) {
@@ -444,7 +495,7 @@ impl EntryCache {
                         &mut state.relist,
                         Cached::from_object(&obj, &mut state.strings),
                     ) {
-                        relist.insert(c.key(), c);
+                        relist.insert(object_key(&obj), c);
                     }
                 }
                 watcher::Event::InitDone => {
@@ -484,12 +535,15 @@ impl EntryCache {
         else {
             return Vec::new();
         };
+        let Some(names) = state.objects.by_namespace.get(owner.namespace.as_str()) else {
+            return Vec::new();
+        };
         bucket
             .names
             .iter()
-            .filter_map(|name| state.objects.get(&(owner.namespace.clone(), name.clone())))
-            .filter(|c| c.owned_by(owner))
-            .map(|c| c.entry.to_actual())
+            .filter_map(|name| Some((name, names.get(name)?)))
+            .filter(|(_, c)| c.owned_by(owner))
+            .map(|(name, c)| c.entry.to_actual(name))
             .collect()
     }
 
@@ -538,7 +592,7 @@ impl EntryCache {
 
     /// How many entries the cache shows.
     pub fn len(&self) -> usize {
-        self.state.lock().map(|s| s.objects.len()).unwrap_or(0)
+        self.state.lock().map(|s| s.objects.len).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -858,6 +912,6 @@ mod tests {
         let mut o = obj("a", "1", "10.0.0.1");
         o.metadata.annotations = Some(label_map([(LAST_APPLIED, "{...}"), ("x", "y")]));
         let c = Cached::from_object(&o, &mut Interner::default()).unwrap();
-        assert_eq!(c.entry.to_actual().annotations, label_map([("x", "y")]));
+        assert_eq!(c.entry.to_actual("a").annotations, label_map([("x", "y")]));
     }
 }

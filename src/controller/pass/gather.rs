@@ -132,8 +132,9 @@ pub struct MeshRead {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Members {
     /// Sorted by id: providers need not answer in a stable order, and the
-    /// memo compares lists.
-    pub instances: Vec<Instance>,
+    /// memo compares lists. Shared with the mirror's memory (the last read
+    /// and the memo) rather than copied: a thousand instances a mirror.
+    pub instances: Arc<Vec<Instance>>,
     pub hooks: Hooks,
 }
 
@@ -267,12 +268,24 @@ async fn members_of(
         let ids: Vec<String> = named.ids.iter().cloned().collect();
         if let Some(fresh) = provider.instances(&config.group, &ids).await? {
             let instances = merged(&named.known, &named.ids, fresh);
-            return Ok((Members { instances, hooks }, false));
+            return Ok((
+                Members {
+                    instances: Arc::new(instances),
+                    hooks,
+                },
+                false,
+            ));
         }
     }
     let mut instances = provider.members(&config.group).await?;
     instances.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-    Ok((Members { instances, hooks }, true))
+    Ok((
+        Members {
+            instances: Arc::new(instances),
+            hooks,
+        },
+        true,
+    ))
 }
 
 /// The members as last read, with what the cloud says now of the `named`

@@ -35,7 +35,7 @@ pub struct Clean {
 #[derive(Debug)]
 struct Inputs {
     generation: Option<i64>,
-    members: Vec<Instance>,
+    members: Arc<Vec<Instance>>,
     groups: BTreeMap<String, GroupTemplate>,
 }
 
@@ -60,7 +60,7 @@ impl PassMemo {
         let (inputs, clean) = self.clean.as_ref()?;
         (clean.entries_version == version
             && inputs.generation == generation
-            && inputs.members == members
+            && *inputs.members == members
             && inputs.groups == *groups)
             .then(|| clean.clone())
     }
@@ -69,13 +69,13 @@ impl PassMemo {
     pub fn mark_clean(
         &mut self,
         generation: Option<i64>,
-        members: &[Instance],
+        members: &Arc<Vec<Instance>>,
         groups: &BTreeMap<String, GroupTemplate>,
         clean: Clean,
     ) {
         let inputs = Inputs {
             generation,
-            members: members.to_vec(),
+            members: members.clone(),
             groups: groups.clone(),
         };
         self.clean = Some((inputs, clean));
@@ -143,7 +143,7 @@ mod tests {
     fn a_clean_mark_holds_only_while_inputs_and_entries_are_unchanged() {
         let mut memo = PassMemo::default();
         let none = BTreeMap::new();
-        let m = members(3);
+        let m = Arc::new(members(3));
         assert!(memo.clean(Some(1), &m, &none, Some(7)).is_none());
         memo.mark_clean(Some(1), &m, &none, clean(7));
         assert_eq!(

@@ -132,7 +132,7 @@ pub fn settle(
         };
         state.seen = Some(Seen {
             full_at,
-            instances: Arc::new(members.instances.clone()),
+            instances: members.instances.clone(),
         });
         out.report.named_only = !gathered.full_read;
     }

@@ -44,7 +44,7 @@ impl Row {
 
     fn members(mut self, result: Result<Vec<Instance>, ProviderError>) -> Row {
         self.gathered.members = Some(result.map(|instances| Members {
-            instances,
+            instances: Arc::new(instances),
             hooks: Hooks::default(),
         }));
         self

@@ -2,6 +2,7 @@
 //! requeues and the mirror's memory.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meshmirror_provider::{
@@ -56,7 +57,7 @@ impl Pass {
         owned: &[(&str, &str)],
     ) -> Pass {
         self.gathered.members = Some(Ok(Members {
-            instances: members,
+            instances: Arc::new(members),
             hooks: Hooks {
                 spec: hooks,
                 problem: None,
@@ -379,7 +380,7 @@ fn the_cloud_saying_gone_is_remembered_until_it_answers_again() {
     pass.settle(&plan(), &[]);
     assert_eq!(pass.state.gone_since, Some(first), "since the first answer");
     pass.gathered.members = Some(Ok(Members {
-        instances: vec![],
+        instances: Arc::default(),
         hooks: Hooks::default(),
     }));
     pass.settle(&plan(), &[]);
