@@ -332,7 +332,7 @@ aws:
   eventQueueUrl: https://sqs.eu-west-1.amazonaws.com/111122223333/meshmirror-events
   accounts: ["111122223333", "444455556666"]
 gcp: {pubsubSubscription: projects/my-project/subscriptions/meshmirror}
-azure: {eventQueue: "https://acct.queue.core.windows.net/events", eventPollSeconds: 10, credential: workload-identity}
+azure: {eventQueue: "https://acct.queue.core.windows.net/events", eventPollSeconds: 10, armReadsPerSecond: 12.5, credential: workload-identity}
 serviceAccount: {annotations: {example.com/owner: platform}}
 podAnnotations: {example.com/scrape: "false"}
 podLabels: {team: platform}
@@ -574,6 +574,7 @@ fn every_value_reaches_the_arguments() {
         "--gcp-pubsub-subscription=projects/my-project/subscriptions/meshmirror",
         "--azure-event-queue=https://acct.queue.core.windows.net/events",
         "--azure-event-poll-seconds=10",
+        "--azure-arm-reads-per-second=12.5",
         "--azure-credential=workload-identity",
         "--dry-run",
     ];
@@ -868,6 +869,11 @@ const SCHEMA_CASES: &[(&[&str], &str, &str)] = &[
         &["cloud=azure", "azure.clientId=me"],
         "at '/azure/clientId'",
         "does not match pattern",
+    ),
+    (
+        &["azure.armReadsPerSecond=0"],
+        "at '/azure/armReadsPerSecond'",
+        "minimum: got 0, want 1",
     ),
 ];
 

@@ -49,6 +49,23 @@ pub struct AzureArgs {
     #[arg(long, env = "MESHMIRROR_AZURE_EVENT_POLL_SECONDS", default_value_t = 0.5,
         value_parser = poll_seconds)]
     pub azure_event_poll_seconds: f64,
+    /// ARM reads a second meshmirror spends at most (1 to 10000). ARM
+    /// refills 25 a second per subscription, region and principal; the
+    /// default keeps a fifth of that for everyone else using the principal.
+    /// Full reads of many large sets then take longer than the interval
+    /// instead of being throttled; reads for events keep a reserve.
+    #[arg(long, env = "MESHMIRROR_AZURE_ARM_READS_PER_SECOND", default_value_t = meshmirror_azure::ReadBudget::DEFAULT_PER_SECOND,
+        value_parser = reads_per_second)]
+    pub azure_arm_reads_per_second: f64,
+}
+
+fn reads_per_second(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(r) if (1.0..=10_000.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "{value:?} is not a number of reads a second from 1 to 10000 (ARM refills 25 a second; default 20)"
+        )),
+    }
 }
 
 /// A poll interval of at least 100 ms, so a typo cannot make a busy loop.
@@ -102,6 +119,8 @@ impl AzureArgs {
         // Built without the parser (`AzureArgs::default()`: 0), still no busy loop.
         config.event_poll_interval =
             Duration::from_secs_f64(self.azure_event_poll_seconds.clamp(0.1, 3600.0));
+        // Likewise (0 there): at least one read a second.
+        config.arm_reads_per_second = self.azure_arm_reads_per_second.clamp(1.0, 10_000.0);
         Ok(config)
     }
 }
@@ -141,6 +160,25 @@ mod tests {
         let config = cli.azure.config().expect("a config");
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn the_arm_read_budget_defaults_to_20_a_second_and_refuses_nonsense() {
+        let budget = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("meshmirror").chain(args.iter().copied()))
+                .map(|c| c.azure.config().expect("a config").arm_reads_per_second)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(budget(&[]), Ok(20.0));
+        assert_eq!(budget(&["--azure-arm-reads-per-second=12.5"]), Ok(12.5));
+        for bad in ["0", "0.5", "-3", "NaN", "fast", "20000"] {
+            let flag = format!("--azure-arm-reads-per-second={bad}");
+            let err = budget(&[&flag]).expect_err(bad);
+            assert!(
+                err.contains("--azure-arm-reads-per-second") && err.contains("1 to 10000"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

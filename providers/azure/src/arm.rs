@@ -16,6 +16,7 @@ use azure_core::http::{
 use meshmirror_provider::{ApiStatus, Observer, ProviderError};
 use serde::de::DeserializeOwned;
 
+use crate::budget::ReadBudget;
 use crate::models::{ErrorResponse, Page};
 
 /// Why an ARM call failed.
@@ -87,6 +88,7 @@ pub struct ArmClient {
     endpoint: Url,
     observer: Arc<dyn Observer>,
     calls: AtomicU64,
+    budget: ReadBudget,
 }
 
 impl ArmClient {
@@ -121,7 +123,14 @@ impl ArmClient {
             endpoint,
             observer,
             calls: AtomicU64::new(0),
+            budget: ReadBudget::new(ReadBudget::DEFAULT_PER_SECOND),
         }
+    }
+
+    /// Spends at most `per_second` ARM reads a second (see [`ReadBudget`]).
+    pub fn with_read_budget(mut self, per_second: f64) -> Self {
+        self.budget = ReadBudget::new(per_second);
+        self
     }
 
     /// Reports calls and rate limits to `observer` from now on.
@@ -153,6 +162,14 @@ impl ArmClient {
     }
 
     async fn send(&self, operation: &str, url: Url) -> Result<RawResponse, ArmError> {
+        let waited = self.budget.take().await;
+        if !waited.is_zero() {
+            tracing::debug!(
+                operation,
+                waited_ms = waited.as_millis() as u64,
+                "ARM read budget: waited"
+            );
+        }
         self.calls.fetch_add(1, Ordering::Relaxed);
         let mut request = Request::new(url, Method::Get);
         let sent = self

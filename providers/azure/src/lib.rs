@@ -8,6 +8,7 @@
 //! `azure_resourcemanager_compute` is a placeholder), hence [`models`].
 
 pub mod arm;
+pub mod budget;
 pub mod credential;
 pub mod events;
 pub mod mapping;
@@ -15,6 +16,7 @@ pub mod models;
 pub mod provider;
 
 pub use arm::ArmError;
+pub use budget::ReadBudget;
 pub use credential::{CredentialConfig, CredentialKind};
 pub use provider::{
     AzureConfig, AzureError, AzureProvider, COMPUTE_API, NETWORK_API, PUBLIC_ENDPOINT,

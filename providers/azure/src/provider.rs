@@ -15,6 +15,7 @@ use meshmirror_provider::{
 };
 
 use crate::arm::{ArmClient, ArmError};
+use crate::budget::{ReadBudget, ReadClass, reading_as};
 use crate::credential::{self, CredentialConfig};
 use crate::events::{self, QueueConfig};
 use crate::mapping::{self, id_key};
@@ -44,6 +45,8 @@ pub struct AzureConfig {
     pub event_queue: Option<Url>,
     /// How long the event poller waits when the queue was empty.
     pub event_poll_interval: Duration,
+    /// ARM reads a second at most (`--azure-arm-reads-per-second`).
+    pub arm_reads_per_second: f64,
 }
 
 impl Default for AzureConfig {
@@ -54,6 +57,7 @@ impl Default for AzureConfig {
             extra_ca_pem: None,
             event_queue: None,
             event_poll_interval: Duration::from_secs(5),
+            arm_reads_per_second: ReadBudget::DEFAULT_PER_SECOND,
         }
     }
 }
@@ -228,7 +232,8 @@ impl AzureProvider {
             credential.clone(),
             transport.clone(),
             observer.clone(),
-        );
+        )
+        .with_read_budget(config.arm_reads_per_second);
         let queue = match &config.event_queue {
             None => None,
             Some(url) => Some(events::client(url, credential, transport)?),
@@ -347,6 +352,57 @@ impl AzureProvider {
             pips.extend(listed);
         }
         Ok((vms, nics, pips))
+    }
+
+    /// [`Provider::instances`], under the named-read budget.
+    async fn named_instances(
+        &self,
+        group: &GroupRef,
+        ids: &[String],
+    ) -> Result<Option<Vec<Instance>>, ProviderError> {
+        let Some(named) = ids
+            .iter()
+            .map(String::as_str)
+            .map(named_vm)
+            .collect::<Option<Vec<NamedVm<'_>>>>()
+        else {
+            tracing::debug!(%group, "an instance id ARM cannot be asked about alone; full read");
+            return Ok(None);
+        };
+        let read = self.read_set(group).await?;
+        let mode = read.set.mode();
+        let capacity = read.set.sku.as_ref().and_then(|s| s.capacity).unwrap_or(0);
+        // Ids of another set or resource group are not members: not asked.
+        let mut paths = Vec::new();
+        for vm in named.iter().filter_map(|n| n.member_of(group, mode)) {
+            paths.push(match mode {
+                OrchestrationMode::Uniform => {
+                    format!("{}/virtualMachines/{}", read.set_path, path_segment(vm)?)
+                }
+                OrchestrationMode::Flexible => format!(
+                    "{}/providers/Microsoft.Compute/virtualMachines/{}",
+                    read.rg_path,
+                    path_segment(vm)?
+                ),
+            });
+        }
+        if paths.len() as u64 > capacity.div_ceil(LIST_PAGE).max(1) {
+            return Ok(None);
+        }
+        let (vms, nics, pips) = self
+            .named(mode, &read.set_id, &paths)
+            .await
+            .map_err(|e| e.into_provider(&read.name))?;
+        let members = assemble(&read.set, &vms, nics, pips);
+        complete(group, &members)?;
+        if let Some(other) = members.iter().find(|m| !ids.contains(&m.id)) {
+            // The core matches ids exactly: an answer under another
+            // spelling would neither replace nor remove the member.
+            tracing::debug!(%group, id = %other.id, "ARM spells the VM's id otherwise; full read");
+            return Ok(None);
+        }
+        tracing::debug!(group = %read.name, ?mode, asked = ids.len(), found = members.len(), calls = self.arm.calls(), "azure named members");
+        Ok(Some(members))
     }
 
     /// The scale set's paths and ARM's answer for it.
@@ -798,49 +854,8 @@ impl Provider for AzureProvider {
         group: &GroupRef,
         ids: &[String],
     ) -> Result<Option<Vec<Instance>>, ProviderError> {
-        let Some(named) = ids
-            .iter()
-            .map(String::as_str)
-            .map(named_vm)
-            .collect::<Option<Vec<NamedVm<'_>>>>()
-        else {
-            tracing::debug!(%group, "an instance id ARM cannot be asked about alone; full read");
-            return Ok(None);
-        };
-        let read = self.read_set(group).await?;
-        let mode = read.set.mode();
-        let capacity = read.set.sku.as_ref().and_then(|s| s.capacity).unwrap_or(0);
-        // Ids of another set or resource group are not members: not asked.
-        let mut paths = Vec::new();
-        for vm in named.iter().filter_map(|n| n.member_of(group, mode)) {
-            paths.push(match mode {
-                OrchestrationMode::Uniform => {
-                    format!("{}/virtualMachines/{}", read.set_path, path_segment(vm)?)
-                }
-                OrchestrationMode::Flexible => format!(
-                    "{}/providers/Microsoft.Compute/virtualMachines/{}",
-                    read.rg_path,
-                    path_segment(vm)?
-                ),
-            });
-        }
-        if paths.len() as u64 > capacity.div_ceil(LIST_PAGE).max(1) {
-            return Ok(None);
-        }
-        let (vms, nics, pips) = self
-            .named(mode, &read.set_id, &paths)
-            .await
-            .map_err(|e| e.into_provider(&read.name))?;
-        let members = assemble(&read.set, &vms, nics, pips);
-        complete(group, &members)?;
-        if let Some(other) = members.iter().find(|m| !ids.contains(&m.id)) {
-            // The core matches ids exactly: an answer under another
-            // spelling would neither replace nor remove the member.
-            tracing::debug!(%group, id = %other.id, "ARM spells the VM's id otherwise; full read");
-            return Ok(None);
-        }
-        tracing::debug!(group = %read.name, ?mode, asked = ids.len(), found = members.len(), calls = self.arm.calls(), "azure named members");
-        Ok(Some(members))
+        // An event's reads draw on the budget's reserve, ahead of resyncs.
+        reading_as(ReadClass::Named, self.named_instances(group, ids)).await
     }
 
     fn events(&self) -> Option<BoxEventStream> {

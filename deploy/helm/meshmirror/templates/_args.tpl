@@ -75,6 +75,9 @@ base's, then what values add (each flag only when set), then extraArgs.
 {{- if not (kindIs "invalid" .eventPollSeconds) }}
 - --azure-event-poll-seconds={{ .eventPollSeconds }}
 {{- end }}
+{{- if not (kindIs "invalid" .armReadsPerSecond) }}
+- --azure-arm-reads-per-second={{ .armReadsPerSecond }}
+{{- end }}
 {{- with .credential }}
 - --azure-credential={{ . }}
 {{- end }}
