@@ -5,8 +5,9 @@
 #   of the dependencies, deny.toml), moto's server (AWS), Azurite (Azure
 #   Storage queues), kubernetes-validate and promtool (deploy/check.sh), and
 #   the real control plane from tests/kube (tests/real_kube.rs, and every
-#   suite on the real backend), helm v4 (tests/helm.rs, the chart), and
-#   meshmirror as of the previous release (tests/upgrade.rs).
+#   suite on the real backend), istiod and istioctl from tests/istiod
+#   (tests/istiod.rs), helm v4 (tests/helm.rs, the chart), and meshmirror as
+#   of the previous release (tests/upgrade.rs).
 # The Cloud CLI with its Pub/Sub emulator, Java and kubectl come with the
 # machine's image; they are checked, not installed. The GCE and ARM mocks and
 # the fake Kubernetes API server are the project's own (crate meshmirror-testkit).
@@ -62,6 +63,10 @@ done
 # minutes cold on 2 cores; then a stamp makes this a no-op). build.sh fails,
 # naming the fix, when go or the Go module proxy is missing.
 KUBE_BIN=$(tests/kube/build.sh | tail -n 1)
+# istiod (pilot-discovery) and istioctl from the Go module istio.io/istio,
+# pinned in tests/istiod/go.mod, for tests/istiod.rs: about 10 minutes cold
+# on 2 cores (istioctl is 76 s of it), then a no-op.
+ISTIOD_BIN=$(tests/istiod/build.sh | tail -n 1)
 # helm v4 (pinned in the script) from its Go module helm.sh/helm/v4, for the
 # chart's tests (tests/helm.rs): about 5 minutes cold on 2 cores, then a no-op.
 HELM_BIN=$(deploy/helm/build-helm.sh | tail -n 1)
@@ -93,6 +98,8 @@ check java "the Debian package openjdk-17-jre-headless" java -version
 check kube-apiserver "tests/kube/build.sh" "$KUBE_BIN/kube-apiserver" --version
 check kube-controller-manager "tests/kube/build.sh" "$KUBE_BIN/kube-controller-manager" --version
 check etcd "tests/kube/build.sh" "$KUBE_BIN/etcd" --version
+check pilot-discovery "tests/istiod/build.sh" "$ISTIOD_BIN/pilot-discovery" version
+check istioctl "tests/istiod/build.sh" "$ISTIOD_BIN/istioctl" version --remote=false
 check helm "deploy/helm/build-helm.sh" "$HELM_BIN" version --short
 check "the previous release" "scripts/build-previous-release.sh" "$PREVIOUS_RELEASE" --version
 check openssl "the Debian package openssl" openssl version
@@ -101,4 +108,4 @@ if [ ${#broken[@]} -gt 0 ]; then
   printf 'install-test-tools: %s\n' "${broken[@]}" >&2
   exit 1
 fi
-echo "install-test-tools: cargo-nextest, cargo-deny, moto_server, azurite-queue, kubernetes-validate, promtool, kubectl, gcloud with the Pub/Sub emulator, java, kube-apiserver, kube-controller-manager, etcd, helm, the previous release, openssl and curl all run"
+echo "install-test-tools: cargo-nextest, cargo-deny, moto_server, azurite-queue, kubernetes-validate, promtool, kubectl, gcloud with the Pub/Sub emulator, java, kube-apiserver, kube-controller-manager, etcd, pilot-discovery, istioctl, helm, the previous release, openssl and curl all run"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stops the control plane that tests/kube/up.sh started in STATE_DIR (the
 # argument, else $MESHMIRROR_KUBE_STATE, else $HOME/.cache/meshmirror-kube/run):
+# istiod if tests/istiod/up.sh started one there, then
 # kube-controller-manager, then kube-apiserver, then etcd, each by the pid in
 # its pid file and only if that pid still runs that program. SIGTERM first,
 # SIGKILL after 15 s. Leaves the state dir (logs, data) for a look afterwards;
@@ -15,6 +16,10 @@ ours() { # PID NAME: does PID still run the program NAME?
   exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1
   [ "$(basename "${exe% (deleted)}")" = "$2" ]
 }
+# istiod (tests/istiod/up.sh) is a client of this API server: stop it first.
+if [ -f "$state/istiod.pid" ]; then
+  "$(dirname "$0")/../istiod/down.sh" "$state" || true
+fi
 stopped=()
 for name in kube-controller-manager kube-apiserver etcd; do
   pidfile=$state/$name.pid

@@ -11,6 +11,8 @@ pub mod realkube;
 pub mod schema;
 pub mod ssa;
 pub mod tools;
+#[cfg(feature = "xds")]
+pub mod xds;
 
 pub use apiserver::{
     ApiServer, ApiServerBuilder, CrdError, Faults, Injected, LoggedWrite, Match, RequestCounts,
