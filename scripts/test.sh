@@ -16,10 +16,14 @@ cd "$(dirname "$0")/.."
 
 # The suites run on the real backend too; the others do not talk to
 # Kubernetes (cli, golden, cloud_permissions) or start their own control
-# plane (real_kube). istiod runs only there: the fake pass leaves it out
-# (it would fail, saying it needs the real backend).
-REAL_SUITES=(controller mesh aws gcp azure ha leader security faults documented_claims deploy upgrade helm istiod)
-REAL_ONLY='binary_id(meshmirror::istiod)'
+# plane (real_kube). istiod, istiod_networks, istioctl and istiod_bench run
+# only there: the fake pass leaves them out (they would fail, saying they
+# need the real backend; istiod_networks starts a control plane and istiod
+# of its own, as one gateway would change what the shared istiod sends every
+# other test, and runs once, here). istiod_bench holds only benchmarks (ignored tests): built here,
+# run by hand with --run-ignored only (docs/benchmarks.md).
+REAL_SUITES=(controller mesh aws gcp azure ha leader security faults documented_claims deploy upgrade helm istiod istiod_networks istioctl istiod_bench)
+REAL_ONLY='(binary_id(meshmirror::istiod) | binary_id(meshmirror::istiod_networks) | binary_id(meshmirror::istioctl) | binary_id(meshmirror::istiod_bench))'
 
 backends=${MESHMIRROR_KUBE:-fake,real}
 for backend in ${backends//,/ }; do

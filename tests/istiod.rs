@@ -3,7 +3,9 @@
 //! control plane with the simulated cloud, and a small xDS client
 //! (`meshmirror_testkit::xds`) connects to the run's istiod as a pod's
 //! sidecar in another namespace, or as the sidecar of one of the group's
-//! VMs, and reads CDS and EDS.
+//! VMs, and reads CDS, LDS and EDS. Multi-network meshes are in
+//! tests/istiod_networks.rs, on an istiod of their own: a network gateway
+//! changes what istiod sends every proxy of the mesh.
 //!
 //! Real backend only: `MESHMIRROR_KUBE=real` with `MESHMIRROR_KUBE_SHARED`
 //! (scripts/test.sh's real pass). Without them every test fails, saying how
@@ -30,7 +32,8 @@ use meshmirror_provider::Health;
 use meshmirror_sim::{SimCloud, SimInstance};
 use meshmirror_testkit::TestKube;
 use meshmirror_testkit::xds::{
-    EdsEndpoint, Istiod, ProxyNode, XdsClient, cluster_sans, transport_socket_match_names,
+    EdsEndpoint, FilterChain, Istiod, ProxyNode, XdsClient, cluster_sans, cluster_static_endpoints,
+    filter_chains, listener_port, transport_socket_match_names,
 };
 
 /// The sim group `web` (region us-east-1) with the given instances.
@@ -50,12 +53,7 @@ fn sim(instances: &[(&str, [u8; 4], &str)]) -> SimCloud {
 /// A namespace name for the mirror that no other test (of this run or an
 /// earlier one on the same control plane) uses: `base-<the test's id>`.
 fn unique_ns(h: &Harness, base: &str) -> String {
-    match &h.server {
-        TestKube::Real(proxy) => {
-            format!("{base}-{}", proxy.namespace_prefix().trim_end_matches('-'))
-        }
-        TestKube::Fake(_) => unreachable!("Istiod::shared() refuses the fake backend"),
-    }
+    format!("{base}-{}", test_id(h))
 }
 
 /// The server's name of the test's namespace `ns`.
@@ -484,6 +482,322 @@ async fn health_cloud_with_an_unhealthy_vm_takes_its_endpoint_out_of_eds() {
             ep("10.0.5.1", 8080, "us-east-1a", 3, "UNKNOWN"),
             ep("10.0.5.2", 8080, "us-east-1b", 3, "UNKNOWN"),
         ]),
+    )
+    .await;
+}
+
+/// The test's id (the tenancy prefix without its `-`): a suffix for names
+/// that must be unique on the shared control plane.
+fn test_id(h: &Harness) -> String {
+    match &h.server {
+        TestKube::Real(proxy) => proxy.namespace_prefix().trim_end_matches('-').to_string(),
+        TestKube::Fake(_) => unreachable!("Istiod::shared() refuses the fake backend"),
+    }
+}
+
+/// Creates namespace `ns` with a Service `db` (TCP port 5432, no selector)
+/// directly on the server, past the test's tenancy proxy, and returns the
+/// cluster IP the API server gave it. A Sidecar's egress host names a
+/// namespace as istiod sees it, and the proxy takes its prefix out of every
+/// answer (meshmirror would read `<prefix>other/*` as `other/*`), so these
+/// namespaces have names of their own that end with the test's id.
+async fn server_db_service(ns: &str) -> String {
+    use k8s_openapi::api::core::v1::{Namespace, Service};
+    let admin = meshmirror_testkit::realkube::RealKube::shared()
+        .admin()
+        .await;
+    let namespaces: kube::Api<Namespace> = kube::Api::all(admin.clone());
+    let namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+    namespaces
+        .create(&Default::default(), &namespace)
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {ns}: {e}"));
+    let services: kube::Api<Service> = kube::Api::namespaced(admin, ns);
+    let db = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "db"},
+        "spec": {"ports": [{"name": "tcp-db", "port": 5432}]},
+    }))
+    .unwrap();
+    let created = services
+        .create(&Default::default(), &db)
+        .await
+        .unwrap_or_else(|e| panic!("creating Service db in {ns}: {e}"));
+    created
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .unwrap_or_else(|| panic!("Service db in {ns} has no cluster IP"))
+}
+
+fn names<T>(items: &[T], name: impl Fn(&T) -> &str) -> BTreeSet<String> {
+    items.iter().map(|i| name(i).to_string()).collect()
+}
+
+#[tokio::test]
+async fn the_vms_proxy_gets_inbound_listeners_for_each_workload_port_and_outbound_clusters_only_for_the_sidecars_egress_hosts()
+ {
+    let istiod = Istiod::shared().await;
+    let h = Harness::start(sim(&[("i-01", [10, 0, 6, 1], "us-east-1a")])).await;
+    let ns = unique_ns(&h, "sidecar");
+    h.create_namespace(&ns).await;
+    let server = server_ns(&h, &ns);
+    let id = test_id(&h);
+    // Two other namespaces with a Service each: the Sidecar lists the
+    // first, not the second.
+    let listed = format!("egress-listed-{id}");
+    let unlisted = format!("egress-unlisted-{id}");
+    let listed_ip = server_db_service(&listed).await;
+    server_db_service(&unlisted).await;
+    // Two ports on the VMs (HTTP and gRPC, by their names), the api's
+    // ServiceEntry (http on 80; grpc-admin, not listed, on its own 9090),
+    // and the Sidecar: the VMs' proxies carry class=web-vm; egress to the
+    // mirror's namespace and `listed` only; REGISTRY_ONLY.
+    let spec = format!(
+        "  network: vm-net
+  workloads:
+    - name: api
+      labels: {{app: api}}
+      ports: {{http: 8080, grpc-admin: 9090}}
+      serviceAccount: api-sa
+      service: {{kind: ServiceEntry, ports: {{http: {{number: 80}}}}}}
+  sidecar:
+    workloadSelector: {{class: web-vm}}
+    egressHosts: [\"./*\", \"{listed}/*\"]
+    outboundTrafficPolicy: REGISTRY_ONLY
+"
+    );
+    h.create_mirror(&mirror_yaml(&ns, "web", &spec)).await;
+    let api = |port: u32| format!("outbound|{port}||api.{ns}.svc.cluster.local");
+    let db = |ns: &str| format!("outbound|5432||db.{ns}.svc.cluster.local");
+
+    // A pod without a Sidecar sees every namespace's db: the absence below
+    // is the Sidecar's doing.
+    let pod = pod_client(&h, &istiod).await;
+    pod.wait_clusters("both dbs, for a proxy no Sidecar selects", |cs| {
+        let have = names(cs, |c| &c.name);
+        have.contains(&db(&listed)) && have.contains(&db(&unlisted))
+    })
+    .await;
+
+    // The VM's sidecar, as istio-agent on i-01 describes it, with the
+    // labels of its cluster.env (ISTIO_METAJSON_LABELS): the workload's
+    // app=api and the class=web-vm the Sidecar selects. istiod takes the
+    // proxy's labels from i-01's WorkloadEntry (app=api, no class) plus
+    // the static labels istio-agent sends; without the latter the Sidecar
+    // would select nothing (ProxyNode::vm sends them).
+    let vm = XdsClient::connect(
+        istiod.xds,
+        ProxyNode::vm(
+            "10.0.6.1",
+            "i-01",
+            &server,
+            &[("app", "api"), ("class", "web-vm")],
+            "api-sa",
+            "api",
+        )
+        .network("vm-net"),
+    )
+    .await;
+
+    // CDS: outbound clusters for the egress hosts only (the api's two ports
+    // in the mirror's namespace, listed's db; not unlisted's db nor the
+    // API server's `kubernetes.default`), an inbound cluster per ingress
+    // port whose one endpoint is the Sidecar's defaultEndpoint, and
+    // Envoy's three fixed clusters.
+    let expected: BTreeSet<String> = [
+        "BlackHoleCluster".to_string(),
+        "InboundPassthroughCluster".into(),
+        "PassthroughCluster".into(),
+        "inbound|8080||".into(),
+        "inbound|9090||".into(),
+        api(80),
+        api(9090),
+        db(&listed),
+    ]
+    .into();
+    let clusters = vm
+        .wait_clusters("the clusters the Sidecar shapes", |cs| {
+            names(cs, |c| &c.name) == expected
+        })
+        .await;
+    for (name, port) in [("inbound|8080||", 8080), ("inbound|9090||", 9090)] {
+        let c = clusters
+            .iter()
+            .find(|c| c.name == name)
+            .expect("listed above");
+        assert_eq!(
+            cluster_static_endpoints(c),
+            [("127.0.0.1".to_string(), port)],
+            "{name}: the ingress listener's defaultEndpoint"
+        );
+    }
+
+    // LDS: one inbound listener, virtualInbound on 15006 (what iptables
+    // redirects inbound traffic to), with the Sidecar's ingress ports as
+    // filter chains matching their destination port; outbound listeners
+    // for the egress hosts' ports (HTTP ports on 0.0.0.0, a TCP service's
+    // on its cluster IP) and virtualOutbound on 15001.
+    let expected: BTreeSet<String> = [
+        "0.0.0.0_80".to_string(),
+        "0.0.0.0_9090".into(),
+        format!("{listed_ip}_5432"),
+        "virtualInbound".into(),
+        "virtualOutbound".into(),
+    ]
+    .into();
+    let listeners = vm
+        .wait_listeners("the listeners the Sidecar shapes", |ls| {
+            names(ls, |l| &l.name) == expected
+        })
+        .await;
+    let inbound = listeners
+        .iter()
+        .find(|l| l.name == "virtualInbound")
+        .expect("listed above");
+    assert_eq!(listener_port(inbound), 15006);
+    // Per port two chains, named `<the proxy's IP>_<port>`: Istio mutual
+    // TLS (the `istio` ALPNs) and plain text (auto mTLS, PERMISSIVE by
+    // default); both HTTP (http and grpc-admin by their names): Istio's
+    // metadata exchange, then an HTTP connection manager.
+    let http = [
+        "istio.metadata_exchange",
+        "envoy.filters.network.http_connection_manager",
+    ];
+    let mtls_alpn = [
+        "istio",
+        "istio-peer-exchange",
+        "istio-http/1.0",
+        "istio-http/1.1",
+        "istio-h2",
+    ];
+    // (The blackhole chain matches 15006 itself: connections made to the
+    // inbound listener directly.)
+    let mut by_port: Vec<FilterChain> = filter_chains(inbound)
+        .into_iter()
+        .filter(|fc| fc.destination_port.is_some_and(|p| p != 15006))
+        .collect();
+    by_port.sort();
+    let chain = |port: u32, transport: &str, alpn: &[&str]| FilterChain {
+        name: format!("10.0.6.1_{port}"),
+        destination_port: Some(port),
+        transport_protocol: transport.to_string(),
+        application_protocols: alpn.iter().map(|s| s.to_string()).collect(),
+        filters: http.iter().map(|s| s.to_string()).collect(),
+        tcp_proxy_cluster: None,
+    };
+    assert_eq!(
+        by_port,
+        [
+            chain(8080, "raw_buffer", &[]),
+            chain(8080, "tls", &mtls_alpn),
+            chain(9090, "raw_buffer", &[]),
+            chain(9090, "tls", &mtls_alpn),
+        ],
+        "virtualInbound's chains by destination port"
+    );
+
+    // REGISTRY_ONLY: traffic to hosts outside the egress list ends in the
+    // black hole, not in the passthrough cluster.
+    let outbound = listeners
+        .iter()
+        .find(|l| l.name == "virtualOutbound")
+        .expect("listed above");
+    let catchall: Vec<Option<String>> = filter_chains(outbound)
+        .into_iter()
+        .filter(|fc| fc.name == "virtualOutbound-catchall-tcp")
+        .map(|fc| fc.tcp_proxy_cluster)
+        .collect();
+    assert_eq!(catchall, [Some("BlackHoleCluster".to_string())]);
+}
+
+#[tokio::test]
+async fn a_label_change_moves_the_endpoints_from_one_subset_to_the_other() {
+    let istiod = Istiod::shared().await;
+    let h = Harness::start(sim(&[
+        ("i-01", [10, 0, 7, 1], "us-east-1a"),
+        ("i-02", [10, 0, 7, 2], "us-east-1b"),
+    ]))
+    .await;
+    let ns = unique_ns(&h, "subsets");
+    h.create_namespace(&ns).await;
+    let workload = |version: &str| {
+        format!(
+            "  workloads:
+    - name: api
+      labels: {{app: api, version: {version}}}
+      ports: {{http: 8080}}
+      serviceAccount: api-sa
+      service: {{kind: ServiceEntry, ports: {{http: {{number: 80}}}}}}
+"
+        )
+    };
+    h.create_mirror(&mirror_yaml(&ns, "web", &workload("v1")))
+        .await;
+    let host = format!("api.{ns}.svc.cluster.local");
+    // Subsets v1 and v2 of the ServiceEntry's host, by the version label.
+    let rules: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        h.client.clone(),
+        &ns,
+        &kube::api::ApiResource {
+            group: "networking.istio.io".into(),
+            version: "v1".into(),
+            api_version: "networking.istio.io/v1".into(),
+            kind: "DestinationRule".into(),
+            plural: "destinationrules".into(),
+        },
+    );
+    let rule: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "api-versions"},
+        "spec": {
+            "host": host,
+            "subsets": [
+                {"name": "v1", "labels": {"version": "v1"}},
+                {"name": "v2", "labels": {"version": "v2"}},
+            ],
+        },
+    }))
+    .unwrap();
+    rules
+        .create(&Default::default(), &rule)
+        .await
+        .expect("DestinationRule created");
+    let v1 = &format!("outbound|80|v1|{host}");
+    let v2 = &format!("outbound|80|v2|{host}");
+    let all = &format!("outbound|80||{host}");
+    let both = [
+        ep("10.0.7.1", 8080, "us-east-1a", 1, "UNKNOWN"),
+        ep("10.0.7.2", 8080, "us-east-1b", 1, "UNKNOWN"),
+    ];
+
+    let pod = pod_client(&h, &istiod).await;
+    pod.wait_endpoints(v1, "both VMs in subset v1", exactly(&both))
+        .await;
+    pod.wait_endpoints(v2, "subset v2 empty", exactly(&[]))
+        .await;
+
+    // The workload's version label changes in the spec: meshmirror
+    // relabels the entries (and the ServiceEntry's selector follows).
+    let patch = serde_json::json!({"spec": serde_yaml::from_str::<serde_json::Value>(
+        &workload("v2"),
+    )
+    .unwrap()});
+    h.mirrors(&ns)
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("mirror patched");
+    pod.wait_endpoints(v2, "both VMs moved to subset v2", exactly(&both))
+        .await;
+    pod.wait_endpoints(v1, "subset v1 empty", exactly(&[]))
+        .await;
+    pod.wait_endpoints(
+        all,
+        "both VMs in the whole service throughout",
+        exactly(&both),
     )
     .await;
 }

@@ -1,7 +1,10 @@
 //! Whether the mesh can reach the networks a mirror puts its entries on, and
 //! Istio's `meshNetworks` block for meshes that configure networks by hand.
 //! A pod reaches an endpoint on another network only through that network's
-//! gateway; without one, istiod drops the endpoint for clients elsewhere.
+//! gateway. Without one, istiod (sidecar mode) still sends the endpoint with
+//! the VM's own address, as if it were directly reachable (tests/istiod_networks.rs
+//! shows it), so traffic to it fails where the networks do not route: the
+//! condition is the only warning.
 
 use std::collections::{BTreeMap, BTreeSet};
 

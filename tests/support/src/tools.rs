@@ -101,9 +101,19 @@ impl Tool {
 
 /// The previous release's binary (`scripts/build-previous-release.sh --check`).
 pub fn previous_release() -> Result<PathBuf, String> {
-    let script = crate::realkube::repo_root().join("scripts/build-previous-release.sh");
+    let path = checked_build("scripts/build-previous-release.sh")?;
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("{} is missing", path.display()))
+    }
+}
+
+/// The path a build script of the repository prints as its last line when
+/// run with `--check` (a current build), or the script's complaint.
+pub fn checked_build(script: &str) -> Result<PathBuf, String> {
     let out = Command::new("bash")
-        .arg(&script)
+        .arg(crate::realkube::repo_root().join(script))
         .arg("--check")
         .stdin(Stdio::null())
         .output()
@@ -111,18 +121,13 @@ pub fn previous_release() -> Result<PathBuf, String> {
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
     }
-    let path = PathBuf::from(
+    Ok(PathBuf::from(
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .last()
             .unwrap_or_default()
             .trim(),
-    );
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!("{} is missing", path.display()))
-    }
+    ))
 }
 
 /// The tool, checked once per test process; panics (failing the test) when it

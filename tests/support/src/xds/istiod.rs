@@ -68,13 +68,6 @@ impl Istiod {
             state.display(),
             state.display()
         );
-        let bin = built().unwrap_or_else(|why| {
-            panic!(
-                "this test needs istiod (pilot-discovery) and it is not built ({why}); install it with \
-                 scripts/install-test-tools.sh (tests/istiod/build.sh: Go 1.26 and the Go module proxy; \
-                 about 10 minutes cold)"
-            )
-        });
         let lock_path = state.join("istiod.lock");
         let lock = std::fs::File::options()
             .create(true)
@@ -87,9 +80,25 @@ impl Istiod {
         if let Some(running) = Istiod::running(&state) {
             return running;
         }
+        let started = Istiod::start_on(&state);
+        drop(lock);
+        started
+    }
+
+    /// Starts istiod (tests/istiod/up.sh) on the control plane that
+    /// tests/kube/up.sh runs in `state`; tests/kube/down.sh stops both.
+    /// Panics, failing the test, when istiod is not built or does not start.
+    pub fn start_on(state: &Path) -> Istiod {
+        let bin = built().unwrap_or_else(|why| {
+            panic!(
+                "this test needs istiod (pilot-discovery) and it is not built ({why}); install it with \
+                 scripts/install-test-tools.sh (tests/istiod/build.sh: Go 1.26 and the Go module proxy; \
+                 about 10 minutes cold)"
+            )
+        });
         let out = Command::new("bash")
             .arg(repo_root().join("tests/istiod/up.sh"))
-            .arg(&state)
+            .arg(state)
             .env("MESHMIRROR_ISTIOD_BIN", &bin)
             .stdin(Stdio::null())
             .output()
@@ -101,15 +110,13 @@ impl Istiod {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        let started = Istiod::running(&state).unwrap_or_else(|| {
+        Istiod::running(state).unwrap_or_else(|| {
             panic!(
                 "tests/istiod/up.sh {} succeeded but istiod is not running; see {}",
                 state.display(),
                 state.join("logs/istiod.log").display()
             )
-        });
-        drop(lock);
-        started
+        })
     }
 
     /// The istiod that `STATE/istiod.env` names, if its pid runs
@@ -180,30 +187,32 @@ impl Istiod {
     }
 }
 
+/// `istioctl` of the same build as istiod (`tests/istiod/build.sh` builds
+/// both into one bin dir). Panics, failing the test, when it is not built,
+/// naming the install script; tests never build it.
+pub fn istioctl() -> PathBuf {
+    let istioctl = built().map(|bin| bin.join("istioctl")).and_then(|path| {
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("{} is missing", path.display()))
+        }
+    });
+    istioctl.unwrap_or_else(|why| {
+        panic!(
+            "this test needs istioctl and it is not built ({why}); install it with \
+             scripts/install-test-tools.sh (tests/istiod/build.sh builds it with istiod)"
+        )
+    })
+}
+
 /// The bin dir of a current build (`tests/istiod/build.sh --check`).
 fn built() -> Result<PathBuf, String> {
-    let out = Command::new("bash")
-        .arg(repo_root().join("tests/istiod/build.sh"))
-        .arg("--check")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("bash would not start: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    let bin = PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim(),
-    );
-    if bin.join("pilot-discovery").is_file() {
+    let bin = crate::tools::checked_build("tests/istiod/build.sh")?;
+    let discovery = bin.join("pilot-discovery");
+    if discovery.is_file() {
         Ok(bin)
     } else {
-        Err(format!(
-            "{} is missing",
-            bin.join("pilot-discovery").display()
-        ))
+        Err(format!("{} is missing", discovery.display()))
     }
 }

@@ -88,6 +88,13 @@ impl ProxyNode {
     /// sends for a WorkloadEntry (id with the VM's address and host name,
     /// the entry's namespace, labels and service account). Set its network
     /// with [`Self::network`] when the entries have one.
+    ///
+    /// The labels are those of `ISTIO_METAJSON_LABELS` (cluster.env), which
+    /// istio-agent sends twice (`pkg/bootstrap/config.go`): as LABELS and as
+    /// STATIC_LABELS. The second matters: istiod takes a proxy's labels
+    /// from the WorkloadEntry at its address in its namespace
+    /// (`Proxy.SetWorkloadLabels`), keeping only STATIC_LABELS of what the
+    /// proxy sent, so a Sidecar selects a VM's proxy by either.
     pub fn vm(
         ip: &str,
         hostname: &str,
@@ -96,7 +103,10 @@ impl ProxyNode {
         service_account: &str,
         workload: &str,
     ) -> ProxyNode {
-        Self::sidecar(ip, hostname, namespace, labels, service_account, workload)
+        let mut node = Self::sidecar(ip, hostname, namespace, labels, service_account, workload);
+        let static_labels = node.metadata["LABELS"].clone();
+        node.metadata.insert("STATIC_LABELS".into(), static_labels);
+        node
     }
 
     fn sidecar(
@@ -422,6 +432,44 @@ impl XdsClient {
                 .get(name)
                 .map(|any| decode::<Cluster>(any, CLUSTER));
             done(cluster.as_ref()).then_some(cluster)
+        })
+        .await
+    }
+
+    /// Waits until `done` holds for the latest CDS (every cluster) and
+    /// returns it; fails the test with `what` and what was received.
+    pub async fn wait_clusters(
+        &self,
+        what: &str,
+        done: impl Fn(&[Cluster]) -> bool,
+    ) -> Vec<Cluster> {
+        self.subscribe(CLUSTER, &[]);
+        let what = format!("{what} (CDS)");
+        self.wait_state(&what, DEADLINE, |s| {
+            if !responded(s, CLUSTER) {
+                return None;
+            }
+            let all = decode_all::<Cluster>(s, CLUSTER);
+            done(&all).then_some(all)
+        })
+        .await
+    }
+
+    /// Waits until `done` holds for the latest LDS (every listener) and
+    /// returns it; fails the test with `what` and what was received.
+    pub async fn wait_listeners(
+        &self,
+        what: &str,
+        done: impl Fn(&[Listener]) -> bool,
+    ) -> Vec<Listener> {
+        self.subscribe(LISTENER, &[]);
+        let what = format!("{what} (LDS)");
+        self.wait_state(&what, DEADLINE, |s| {
+            if !responded(s, LISTENER) {
+                return None;
+            }
+            let all = decode_all::<Listener>(s, LISTENER);
+            done(&all).then_some(all)
         })
         .await
     }
@@ -774,6 +822,88 @@ fn matcher_string(m: &StringMatcher) -> Option<String> {
     }
 }
 
+/// One filter chain of a listener, flattened: what a test asserts on.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FilterChain {
+    /// The chain's name (`virtualInbound`, `<ip>_<port>`, ...).
+    pub name: String,
+    /// `filter_chain_match.destination_port` (unset: `None`).
+    pub destination_port: Option<u32>,
+    /// `filter_chain_match.transport_protocol` (`tls`, `raw_buffer`, empty).
+    pub transport_protocol: String,
+    /// `filter_chain_match.application_protocols`.
+    pub application_protocols: Vec<String>,
+    /// The names of the chain's network filters, in order.
+    pub filters: Vec<String>,
+    /// The cluster of the chain's TCP proxy filter, if it has one with a
+    /// single cluster.
+    pub tcp_proxy_cluster: Option<String>,
+}
+
+/// Every filter chain of `listener`, in the listener's order.
+pub fn filter_chains(listener: &Listener) -> Vec<FilterChain> {
+    listener
+        .filter_chains
+        .iter()
+        .map(|fc| {
+            let m = fc.filter_chain_match.clone().unwrap_or_default();
+            FilterChain {
+                name: fc.name.clone(),
+                destination_port: m.destination_port.map(|p| p.value),
+                transport_protocol: m.transport_protocol,
+                application_protocols: m.application_protocols,
+                filters: fc.filters.iter().map(|f| f.name.clone()).collect(),
+                tcp_proxy_cluster: fc.filters.iter().find_map(tcp_proxy_cluster),
+            }
+        })
+        .collect()
+}
+
+fn tcp_proxy_cluster(
+    filter: &envoy_types::pb::envoy::config::listener::v3::Filter,
+) -> Option<String> {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        TcpProxy, tcp_proxy::ClusterSpecifier,
+    };
+    let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
+        return None;
+    };
+    if !any.type_url.ends_with("tcp_proxy.v3.TcpProxy") {
+        return None;
+    }
+    match TcpProxy::decode(any.value.as_slice())
+        .ok()?
+        .cluster_specifier?
+    {
+        ClusterSpecifier::Cluster(name) => Some(name),
+        _ => None,
+    }
+}
+
+/// The port a listener binds (its socket address's port).
+pub fn listener_port(listener: &Listener) -> u32 {
+    socket_address(listener.address.as_ref()).1
+}
+
+/// The endpoints (address, port) of a cluster's inline load assignment
+/// (a STATIC cluster's, such as an inbound cluster of a Sidecar's ingress
+/// listener with a `defaultEndpoint`), sorted.
+pub fn cluster_static_endpoints(cluster: &Cluster) -> Vec<(String, u32)> {
+    let mut out: Vec<(String, u32)> = cluster
+        .load_assignment
+        .as_ref()
+        .map(|cla| {
+            EdsEndpoint::all(cla)
+                .into_iter()
+                .map(|e| (e.address, e.port))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
 /// The names of the transport socket matches of a cluster (Istio's
 /// `tlsMode-istio` and `tlsMode-disabled` when auto mTLS applies).
 pub fn transport_socket_match_names(cluster: &Cluster) -> Vec<String> {
@@ -868,6 +998,23 @@ mod tests {
         assert_eq!(meta["NETWORK"], "net-a");
         assert_eq!(meta["INTERCEPTION_MODE"], "REDIRECT");
         assert_eq!(pb.cluster, "sleep.client");
+    }
+
+    #[test]
+    fn a_vm_node_sends_its_labels_as_static_labels_too() {
+        let node = ProxyNode::vm(
+            "10.0.0.5",
+            "i-05",
+            "shop",
+            &[("app", "api"), ("class", "web-vm")],
+            "api-sa",
+            "api",
+        );
+        assert_eq!(node.id, "sidecar~10.0.0.5~i-05.shop~shop.svc.cluster.local");
+        let meta = struct_to_json(node.to_node().metadata.as_ref().unwrap());
+        let labels = serde_json::json!({"app": "api", "class": "web-vm"});
+        assert_eq!(meta["LABELS"], labels);
+        assert_eq!(meta["STATIC_LABELS"], labels);
     }
 
     #[test]

@@ -1,0 +1,536 @@
+//! How long a new VM takes to reach a pod's proxy (issue 19): from a cloud
+//! scale-out to the new endpoint in the EDS that a real istiod sends a
+//! sidecar, on the run's shared real control plane.
+//!
+//! Benchmarks, not tests: ignored, they print figures and assert only that
+//! what arrives is right (exactly the group's VMs, each change seen).
+//!
+//! ```sh
+//! state=$(mktemp -d /tmp/mm-kube.XXXX); tests/kube/up.sh $state
+//! MESHMIRROR_KUBE=real MESHMIRROR_KUBE_SHARED=$state \
+//!   cargo nextest run [--release] --test istiod_bench --run-ignored only --no-capture
+//! tests/kube/down.sh $state
+//! ```
+//!
+//! `MESHMIRROR_BENCH_CHANGES` sets the number of scale-outs (default 50).
+//!
+//! Each change is timed from the moment before it is made (the sim's new
+//! instance; for AWS, the launch event sent to the SQS queue after moto
+//! launched the instance, as `tests/aws.rs`'s bench times it) to
+//!
+//! - the WorkloadEntry's arrival in a watch on the API server (through the
+//!   test kit's proxy, as the tests see it), and
+//! - the first EDS response to the pod's sidecar that holds the new
+//!   endpoint (the xDS client is connected and subscribed to the cluster
+//!   before the change, so this is istiod's push, not a first fetch).
+//!
+//! The mirrors' interval is 10 minutes: only the clouds' events drive the
+//! passes.
+
+#![allow(clippy::print_stdout)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Harness, mirror_yaml};
+use futures::StreamExt;
+use kube::runtime::watcher;
+use meshmirror_sim::{SimCloud, SimInstance};
+use meshmirror_testkit::TestKube;
+use meshmirror_testkit::xds::{EdsEndpoint, Istiod, ProxyNode, XdsClient};
+
+/// A namespace name for the mirror that no other test of this run or an
+/// earlier one on the same control plane uses (a ServiceEntry's host is
+/// seen by the whole mesh): `base-<the test's id>`.
+fn unique_ns(h: &Harness, base: &str) -> String {
+    match &h.server {
+        TestKube::Real(proxy) => {
+            format!("{base}-{}", proxy.namespace_prefix().trim_end_matches('-'))
+        }
+        TestKube::Fake(_) => unreachable!("Istiod::shared() refuses the fake backend"),
+    }
+}
+
+fn server_ns(h: &Harness, ns: &str) -> String {
+    match &h.server {
+        TestKube::Real(proxy) => format!("{}{ns}", proxy.namespace_prefix()),
+        TestKube::Fake(_) => unreachable!("Istiod::shared() refuses the fake backend"),
+    }
+}
+
+/// A sidecar of a pod in namespace `client`, on the default network.
+async fn pod_client(h: &Harness, istiod: &Istiod) -> XdsClient {
+    h.create_namespace("client").await;
+    let ns = server_ns(h, "client");
+    XdsClient::connect(
+        istiod.xds,
+        ProxyNode::pod(
+            "10.244.0.10",
+            "sleep-7d9f",
+            &ns,
+            &[("app", "sleep")],
+            "sleep",
+        ),
+    )
+    .await
+}
+
+/// One workload `api` behind a ServiceEntry: clients use port 80, the VMs
+/// listen on 8080.
+const API: &str = "  workloads:
+    - name: api
+      labels: {app: api}
+      ports: {http: 8080}
+      serviceAccount: api-sa
+      service: {kind: ServiceEntry, ports: {http: {number: 80}}}
+";
+
+fn changes() -> usize {
+    std::env::var("MESHMIRROR_BENCH_CHANGES")
+        .ok()
+        .map(|n| {
+            n.parse()
+                .expect("MESHMIRROR_BENCH_CHANGES: a number of changes")
+        })
+        .unwrap_or(50)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// When each entry address first arrived in a watch of the namespace's
+/// WorkloadEntries.
+#[derive(Clone, Default)]
+struct Arrivals(Arc<Mutex<BTreeMap<String, Instant>>>);
+
+impl Arrivals {
+    /// Watches the WorkloadEntries of `ns` (as the tests see it) until
+    /// dropped with the returned task.
+    fn watch(h: &Harness, ns: &str) -> (Arrivals, tokio::task::JoinHandle<()>) {
+        let arrivals = Arrivals::default();
+        let api = h.entries_api(ns);
+        let task = {
+            let arrivals = arrivals.clone();
+            tokio::spawn(async move {
+                let mut events = watcher(api, watcher::Config::default()).boxed();
+                while let Some(event) = events.next().await {
+                    let now = Instant::now();
+                    let objects = match event {
+                        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => vec![o],
+                        _ => continue,
+                    };
+                    let mut seen = arrivals.0.lock().unwrap_or_else(|e| e.into_inner());
+                    for o in objects {
+                        if let Some(address) = o.data["spec"]["address"].as_str() {
+                            seen.entry(address.to_string()).or_insert(now);
+                        }
+                    }
+                }
+            })
+        };
+        (arrivals, task)
+    }
+
+    fn get(&self, address: &str) -> Option<Instant> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(address)
+            .copied()
+    }
+}
+
+/// Latencies of one bench: to the entry, and to the endpoint in EDS.
+#[derive(Default)]
+struct Samples {
+    entry: Vec<Duration>,
+    eds: Vec<Duration>,
+    /// From the entry's arrival to the endpoint in EDS.
+    istiod: Vec<Duration>,
+}
+
+impl Samples {
+    fn add(&mut self, started: Instant, entry: Option<Instant>, eds: Instant) {
+        self.eds.push(eds - started);
+        if let Some(entry) = entry {
+            self.entry.push(entry.saturating_duration_since(started));
+            self.istiod.push(eds.saturating_duration_since(entry));
+        }
+    }
+
+    fn print(&mut self, what: &str) {
+        let line = |name: &str, v: &mut Vec<Duration>| {
+            v.sort();
+            if v.is_empty() {
+                return format!("{name}: no samples");
+            }
+            let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+            format!(
+                "{name}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples)",
+                at(0.5).as_secs_f64() * 1e3,
+                at(0.99).as_secs_f64() * 1e3,
+                at(1.0).as_secs_f64() * 1e3,
+                v.len()
+            )
+        };
+        println!("{what}");
+        println!(
+            "  {}",
+            line("cloud change -> endpoint in EDS", &mut self.eds)
+        );
+        println!(
+            "  {}",
+            line("cloud change -> WorkloadEntry (watch)", &mut self.entry)
+        );
+        println!(
+            "  {}",
+            line("WorkloadEntry (watch) -> endpoint in EDS", &mut self.istiod)
+        );
+    }
+}
+
+fn addresses(endpoints: &[EdsEndpoint]) -> BTreeSet<String> {
+    endpoints.iter().map(|e| e.address.clone()).collect()
+}
+
+/// Waits for EDS of `cluster` to hold exactly `expected` (each on `port`),
+/// and returns when it did.
+async fn wait_exactly(
+    pod: &XdsClient,
+    cluster: &str,
+    what: &str,
+    expected: &BTreeSet<String>,
+    port: u32,
+) -> Instant {
+    pod.wait_endpoints(cluster, what, |endpoints| {
+        endpoints.len() == expected.len()
+            && addresses(endpoints) == *expected
+            && endpoints.iter().all(|e| e.port == port)
+    })
+    .await;
+    Instant::now()
+}
+
+/// Not a test: scale-outs of a simulated group, one at a time, each timed
+/// to the new endpoint in a pod's EDS.
+#[tokio::test]
+#[ignore = "benchmark: prints numbers, asserts none"]
+async fn bench_sim_scale_out_to_eds() {
+    let istiod = Istiod::shared().await;
+    let sim = SimCloud::new();
+    sim.ensure_group("web", "us-east-1");
+    let ip = |i: usize| Ipv4Addr::new(10, 9, (i / 250) as u8, (i % 250 + 1) as u8);
+    let initial = 3;
+    for i in 0..initial {
+        sim.add_instance(
+            "web",
+            SimInstance::running(format!("i-{i:03}"), ip(i)).with_zone("us-east-1a"),
+        )
+        .unwrap();
+    }
+    let h = Harness::start(sim).await;
+    let ns = unique_ns(&h, "bench-sim");
+    h.create_namespace(&ns).await;
+    let spec = format!("{API}  sync: {{interval: 10m}}\n");
+    h.create_mirror(&mirror_yaml(&ns, "web", &spec)).await;
+    let cluster = format!("outbound|80||api.{ns}.svc.cluster.local");
+    let (arrivals, watch) = Arrivals::watch(&h, &ns);
+    let pod = pod_client(&h, &istiod).await;
+    let mut expected: BTreeSet<String> = (0..initial).map(|i| ip(i).to_string()).collect();
+    wait_exactly(&pod, &cluster, "the first VMs", &expected, 8080).await;
+
+    let n = changes();
+    let load_before = load_average();
+    let mut samples = Samples::default();
+    for i in initial..initial + n {
+        let address = ip(i).to_string();
+        expected.insert(address.clone());
+        let started = Instant::now();
+        h.sim
+            .add_instance(
+                "web",
+                SimInstance::running(format!("i-{i:03}"), ip(i)).with_zone("us-east-1a"),
+            )
+            .unwrap();
+        let eds = wait_exactly(
+            &pod,
+            &cluster,
+            &format!("{address} added to the group"),
+            &expected,
+            8080,
+        )
+        .await;
+        samples.add(started, arrivals.get(&address), eds);
+        // A pause, so that each change is a push of its own rather than
+        // one debounced with the last.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    watch.abort();
+    samples.print(&format!(
+        "sim: {n} scale-outs of one VM ({initial} to {} VMs), load average {load_before} before, {} after",
+        initial + n,
+        load_average()
+    ));
+}
+
+#[cfg(feature = "aws")]
+mod aws {
+    //! The same against moto, with the SQS event path (as tests/aws.rs).
+
+    use super::*;
+    use meshmirror::app::RunOptions;
+    use meshmirror::clouds::CloudArgs;
+    use meshmirror::clouds::aws::AwsArgs;
+    use meshmirror_aws::aws_config::{self, BehaviorVersion};
+    use meshmirror_aws::aws_sdk_autoscaling as autoscaling;
+    use meshmirror_aws::aws_sdk_ec2 as ec2;
+    use meshmirror_aws::aws_sdk_sqs as sqs;
+    use meshmirror_testkit::aws::{AwsProxy, Moto};
+    use serde_json::{Value, json};
+
+    const REGION: &str = "us-east-1";
+    const ACCOUNT: &str = "123456789012";
+
+    /// moto with a subnet, a launch configuration, the group `web` and the
+    /// event queue; the proxy in front of it for meshmirror.
+    struct Cloud {
+        _moto: Moto,
+        proxy: AwsProxy,
+        asg: autoscaling::Client,
+        ec2: ec2::Client,
+        sqs: sqs::Client,
+        queue_url: String,
+    }
+
+    impl Cloud {
+        async fn start(size: i32) -> Cloud {
+            let moto = Moto::start().await.unwrap_or_else(|e| panic!("{e}"));
+            let proxy = AwsProxy::start(moto.authority())
+                .await
+                .expect("proxy starts");
+            let shared = aws_config::defaults(BehaviorVersion::latest())
+                .endpoint_url(moto.endpoint())
+                .region(autoscaling::config::Region::new(REGION))
+                .credentials_provider(autoscaling::config::Credentials::new(
+                    "testing", "testing", None, None, "test",
+                ))
+                .load()
+                .await;
+            let asg = autoscaling::Client::new(&shared);
+            let ec2 = ec2::Client::new(&shared);
+            let sqs = sqs::Client::new(&shared);
+            let vpc = ec2
+                .create_vpc()
+                .cidr_block("10.0.0.0/16")
+                .send()
+                .await
+                .unwrap()
+                .vpc
+                .unwrap()
+                .vpc_id
+                .unwrap();
+            let subnet = ec2
+                .create_subnet()
+                .vpc_id(vpc)
+                .cidr_block("10.0.0.0/18")
+                .availability_zone("us-east-1a")
+                .send()
+                .await
+                .unwrap()
+                .subnet
+                .unwrap()
+                .subnet_id
+                .unwrap();
+            asg.create_launch_configuration()
+                .launch_configuration_name("lc")
+                .image_id("ami-12c6146b")
+                .instance_type("t3.micro")
+                .send()
+                .await
+                .unwrap();
+            let queue_url = sqs
+                .create_queue()
+                .queue_name("meshmirror-events")
+                .send()
+                .await
+                .unwrap()
+                .queue_url
+                .unwrap();
+            asg.create_auto_scaling_group()
+                .auto_scaling_group_name("web")
+                .launch_configuration_name("lc")
+                .min_size(0)
+                .max_size(1000)
+                .desired_capacity(size)
+                .vpc_zone_identifier(&subnet)
+                .send()
+                .await
+                .unwrap();
+            Cloud {
+                _moto: moto,
+                proxy,
+                asg,
+                ec2,
+                sqs,
+                queue_url,
+            }
+        }
+
+        fn args(&self) -> AwsArgs {
+            AwsArgs {
+                aws_endpoint_url: Some(self.proxy.endpoint()),
+                aws_region: Some(REGION.into()),
+                aws_event_queue_url: Some(self.queue_url.clone()),
+                aws_accounts: Vec::new(),
+                static_credentials: Some(("testing".into(), "testing".into())),
+            }
+        }
+
+        /// The group's InService instance ids.
+        async fn instances(&self) -> Vec<String> {
+            let out = self
+                .asg
+                .describe_auto_scaling_groups()
+                .auto_scaling_group_names("web")
+                .send()
+                .await
+                .unwrap();
+            out.auto_scaling_groups()[0]
+                .instances()
+                .iter()
+                .filter(|i| i.lifecycle_state().map(|s| s.as_str()) == Some("InService"))
+                .filter_map(|i| i.instance_id().map(str::to_string))
+                .collect()
+        }
+
+        async fn private_ips(&self, ids: &[String]) -> BTreeSet<String> {
+            let out = self
+                .ec2
+                .describe_instances()
+                .set_instance_ids(Some(ids.to_vec()))
+                .send()
+                .await
+                .unwrap();
+            out.reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .filter_map(|i| i.private_ip_address().map(str::to_string))
+                .collect()
+        }
+
+        async fn set_capacity(&self, n: i32) {
+            self.asg
+                .set_desired_capacity()
+                .auto_scaling_group_name("web")
+                .desired_capacity(n)
+                .send()
+                .await
+                .unwrap();
+        }
+
+        async fn send(&self, body: &str) {
+            self.sqs
+                .send_message()
+                .queue_url(&self.queue_url)
+                .message_body(body)
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+
+    /// EventBridge's "EC2 Instance Launch Successful" for `instance`, from
+    /// the provider's fixture (as tests/aws.rs sends it).
+    fn launch_successful(instance: &str) -> String {
+        let path = format!(
+            "{}/providers/aws/fixtures/eventbridge-asg-launch-successful.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut event: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        event["region"] = json!(REGION);
+        event["account"] = json!(ACCOUNT);
+        event["detail"]["AutoScalingGroupName"] = json!("web");
+        event["detail"]["EC2InstanceId"] = json!(instance);
+        event.to_string()
+    }
+
+    /// Not a test: scale-outs of an Auto Scaling group in moto, one at a
+    /// time, each announced by its launch event on the SQS queue, each
+    /// timed from the event to the new endpoint in a pod's EDS.
+    #[tokio::test]
+    #[ignore = "benchmark: prints numbers, asserts none"]
+    async fn bench_aws_scale_out_to_eds() {
+        let istiod = Istiod::shared().await;
+        let initial = 3;
+        let cloud = Cloud::start(initial).await;
+        let h = Harness::without_controller(SimCloud::new()).await;
+        let opts = RunOptions {
+            kube_qps: 0.0,
+            clouds: CloudArgs {
+                aws: cloud.args(),
+                ..CloudArgs::default()
+            },
+            allow_all_groups: true,
+            ..RunOptions::default()
+        };
+        let _controller = h.spawn_controller("aws", h.service.clone(), opts);
+        let ns = unique_ns(&h, "bench-aws");
+        h.create_namespace(&ns).await;
+        let yaml = format!(
+            "apiVersion: meshmirror.io/v1alpha1\nkind: ScalingGroupMirror\nmetadata:\n  name: web\n  namespace: {ns}\nspec:\n  provider:\n    aws:\n      region: {REGION}\n      autoScalingGroupName: web\n  sync: {{interval: 10m}}\n{API}"
+        );
+        h.create_mirror(&yaml).await;
+        let cluster = format!("outbound|80||api.{ns}.svc.cluster.local");
+        let (arrivals, watch) = Arrivals::watch(&h, &ns);
+        let pod = pod_client(&h, &istiod).await;
+        let mut known = cloud.instances().await;
+        let mut expected = cloud.private_ips(&known).await;
+        wait_exactly(&pod, &cluster, "the first VMs", &expected, 8080).await;
+
+        let n = changes();
+        let load_before = load_average();
+        let mut samples = Samples::default();
+        for i in 0..n {
+            cloud.set_capacity(initial + 1 + i as i32).await;
+            let new = cloud
+                .instances()
+                .await
+                .into_iter()
+                .find(|id| !known.contains(id))
+                .expect("moto launched an instance");
+            let address = cloud
+                .private_ips(std::slice::from_ref(&new))
+                .await
+                .pop_first()
+                .expect("the new instance's address");
+            expected.insert(address.clone());
+            let started = Instant::now();
+            cloud.send(&launch_successful(&new)).await;
+            let eds = wait_exactly(
+                &pod,
+                &cluster,
+                &format!("{new} ({address}) launched"),
+                &expected,
+                8080,
+            )
+            .await;
+            samples.add(started, arrivals.get(&address), eds);
+            known.push(new);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        watch.abort();
+        samples.print(&format!(
+            "AWS (moto, SQS events): {n} scale-outs of one VM ({initial} to {} VMs), load average {load_before} before, {} after",
+            initial as usize + n,
+            load_average()
+        ));
+    }
+}
