@@ -17,116 +17,16 @@ use meshmirror::app::RunOptions;
 use meshmirror::clouds::CloudArgs;
 use meshmirror::clouds::aws::AwsArgs;
 use meshmirror::workloadentry::keys;
-use meshmirror_aws::aws_config::{self, BehaviorVersion};
-use meshmirror_aws::aws_sdk_autoscaling as autoscaling;
-use meshmirror_aws::aws_sdk_ec2 as ec2;
 use meshmirror_aws::aws_sdk_sqs as sqs;
 use meshmirror_sim::SimCloud;
-use meshmirror_testkit::aws::{AwsProxy, HoldState, LifecycleCall, Moto, upstream};
+use meshmirror_testkit::aws::{HoldState, LifecycleCall, upstream};
 use serde_json::{Value, json};
 
-const REGION: &str = "us-east-1";
-const ACCOUNT: &str = "123456789012";
-
-/// moto, the proxy in front of it, and clients that talk to moto directly
-/// (so the proxy counts only meshmirror's calls).
-struct Cloud {
-    moto: Moto,
-    proxy: AwsProxy,
-    asg: autoscaling::Client,
-    ec2: ec2::Client,
-    sqs: sqs::Client,
-    queue_url: String,
-    subnet: String,
-}
-
-async fn cloud() -> Cloud {
-    let moto = Moto::start().await.unwrap_or_else(|e| panic!("{e}"));
-    let proxy = AwsProxy::start(moto.authority())
-        .await
-        .expect("proxy starts");
-    let shared = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint())
-        .region(autoscaling::config::Region::new(REGION))
-        .credentials_provider(autoscaling::config::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .load()
-        .await;
-    let asg = autoscaling::Client::new(&shared);
-    let ec2 = ec2::Client::new(&shared);
-    let sqs = sqs::Client::new(&shared);
-    let vpc = ec2
-        .create_vpc()
-        .cidr_block("10.0.0.0/16")
-        .send()
-        .await
-        .unwrap()
-        .vpc
-        .unwrap()
-        .vpc_id
-        .unwrap();
-    let subnet = ec2
-        .create_subnet()
-        .vpc_id(vpc)
-        .cidr_block("10.0.0.0/18")
-        .availability_zone("us-east-1a")
-        .send()
-        .await
-        .unwrap()
-        .subnet
-        .unwrap()
-        .subnet_id
-        .unwrap();
-    asg.create_launch_configuration()
-        .launch_configuration_name("lc")
-        .image_id("ami-12c6146b")
-        .instance_type("t3.micro")
-        .send()
-        .await
-        .unwrap();
-    let queue_url = sqs
-        .create_queue()
-        .queue_name("meshmirror-events")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    Cloud {
-        moto,
-        proxy,
-        asg,
-        ec2,
-        sqs,
-        queue_url,
-        subnet,
-    }
-}
+#[path = "common/moto.rs"]
+mod moto;
+use moto::*;
 
 impl Cloud {
-    async fn group(&self, name: &str, size: i32, tags: &[(&str, &str)]) {
-        let mut req = self
-            .asg
-            .create_auto_scaling_group()
-            .auto_scaling_group_name(name)
-            .launch_configuration_name("lc")
-            .min_size(0)
-            .max_size(6000)
-            .desired_capacity(size)
-            .vpc_zone_identifier(&self.subnet);
-        for (k, v) in tags {
-            req = req.tags(
-                autoscaling::types::Tag::builder()
-                    .key(*k)
-                    .value(*v)
-                    .propagate_at_launch(true)
-                    .build(),
-            );
-        }
-        req.send().await.unwrap();
-    }
-
     async fn hook(&self, group: &str, hook: &str, launching: bool, heartbeat: i32) {
         self.asg
             .put_lifecycle_hook()
@@ -149,63 +49,6 @@ impl Cloud {
         );
     }
 
-    async fn set_capacity(&self, group: &str, n: i32) {
-        self.asg
-            .set_desired_capacity()
-            .auto_scaling_group_name(group)
-            .desired_capacity(n)
-            .send()
-            .await
-            .unwrap();
-    }
-
-    /// The group's InService instance ids as moto sees them, sorted.
-    async fn instances(&self, group: &str) -> Vec<String> {
-        let out = self
-            .asg
-            .describe_auto_scaling_groups()
-            .auto_scaling_group_names(group)
-            .send()
-            .await
-            .unwrap();
-        let mut ids: Vec<String> = out.auto_scaling_groups()[0]
-            .instances()
-            .iter()
-            .filter(|i| i.lifecycle_state().map(|s| s.as_str()) == Some("InService"))
-            .filter_map(|i| i.instance_id().map(str::to_string))
-            .collect();
-        ids.sort();
-        ids
-    }
-
-    async fn private_ips(&self, ids: &[String]) -> Vec<String> {
-        let out = self
-            .ec2
-            .describe_instances()
-            .set_instance_ids(Some(ids.to_vec()))
-            .send()
-            .await
-            .unwrap();
-        let mut ips: Vec<String> = out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter_map(|i| i.private_ip_address().map(str::to_string))
-            .collect();
-        ips.sort();
-        ips
-    }
-
-    async fn send(&self, body: &str) {
-        self.sqs
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(body)
-            .send()
-            .await
-            .unwrap();
-    }
-
     /// Messages still in the queue, visible or in flight.
     async fn queued(&self) -> u64 {
         let out = self
@@ -223,16 +66,6 @@ impl Cloud {
             .values()
             .map(|v| v.parse::<u64>().expect("a count"))
             .sum()
-    }
-
-    fn args(&self) -> AwsArgs {
-        AwsArgs {
-            aws_endpoint_url: Some(self.proxy.endpoint()),
-            aws_region: Some(REGION.into()),
-            aws_event_queue_url: Some(self.queue_url.clone()),
-            aws_accounts: Vec::new(),
-            static_credentials: Some(("testing".into(), "testing".into())),
-        }
     }
 
     /// Sends an event to EventBridge (moto routes it to the queue through a
@@ -286,34 +119,10 @@ impl Cloud {
     }
 }
 
-/// A verbatim EventBridge sample from the provider's fixtures with its
-/// detail fields, region and account replaced (meshmirror accepts only the
-/// queue's account, moto's; some samples carry a placeholder).
-fn fixture_event(file: &str, detail: Value) -> String {
-    let path = format!(
-        "{}/providers/aws/fixtures/{file}",
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo and nextest set CARGO_MANIFEST_DIR")
-    );
-    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    event["region"] = json!(REGION);
-    event["account"] = json!(ACCOUNT);
-    for (k, v) in detail.as_object().unwrap() {
-        event["detail"][k] = v.clone();
-    }
-    event.to_string()
-}
-
 fn terminate_action(group: &str, instance: &str, hook: &str, token: &str) -> String {
     fixture_event(
         "eventbridge-asg-terminate-lifecycle-action.json",
         json!({"AutoScalingGroupName": group, "EC2InstanceId": instance, "LifecycleHookName": hook, "LifecycleActionToken": token}),
-    )
-}
-
-fn launch_successful(group: &str, instance: &str) -> String {
-    fixture_event(
-        "eventbridge-asg-launch-successful.json",
-        json!({"AutoScalingGroupName": group, "EC2InstanceId": instance}),
     )
 }
 

@@ -281,186 +281,17 @@ async fn bench_sim_scale_out_to_eds() {
 }
 
 #[cfg(feature = "aws")]
+#[path = "common/moto.rs"]
+mod moto;
+
+#[cfg(feature = "aws")]
 mod aws {
     //! The same against moto, with the SQS event path (as tests/aws.rs).
 
+    use super::moto::{REGION, cloud, launch_successful};
     use super::*;
     use meshmirror::app::RunOptions;
     use meshmirror::clouds::CloudArgs;
-    use meshmirror::clouds::aws::AwsArgs;
-    use meshmirror_aws::aws_config::{self, BehaviorVersion};
-    use meshmirror_aws::aws_sdk_autoscaling as autoscaling;
-    use meshmirror_aws::aws_sdk_ec2 as ec2;
-    use meshmirror_aws::aws_sdk_sqs as sqs;
-    use meshmirror_testkit::aws::{AwsProxy, Moto};
-    use serde_json::{Value, json};
-
-    const REGION: &str = "us-east-1";
-    const ACCOUNT: &str = "123456789012";
-
-    /// moto with a subnet, a launch configuration, the group `web` and the
-    /// event queue; the proxy in front of it for meshmirror.
-    struct Cloud {
-        _moto: Moto,
-        proxy: AwsProxy,
-        asg: autoscaling::Client,
-        ec2: ec2::Client,
-        sqs: sqs::Client,
-        queue_url: String,
-    }
-
-    impl Cloud {
-        async fn start(size: i32) -> Cloud {
-            let moto = Moto::start().await.unwrap_or_else(|e| panic!("{e}"));
-            let proxy = AwsProxy::start(moto.authority())
-                .await
-                .expect("proxy starts");
-            let shared = aws_config::defaults(BehaviorVersion::latest())
-                .endpoint_url(moto.endpoint())
-                .region(autoscaling::config::Region::new(REGION))
-                .credentials_provider(autoscaling::config::Credentials::new(
-                    "testing", "testing", None, None, "test",
-                ))
-                .load()
-                .await;
-            let asg = autoscaling::Client::new(&shared);
-            let ec2 = ec2::Client::new(&shared);
-            let sqs = sqs::Client::new(&shared);
-            let vpc = ec2
-                .create_vpc()
-                .cidr_block("10.0.0.0/16")
-                .send()
-                .await
-                .unwrap()
-                .vpc
-                .unwrap()
-                .vpc_id
-                .unwrap();
-            let subnet = ec2
-                .create_subnet()
-                .vpc_id(vpc)
-                .cidr_block("10.0.0.0/18")
-                .availability_zone("us-east-1a")
-                .send()
-                .await
-                .unwrap()
-                .subnet
-                .unwrap()
-                .subnet_id
-                .unwrap();
-            asg.create_launch_configuration()
-                .launch_configuration_name("lc")
-                .image_id("ami-12c6146b")
-                .instance_type("t3.micro")
-                .send()
-                .await
-                .unwrap();
-            let queue_url = sqs
-                .create_queue()
-                .queue_name("meshmirror-events")
-                .send()
-                .await
-                .unwrap()
-                .queue_url
-                .unwrap();
-            asg.create_auto_scaling_group()
-                .auto_scaling_group_name("web")
-                .launch_configuration_name("lc")
-                .min_size(0)
-                .max_size(1000)
-                .desired_capacity(size)
-                .vpc_zone_identifier(&subnet)
-                .send()
-                .await
-                .unwrap();
-            Cloud {
-                _moto: moto,
-                proxy,
-                asg,
-                ec2,
-                sqs,
-                queue_url,
-            }
-        }
-
-        fn args(&self) -> AwsArgs {
-            AwsArgs {
-                aws_endpoint_url: Some(self.proxy.endpoint()),
-                aws_region: Some(REGION.into()),
-                aws_event_queue_url: Some(self.queue_url.clone()),
-                aws_accounts: Vec::new(),
-                static_credentials: Some(("testing".into(), "testing".into())),
-            }
-        }
-
-        /// The group's InService instance ids.
-        async fn instances(&self) -> Vec<String> {
-            let out = self
-                .asg
-                .describe_auto_scaling_groups()
-                .auto_scaling_group_names("web")
-                .send()
-                .await
-                .unwrap();
-            out.auto_scaling_groups()[0]
-                .instances()
-                .iter()
-                .filter(|i| i.lifecycle_state().map(|s| s.as_str()) == Some("InService"))
-                .filter_map(|i| i.instance_id().map(str::to_string))
-                .collect()
-        }
-
-        async fn private_ips(&self, ids: &[String]) -> BTreeSet<String> {
-            let out = self
-                .ec2
-                .describe_instances()
-                .set_instance_ids(Some(ids.to_vec()))
-                .send()
-                .await
-                .unwrap();
-            out.reservations()
-                .iter()
-                .flat_map(|r| r.instances())
-                .filter_map(|i| i.private_ip_address().map(str::to_string))
-                .collect()
-        }
-
-        async fn set_capacity(&self, n: i32) {
-            self.asg
-                .set_desired_capacity()
-                .auto_scaling_group_name("web")
-                .desired_capacity(n)
-                .send()
-                .await
-                .unwrap();
-        }
-
-        async fn send(&self, body: &str) {
-            self.sqs
-                .send_message()
-                .queue_url(&self.queue_url)
-                .message_body(body)
-                .send()
-                .await
-                .unwrap();
-        }
-    }
-
-    /// EventBridge's "EC2 Instance Launch Successful" for `instance`, from
-    /// the provider's fixture (as tests/aws.rs sends it).
-    fn launch_successful(instance: &str) -> String {
-        let path = format!(
-            "{}/providers/aws/fixtures/eventbridge-asg-launch-successful.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let mut event: Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        event["region"] = json!(REGION);
-        event["account"] = json!(ACCOUNT);
-        event["detail"]["AutoScalingGroupName"] = json!("web");
-        event["detail"]["EC2InstanceId"] = json!(instance);
-        event.to_string()
-    }
 
     /// Not a test: scale-outs of an Auto Scaling group in moto, one at a
     /// time, each announced by its launch event on the SQS queue, each
@@ -470,7 +301,8 @@ mod aws {
     async fn bench_aws_scale_out_to_eds() {
         let istiod = Istiod::shared().await;
         let initial = 3;
-        let cloud = Cloud::start(initial).await;
+        let cloud = cloud().await;
+        cloud.group("web", initial, &[]).await;
         let h = Harness::without_controller(SimCloud::new()).await;
         let opts = RunOptions {
             kube_qps: 0.0,
@@ -491,17 +323,17 @@ mod aws {
         let cluster = format!("outbound|80||api.{ns}.svc.cluster.local");
         let (arrivals, watch) = Arrivals::watch(&h, &ns);
         let pod = pod_client(&h, &istiod).await;
-        let mut known = cloud.instances().await;
-        let mut expected = cloud.private_ips(&known).await;
+        let mut known = cloud.instances("web").await;
+        let mut expected: BTreeSet<String> = cloud.private_ips(&known).await.into_iter().collect();
         wait_exactly(&pod, &cluster, "the first VMs", &expected, 8080).await;
 
         let n = changes();
         let load_before = load_average();
         let mut samples = Samples::default();
         for i in 0..n {
-            cloud.set_capacity(initial + 1 + i as i32).await;
+            cloud.set_capacity("web", initial + 1 + i as i32).await;
             let new = cloud
-                .instances()
+                .instances("web")
                 .await
                 .into_iter()
                 .find(|id| !known.contains(id))
@@ -509,11 +341,11 @@ mod aws {
             let address = cloud
                 .private_ips(std::slice::from_ref(&new))
                 .await
-                .pop_first()
+                .pop()
                 .expect("the new instance's address");
             expected.insert(address.clone());
             let started = Instant::now();
-            cloud.send(&launch_successful(&new)).await;
+            cloud.send(&launch_successful("web", &new)).await;
             let eds = wait_exactly(
                 &pod,
                 &cluster,
