@@ -35,17 +35,19 @@
 #![allow(clippy::print_stdout)]
 
 mod common;
+#[path = "common/istiod.rs"]
+mod istiod_common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::{Harness, is_ready};
+use istiod_common::{require_real_backend, server_prefix};
 use meshmirror::app::RunOptions;
 use meshmirror_sim::SimCloud;
 use meshmirror_testkit::realkube::{RealKube, repo_root};
-use meshmirror_testkit::xds::istiod::{HOW_TO_RUN, istioctl};
-use meshmirror_testkit::{Backend, TestKube};
+use meshmirror_testkit::xds::istiod::istioctl;
 use serde_json::Value;
 
 /// Files of deploy/examples/ that are not Kubernetes objects, and what they
@@ -223,19 +225,11 @@ fn problems(messages: &[Message], allowed: &[Allowed]) -> Vec<Message> {
 #[tokio::test]
 async fn istioctl_analyze_finds_no_error_or_warning_in_any_example_or_what_meshmirror_writes_for_it()
  {
-    if Backend::of_run() != Backend::Real {
-        panic!(
-            "this test needs MESHMIRROR_KUBE=real: {}",
-            HOW_TO_RUN.replace("--test istiod", "--test istioctl")
-        );
-    }
+    require_real_backend("istioctl");
     let istioctl = istioctl();
     let kube = RealKube::shared();
     let h = Harness::without_controller(SimCloud::new()).await;
-    let prefix = match &h.server {
-        TestKube::Real(proxy) => proxy.namespace_prefix().to_string(),
-        TestKube::Fake(_) => unreachable!("the real backend"),
-    };
+    let prefix = server_prefix(&h);
     let id = prefix.trim_end_matches('-');
     let server = |ns: &str| format!("{prefix}{ns}");
     let sim_yaml = std::fs::read_to_string(repo_root().join("deploy/examples/sim-cloud.yaml"))
@@ -412,19 +406,11 @@ fn create(kube: &RealKube, tag: &str, yaml: &str) {
 /// not exist is an Error istioctl reports, and [`problems`] keeps it.
 #[tokio::test]
 async fn istioctl_analyze_reports_an_error_and_the_check_keeps_it() {
-    if Backend::of_run() != Backend::Real {
-        panic!(
-            "this test needs MESHMIRROR_KUBE=real: {}",
-            HOW_TO_RUN.replace("--test istiod", "--test istioctl")
-        );
-    }
+    require_real_backend("istioctl");
     let istioctl = istioctl();
     let kube = RealKube::shared();
     let h = Harness::without_controller(SimCloud::new()).await;
-    let prefix = match &h.server {
-        TestKube::Real(proxy) => proxy.namespace_prefix().to_string(),
-        TestKube::Fake(_) => unreachable!("the real backend"),
-    };
+    let prefix = server_prefix(&h);
     h.create_namespace("broken").await;
     let ns = format!("{prefix}broken");
     create(

@@ -24,13 +24,15 @@
 //! retry, must not find the first one's ServiceEntry under the same host.
 
 mod common;
+#[path = "common/istiod.rs"]
+mod istiod_common;
 
 use std::collections::BTreeSet;
 
 use common::{Harness, mirror_yaml};
+use istiod_common::{pod_client, server_ns, test_id, unique_ns};
 use meshmirror_provider::Health;
 use meshmirror_sim::{SimCloud, SimInstance};
-use meshmirror_testkit::TestKube;
 use meshmirror_testkit::xds::{
     EdsEndpoint, FilterChain, Istiod, ProxyNode, XdsClient, cluster_sans, cluster_static_endpoints,
     filter_chains, listener_port, transport_socket_match_names,
@@ -48,38 +50,6 @@ fn sim(instances: &[(&str, [u8; 4], &str)]) -> SimCloud {
         .unwrap();
     }
     sim
-}
-
-/// A namespace name for the mirror that no other test (of this run or an
-/// earlier one on the same control plane) uses: `base-<the test's id>`.
-fn unique_ns(h: &Harness, base: &str) -> String {
-    format!("{base}-{}", test_id(h))
-}
-
-/// The server's name of the test's namespace `ns`.
-fn server_ns(h: &Harness, ns: &str) -> String {
-    match &h.server {
-        TestKube::Real(proxy) => format!("{}{ns}", proxy.namespace_prefix()),
-        TestKube::Fake(_) => unreachable!("Istiod::shared() refuses the fake backend"),
-    }
-}
-
-/// A sidecar of a pod in namespace `client` (another namespace than the
-/// mirror's), on the default network.
-async fn pod_client(h: &Harness, istiod: &Istiod) -> XdsClient {
-    h.create_namespace("client").await;
-    let ns = server_ns(h, "client");
-    XdsClient::connect(
-        istiod.xds,
-        ProxyNode::pod(
-            "10.244.0.10",
-            "sleep-7d9f",
-            &ns,
-            &[("app", "sleep")],
-            "sleep",
-        ),
-    )
-    .await
 }
 
 /// One expected endpoint: address, port, region, zone, weight, health.
@@ -484,15 +454,6 @@ async fn health_cloud_with_an_unhealthy_vm_takes_its_endpoint_out_of_eds() {
         ]),
     )
     .await;
-}
-
-/// The test's id (the tenancy prefix without its `-`): a suffix for names
-/// that must be unique on the shared control plane.
-fn test_id(h: &Harness) -> String {
-    match &h.server {
-        TestKube::Real(proxy) => proxy.namespace_prefix().trim_end_matches('-').to_string(),
-        TestKube::Fake(_) => unreachable!("Istiod::shared() refuses the fake backend"),
-    }
 }
 
 /// Creates namespace `ns` with a Service `db` (TCP port 5432, no selector)

@@ -30,6 +30,8 @@
 #![allow(clippy::print_stdout)]
 
 mod common;
+#[path = "common/istiod.rs"]
+mod istiod_common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -38,46 +40,10 @@ use std::time::{Duration, Instant};
 
 use common::{Harness, mirror_yaml};
 use futures::StreamExt;
+use istiod_common::{pod_client, unique_ns};
 use kube::runtime::watcher;
 use meshmirror_sim::{SimCloud, SimInstance};
-use meshmirror_testkit::TestKube;
-use meshmirror_testkit::xds::{EdsEndpoint, Istiod, ProxyNode, XdsClient};
-
-/// A namespace name for the mirror that no other test of this run or an
-/// earlier one on the same control plane uses (a ServiceEntry's host is
-/// seen by the whole mesh): `base-<the test's id>`.
-fn unique_ns(h: &Harness, base: &str) -> String {
-    match &h.server {
-        TestKube::Real(proxy) => {
-            format!("{base}-{}", proxy.namespace_prefix().trim_end_matches('-'))
-        }
-        TestKube::Fake(_) => unreachable!("Istiod::shared() refuses the fake backend"),
-    }
-}
-
-fn server_ns(h: &Harness, ns: &str) -> String {
-    match &h.server {
-        TestKube::Real(proxy) => format!("{}{ns}", proxy.namespace_prefix()),
-        TestKube::Fake(_) => unreachable!("Istiod::shared() refuses the fake backend"),
-    }
-}
-
-/// A sidecar of a pod in namespace `client`, on the default network.
-async fn pod_client(h: &Harness, istiod: &Istiod) -> XdsClient {
-    h.create_namespace("client").await;
-    let ns = server_ns(h, "client");
-    XdsClient::connect(
-        istiod.xds,
-        ProxyNode::pod(
-            "10.244.0.10",
-            "sleep-7d9f",
-            &ns,
-            &[("app", "sleep")],
-            "sleep",
-        ),
-    )
-    .await
-}
+use meshmirror_testkit::xds::{EdsEndpoint, Istiod, XdsClient};
 
 /// One workload `api` behind a ServiceEntry: clients use port 80, the VMs
 /// listen on 8080.
