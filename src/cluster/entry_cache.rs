@@ -164,7 +164,6 @@ struct Bucket {
 #[derive(Default)]
 struct Objects {
     by_namespace: HashMap<Str, HashMap<Str, Cached>>,
-    len: usize,
 }
 
 impl Objects {
@@ -183,20 +182,18 @@ impl Objects {
         if names.is_empty() {
             self.by_namespace.remove(key.0.as_str());
         }
-        self.len -= 1;
         Some(removed)
     }
 
     fn insert(&mut self, namespace: Str, name: Str, cached: Cached) {
-        if self
-            .by_namespace
+        self.by_namespace
             .entry(namespace)
             .or_default()
-            .insert(name, cached)
-            .is_none()
-        {
-            self.len += 1;
-        }
+            .insert(name, cached);
+    }
+
+    fn len(&self) -> usize {
+        self.by_namespace.values().map(HashMap::len).sum()
     }
 
     fn iter(&self) -> impl Iterator<Item = (ObjKey, &Cached)> {
@@ -592,7 +589,7 @@ impl EntryCache {
 
     /// How many entries the cache shows.
     pub fn len(&self) -> usize {
-        self.state.lock().map(|s| s.objects.len).unwrap_or(0)
+        self.state.lock().map(|s| s.objects.len()).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
